@@ -1,0 +1,115 @@
+"""Perspective-n-Point: the pose of a 3D point set from its 2D image and K (OpenCV).
+
+JMLR predicts world-frame vertices and their image points; the pose comes from PnP.
+The solver is SQPnP (globally optimal, any N ≥ 3; EPnP as a fallback) followed by
+Levenberg–Marquardt refinement of the reprojection error (``cv2.solvePnPRefineLM``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from jmlr.geometry.camera import opencv_to_rt
+
+
+@dataclass
+class PnPResult:
+    """One PnP solution.
+
+    Attributes:
+        R_cv: (3, 3) OpenCV column-vector rotation, ``X_cv = R_cv @ V + t_cv``.
+        t_cv: (3,) OpenCV translation, metres.
+        R_t: (4, 4) the same pose as a challenge row-vector world → OpenGL-camera matrix.
+        rms_px: root-mean-square reprojection error in pixels (NaN on failure).
+        success: False when OpenCV found no solution or it is not finite / in front of the camera.
+    """
+
+    R_cv: np.ndarray
+    t_cv: np.ndarray
+    R_t: np.ndarray
+    rms_px: float
+    success: bool
+
+
+def _failed() -> PnPResult:
+    return PnPResult(np.eye(3), np.zeros(3), np.eye(4), float("nan"), False)
+
+
+def solve_pnp(
+    object_points: np.ndarray,
+    image_points: np.ndarray,
+    K: np.ndarray,
+    dist: np.ndarray | None = None,
+    refine: bool = True,
+    method: int = cv2.SOLVEPNP_SQPNP,
+) -> PnPResult:
+    """Pose from N world points and their pixels.
+
+    Args:
+        object_points: (N, 3) world points, metres (N ≥ 3; ≥ 4 for the EPnP fallback).
+        image_points: (N, 2) pixel coordinates (OpenCV pixel-centre convention).
+        K: (3, 3) intrinsics, pixels.
+        dist: OpenCV distortion coefficients (k1, k2, p1, p2[, k3, …]) or None for none.
+        refine: run ``cv2.solvePnPRefineLM`` after the initial solve.
+        method: initial solver flag (default ``cv2.SOLVEPNP_SQPNP``).
+
+    Returns:
+        :class:`PnPResult` in both the OpenCV and the challenge convention.
+    """
+    obj = np.ascontiguousarray(object_points, dtype=np.float64).reshape(-1, 3)
+    img = np.ascontiguousarray(image_points, dtype=np.float64).reshape(-1, 2)
+    K = np.asarray(K, dtype=np.float64).reshape(3, 3)
+    dist = np.zeros(5) if dist is None else np.asarray(dist, dtype=np.float64).ravel()
+    if len(obj) != len(img) or len(obj) < 3:
+        raise ValueError(f"need N >= 3 matching points, got {len(obj)} 3D and {len(img)} 2D")
+    ok = False
+    rvec = tvec = None
+    for flag in (method, cv2.SOLVEPNP_EPNP):
+        try:
+            ok, rvec, tvec = cv2.solvePnP(obj, img, K, dist, flags=flag)
+        except cv2.error:
+            ok = False
+        if ok and np.all(np.isfinite(rvec)) and np.all(np.isfinite(tvec)):
+            break
+        ok = False
+    if not ok:
+        return _failed()
+    if refine:
+        rvec, tvec = cv2.solvePnPRefineLM(obj, img, K, dist, rvec, tvec)
+    proj, _ = cv2.projectPoints(obj, rvec, tvec, K, dist)
+    rms = float(np.sqrt(np.mean(np.sum((proj.reshape(-1, 2) - img) ** 2, axis=1))))
+    R_cv, _ = cv2.Rodrigues(rvec)
+    t_cv = tvec.reshape(3)
+    depth = obj @ R_cv[2] + t_cv[2]
+    success = bool(np.isfinite(rms) and np.median(depth) > 0)
+    return PnPResult(R_cv, t_cv, opencv_to_rt(R_cv, t_cv), rms, success)
+
+
+def solve_pnp_batch(
+    object_points: np.ndarray,
+    image_points: np.ndarray,
+    K: np.ndarray,
+    dist: np.ndarray | None = None,
+    refine: bool = True,
+) -> list[PnPResult]:
+    """:func:`solve_pnp` per sample: object_points (B, N, 3) m, image_points (B, N, 2) px, K (3, 3) or (B, 3, 3)."""
+    object_points = np.asarray(object_points)
+    image_points = np.asarray(image_points)
+    K = np.asarray(K, dtype=np.float64)
+    B = object_points.shape[0]
+    Ks = np.broadcast_to(K, (B, 3, 3))
+    return [solve_pnp(object_points[b], image_points[b], Ks[b], dist, refine) for b in range(B)]
+
+
+def stack_results(results: list[PnPResult]) -> dict[str, np.ndarray]:
+    """Stack a list of results into arrays: ``R_t`` (B, 4, 4), ``R_cv``, ``t_cv``, ``rms_px``, ``success``."""
+    return {
+        "R_t": np.stack([r.R_t for r in results]),
+        "R_cv": np.stack([r.R_cv for r in results]),
+        "t_cv": np.stack([r.t_cv for r in results]),
+        "rms_px": np.array([r.rms_px for r in results]),
+        "success": np.array([r.success for r in results]),
+    }
