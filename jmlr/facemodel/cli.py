@@ -1,0 +1,85 @@
+"""``jmlr facemodel build | topology | procedural``: make the face model and topology files."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from jmlr.facemodel import build as build_module
+
+BUILD_HELP = build_module.__doc__
+
+
+def _build(args: argparse.Namespace) -> int:
+    from jmlr.facemodel.build import build_facemodel
+
+    try:
+        out = build_facemodel(args.ict_dir, args.out, progress=not args.quiet)
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"jmlr facemodel build: {exc}", file=sys.stderr)
+        return 1
+    print(f"wrote {out} (ICT-FaceKit, MIT, Copyright (c) 2020 USC Institute for Creative Technologies)")
+    return 0
+
+
+def _topology(args: argparse.Namespace) -> int:
+    from jmlr.facemodel.model import FaceModel, FaceModelNotFound
+    from jmlr.facemodel.topology import boundary_loops, build_topology, default_topology_path
+
+    try:
+        model = FaceModel.load(args.facemodel)
+    except FaceModelNotFound as exc:
+        print(f"jmlr facemodel topology: {exc}", file=sys.stderr)
+        return 1
+    topo = build_topology(model, num_vertices=args.num_vertices)
+    out = topo.save(args.out or default_topology_path())
+    loops = boundary_loops(topo.triangles)
+    print(
+        f"wrote {out}: {topo.num_vertices} vertices, {topo.num_triangles} triangles, "
+        f"boundary loops {[len(l) for l in loops]}"
+    )
+    if args.obj:
+        print(f"wrote {topo.to_obj(args.obj)}")
+    return 0
+
+
+def _procedural(args: argparse.Namespace) -> int:
+    from jmlr.facemodel.procedural import make_procedural_head
+
+    print(f"wrote {make_procedural_head(args.out)}")
+    return 0
+
+
+def register(subparsers) -> None:
+    """Add ``facemodel`` and its subcommands to the ``jmlr`` parser."""
+    p = subparsers.add_parser("facemodel", help="build the face model npz and the face topology")
+    sub = p.add_subparsers(dest="facemodel_command", metavar="SUBCOMMAND")
+    p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
+
+    b = sub.add_parser(
+        "build",
+        help="convert an ICT-FaceKit clone into the face model npz",
+        description=BUILD_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    b.add_argument("ict_dir", metavar="ICT_FACEKIT_DIR", type=Path, help="clone of github.com/ICT-VGL/ICT-FaceKit")
+    b.add_argument("--out", type=Path, required=True, help="npz to write (e.g. ../shared/facemodel/ict_facekit.npz)")
+    b.add_argument("--quiet", action="store_true", help="no progress bar")
+    b.set_defaults(func=_build)
+
+    t = sub.add_parser(
+        "topology",
+        help="build the ARKit-like face topology (default: the committed file)",
+        description="Build the symmetric ~1,220-vertex face topology (eyes and mouth open) over "
+        "the model's narrow face. Deterministic: rebuilding from the same model gives the same file.",
+    )
+    t.add_argument("--out", type=Path, default=None, help="npz to write (default: jmlr/facemodel/data/arkit_like_topology.npz)")
+    t.add_argument("--facemodel", type=Path, default=None, help="face model npz (default: $JMLR_FACEMODEL or ../shared)")
+    t.add_argument("--num-vertices", type=int, default=1220, help="topology size (default 1220)")
+    t.add_argument("--obj", type=Path, default=None, help="also write the mean shape as an OBJ")
+    t.set_defaults(func=_topology)
+
+    r = sub.add_parser("procedural", help="write a tiny procedural head npz (for tests and demos)")
+    r.add_argument("--out", type=Path, required=True)
+    r.set_defaults(func=_procedural)
