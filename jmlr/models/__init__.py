@@ -1,0 +1,41 @@
+"""Networks: ResNet-D backbones, the JMLR head and the architecture registry.
+
+``jmlr.models.baselines`` (the paper's baselines) is deliberately not imported here: it
+imports from this package, not the other way round.
+"""
+
+from .jmlr_net import OUTPUTS_PER_VERTEX, VERTEX_SCALE, JMLRNet, decode_output, encode_targets
+from .registry import create_backbone, create_model, list_models, load_model_config
+from .resnet import BasicBlock, Bottleneck, ResNet
+
+__all__ = [
+    "BasicBlock", "Bottleneck", "ResNet", "JMLRNet",
+    "VERTEX_SCALE", "OUTPUTS_PER_VERTEX", "decode_output", "encode_targets",
+    "create_model", "create_backbone", "list_models", "load_model_config",
+    "count_parameters", "count_flops",
+]
+
+
+def count_parameters(module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def count_flops(module, input_size: int, batch: int = 1) -> int:
+    """FLOPs of one forward pass at ``(batch, 3, S, S)``, counting a multiply-add as 2.
+
+    Uses ``torch.utils.flop_counter.FlopCounterMode`` (convolutions and matmuls; BN,
+    ReLU and pooling are not counted, as is customary).
+    """
+    import copy
+
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    # On the meta device nothing is computed: only shapes flow, which is all the
+    # counter needs, so even ResNet-50 at 256 px counts instantly.
+    meta = copy.deepcopy(module).to("meta").eval()
+    x = torch.zeros(batch, 3, input_size, input_size, device="meta")
+    counter = FlopCounterMode(display=False)
+    with torch.no_grad(), counter:
+        meta(x)
+    return int(counter.get_total_flops())

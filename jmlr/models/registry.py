@@ -1,0 +1,127 @@
+"""Model registry: one plain YAML file per architecture in ``jmlr/configs/models/``.
+
+A config is a dict::
+
+    name: jmlr_resnet34d
+    backbone: {block: basic|bottleneck, depths: [..], widths: [..], stem_width: 32,
+               zero_init_last: false}
+    input_size: 256
+    normalisation: {mean: [r, g, b], std: [r, g, b], color: RGB}
+
+Anything that takes a model accepts a registry name (``jmlr_resnet34d``, or its short
+form ``resnet34d``), a path to a YAML file, or the config dict itself (as stored inline
+in a model-store manifest, so a stored model never depends on the registry's files).
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+from torch import nn
+
+from jmlr.paths import configs_dir
+
+from .jmlr_net import JMLRNet
+from .resnet import BLOCKS, ResNet
+
+__all__ = ["models_dir", "list_models", "load_model_config", "create_model", "create_backbone"]
+
+DEFAULT_NORMALISATION = {"mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5], "color": "RGB"}
+DEFAULT_INPUT_SIZE = 256
+
+
+def models_dir() -> Path:
+    return configs_dir() / "models"
+
+
+def list_models() -> list[str]:
+    """Registered architecture names, sorted."""
+    return sorted(p.stem for p in models_dir().glob("*.yaml"))
+
+
+def _resolve(name: str) -> Path:
+    path = Path(name).expanduser()
+    if path.suffix in (".yaml", ".yml") and path.is_file():
+        return path
+    for candidate in (name, f"jmlr_{name}"):
+        p = models_dir() / f"{candidate}.yaml"
+        if p.is_file():
+            return p
+    raise KeyError(f"unknown model {name!r}: not a YAML file and not one of {list_models()}")
+
+
+def _validate(cfg: dict[str, Any], origin: str) -> dict[str, Any]:
+    bb = cfg.get("backbone")
+    if not isinstance(bb, Mapping):
+        raise ValueError(f"model config {origin}: missing 'backbone' mapping")
+    for key in ("block", "depths", "widths"):
+        if key not in bb:
+            raise ValueError(f"model config {origin}: backbone.{key} missing")
+    if bb["block"] not in BLOCKS:
+        raise ValueError(f"model config {origin}: backbone.block {bb['block']!r} not in {list(BLOCKS)}")
+    if len(bb["depths"]) != len(bb["widths"]):
+        raise ValueError(f"model config {origin}: depths and widths differ in length")
+    cfg.setdefault("input_size", DEFAULT_INPUT_SIZE)
+    norm = {**DEFAULT_NORMALISATION, **(cfg.get("normalisation") or {})}
+    if len(norm["mean"]) != 3 or len(norm["std"]) != 3:
+        raise ValueError(f"model config {origin}: normalisation mean/std need 3 values")
+    cfg["normalisation"] = norm
+    return cfg
+
+
+def load_model_config(name_or_path: str | Path | Mapping[str, Any]) -> dict[str, Any]:
+    """A validated, independent copy of a model config (defaults filled in)."""
+    if isinstance(name_or_path, Mapping):
+        cfg = copy.deepcopy(dict(name_or_path))
+        origin = repr(cfg.get("name", "<dict>"))
+    else:
+        path = _resolve(str(name_or_path))
+        with open(path, encoding="utf-8") as f:
+            cfg = yaml.safe_load(f) or {}
+        cfg.setdefault("name", path.stem)
+        origin = str(path)
+    return _validate(cfg, origin)
+
+
+def _resnet_kwargs(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    bb = cfg["backbone"]
+    return {
+        "block": bb["block"],
+        "depths": list(bb["depths"]),
+        "widths": list(bb["widths"]),
+        "stem_width": int(bb.get("stem_width", 32)),
+        "zero_init_last": bool(bb.get("zero_init_last", False)),
+    }
+
+
+def create_model(name_or_path: str | Path | Mapping[str, Any], num_vertices: int,
+                 input_size: int | None = None) -> JMLRNet:
+    """Build a randomly initialised JMLR network.
+
+    Args:
+        name_or_path: registry name, YAML path or config dict.
+        num_vertices: N; the ``fc`` has ``5 N`` outputs.
+        input_size: crop side S; default the config's ``input_size``.
+
+    Returns:
+        ``JMLRNet`` whose ``.config`` is the resolved config (with ``input_size`` = S).
+    """
+    cfg = load_model_config(name_or_path)
+    if input_size is not None:
+        cfg["input_size"] = int(input_size)
+    return JMLRNet(num_vertices, cfg["input_size"], config=cfg, **_resnet_kwargs(cfg))
+
+
+def create_backbone(name_or_config: str | Path | Mapping[str, Any]) -> tuple[nn.Module, int]:
+    """A backbone without head, for other heads (the baselines).
+
+    Returns:
+        ``(module, feature_dim)``; ``module(x (B, 3, H, W))`` -> pooled features
+        ``(B, feature_dim)``; ``module.forward_features`` gives the ``(B, C, H/32, W/32)`` map.
+    """
+    cfg = load_model_config(name_or_config)
+    net = ResNet(num_classes=0, **_resnet_kwargs(cfg))
+    return net, net.num_features

@@ -1,0 +1,229 @@
+"""Load a model-store folder: verify, build the network, run it on crops."""
+
+from __future__ import annotations
+
+import importlib
+import json
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file
+from torch import nn
+
+from jmlr.facemodel.topology import Topology
+from jmlr.paths import default_model_store
+
+from .manifest import MANIFEST_NAME, ModelStoreError, read_manifest, sha256_file
+
+__all__ = ["LoadedModel", "load_model", "list_models", "default_model_name", "load_topology",
+           "register_task", "unflip_predictions"]
+
+
+def load_topology(path: str | Path) -> Topology:
+    """``Topology.load(path)``, with any failure reported as ``ModelStoreError``."""
+    try:
+        return Topology.load(path)
+    except (OSError, ValueError, KeyError) as exc:
+        raise ModelStoreError(f"{path}: not a readable topology npz ({exc!r})") from exc
+
+
+# task -> (build(config, num_vertices, input_size) -> nn.Module,
+#          decode(out, num_vertices, input_size) -> (verts (B,N,3) m, points (B,N,2) px) or None)
+_TASKS: dict[str, tuple[Callable[..., nn.Module], Callable | None]] = {}
+
+
+def register_task(task: str, build: Callable[..., nn.Module], decode: Callable | None = None) -> None:
+    """Teach ``load_model`` to build networks of another ``task`` (e.g. a baseline)."""
+    _TASKS[task] = (build, decode)
+
+
+def _task(task: str):
+    if task == "jmlr" and task not in _TASKS:
+        from jmlr.models import create_model, decode_output
+
+        register_task("jmlr", create_model, decode_output)
+    if task not in _TASKS:
+        # Baselines register their tasks on import; try them before giving up.
+        try:
+            importlib.import_module("jmlr.models.baselines")
+        except ImportError:
+            pass
+    if task not in _TASKS:
+        raise ModelStoreError(f"task {task!r} unknown to this code (known: {sorted(_TASKS)})")
+    return _TASKS[task]
+
+
+def unflip_predictions(verts, points, flip_index, input_size: int):
+    """Map the predictions for a horizontally flipped crop back to the original crop.
+
+    Mirroring the image mirrors the head (x -> -x in the head frame, u -> S-1-u in the
+    crop, pixel centres at integers) and swaps left/right vertices, which
+    ``flip_index`` (an involution) undoes. Applying this twice is the identity.
+
+    Args:
+        verts: ``(B, N, 3)`` torch or numpy.
+        points: ``(B, N, 2)`` crop px.
+        flip_index: ``(N,)`` ints, the mirror partner of each vertex.
+        input_size: S.
+    """
+    idx = flip_index if isinstance(verts, np.ndarray) else torch.as_tensor(
+        np.asarray(flip_index), dtype=torch.long, device=verts.device)
+    v = verts[:, idx].clone() if isinstance(verts, torch.Tensor) else verts[:, idx].copy()
+    p = points[:, idx].clone() if isinstance(points, torch.Tensor) else points[:, idx].copy()
+    v[..., 0] = -v[..., 0]
+    p[..., 0] = (input_size - 1) - p[..., 0]
+    return v, p
+
+
+class LoadedModel:
+    """A verified stored model, ready to predict on aligned crops.
+
+    Attributes: ``manifest`` (dict), ``name``, ``version``, ``task``, ``topology``,
+    ``input_size`` (S), ``num_vertices`` (N), ``device``, ``net`` (eval mode, fp32),
+    ``path`` (the folder).
+    """
+
+    def __init__(self, path: Path, manifest: dict[str, Any], topology, net: nn.Module,
+                 decode: Callable | None, device: torch.device) -> None:
+        self.path = path
+        self.manifest = manifest
+        self.name = str(manifest["name"])
+        self.version = str(manifest["version"])
+        self.task = str(manifest["task"])
+        self.topology = topology
+        self.input_size = int(manifest["input_size"])
+        self.num_vertices = int(topology.num_vertices)
+        self.device = device
+        self.net = net
+        self._decode = decode
+        norm = manifest["normalisation"]
+        self._mean = torch.tensor(norm["mean"], dtype=torch.float32, device=device).view(1, 3, 1, 1)
+        self._std = torch.tensor(norm["std"], dtype=torch.float32, device=device).view(1, 3, 1, 1)
+
+    def __repr__(self) -> str:
+        return (f"LoadedModel(name={self.name!r}, version={self.version!r}, task={self.task!r}, "
+                f"input_size={self.input_size}, N={self.num_vertices}, device={self.device})")
+
+    def preprocess(self, crops: np.ndarray) -> torch.Tensor:
+        """uint8 ``(B, S, S, 3)`` RGB -> normalised float32 ``(B, 3, S, S)`` on ``device``."""
+        crops = np.asarray(crops)
+        if crops.ndim == 3:
+            crops = crops[None]
+        s = self.input_size
+        if crops.ndim != 4 or crops.shape[1:] != (s, s, 3):
+            raise ValueError(f"crops must be (B, {s}, {s}, 3) RGB, got {crops.shape}")
+        if crops.dtype != np.uint8:
+            raise ValueError(f"crops must be uint8, got {crops.dtype}")
+        x = torch.from_numpy(np.ascontiguousarray(crops)).to(self.device)
+        x = x.permute(0, 3, 1, 2).float().div_(255.0)
+        return (x - self._mean) / self._std
+
+    def predict(self, crops: np.ndarray, flip_tta: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """Run the network on aligned crops.
+
+        Args:
+            crops: uint8 ``(B, S, S, 3)`` (or one ``(S, S, 3)``) RGB crops.
+            flip_tta: also run the mirrored crops, un-mirror and average.
+
+        Returns:
+            verts ``(B, N, 3)`` float32 world (head-frame) vertices in metres and points
+            ``(B, N, 2)`` float32 crop pixels.
+        """
+        if self._decode is None:
+            raise NotImplementedError(f"task {self.task!r} has no vertex/point decoder; use .net")
+        x = self.preprocess(crops)
+        with torch.inference_mode():
+            verts, points = self._decode(self.net(x), self.num_vertices, self.input_size)
+            if flip_tta:
+                vf, pf = self._decode(self.net(x.flip(3)), self.num_vertices, self.input_size)
+                vf, pf = unflip_predictions(vf, pf, self.topology.flip_index, self.input_size)
+                verts, points = (verts + vf) / 2, (points + pf) / 2
+        return (verts.float().cpu().numpy().astype(np.float32, copy=False),
+                points.float().cpu().numpy().astype(np.float32, copy=False))
+
+
+def _verify(model_dir: Path, manifest: dict[str, Any]) -> None:
+    names = set(manifest["files"].values()) | set(manifest["sha256"])
+    for fname in sorted(names):
+        path = model_dir / fname
+        if not path.is_file():
+            raise ModelStoreError(f"{path}: missing (listed in {MANIFEST_NAME})")
+        expected = str(manifest["sha256"].get(fname, "")).lower()
+        actual = sha256_file(path)
+        if actual != expected:
+            raise ModelStoreError(
+                f"{path}: sha256 mismatch (manifest {expected[:12]}..., file {actual[:12]}...): "
+                "the file is corrupt or was modified; re-export or re-download the model")
+
+
+def load_model(model_dir: str | Path, device: str | torch.device = "cpu") -> LoadedModel:
+    """Load and verify ``model_dir`` (a store folder, or a model name in the default store).
+
+    Every file's sha256 is checked before anything is parsed; weights are read with
+    safetensors (no pickle) and cast to fp32.
+
+    Raises:
+        ModelStoreError: missing folder or file, hash mismatch, unsupported manifest, or
+            weights that do not fit the architecture.
+    """
+    path = Path(model_dir).expanduser()
+    if not path.exists() and Path(str(model_dir)).name == str(model_dir):
+        path = default_model_store() / str(model_dir)
+    if not path.is_dir():
+        raise ModelStoreError(f"{path}: no such model folder")
+    manifest = read_manifest(path)
+    _verify(path, manifest)
+    files = manifest["files"]
+    topology = load_topology(path / files["topology"])
+    try:
+        state = load_file(str(path / files["weights"]))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise ModelStoreError(f"{path / files['weights']}: unreadable safetensors ({exc})") from exc
+    state = {k: (v.float() if v.is_floating_point() else v) for k, v in state.items()}
+
+    build, decode = _task(str(manifest["task"]))
+    cfg = manifest["architecture"]["config"]
+    try:
+        net = build(cfg, int(topology.num_vertices), int(manifest["input_size"]))
+        net.load_state_dict(state, strict=True)
+    except (RuntimeError, ValueError, KeyError) as exc:
+        raise ModelStoreError(f"{path}: weights do not fit the manifest's architecture ({exc})") from exc
+    dev = torch.device(device)
+    net.to(dev).eval()
+    net.requires_grad_(False)
+    return LoadedModel(path, manifest, topology, net, decode, dev)
+
+
+def list_models(store_dir: str | Path | None = None) -> list[str]:
+    """Names of the model folders (those with a manifest) in the store, sorted."""
+    store = Path(store_dir) if store_dir is not None else default_model_store()
+    if not store.is_dir():
+        return []
+    return sorted(p.name for p in store.iterdir()
+                  if p.is_dir() and not p.name.startswith(".") and (p / MANIFEST_NAME).is_file())
+
+
+def default_model_name(device: str = "cpu", store_dir: str | Path | None = None) -> str:
+    """The store's default model for ``device`` ('cuda' or 'cpu', 'cuda:1' counts as cuda).
+
+    Reads ``index.json`` ``{"default": {"cpu": NAME, "cuda": NAME}}``; a missing device
+    entry falls back to the cpu one; no index falls back to the only / first model.
+    """
+    store = Path(store_dir) if store_dir is not None else default_model_store()
+    kind = "cuda" if str(device).startswith("cuda") else "cpu"
+    index_path = store / "index.json"
+    if index_path.is_file():
+        try:
+            defaults = json.loads(index_path.read_text(encoding="utf-8")).get("default", {})
+        except json.JSONDecodeError as exc:
+            raise ModelStoreError(f"{index_path}: not valid JSON ({exc})") from exc
+        name = defaults.get(kind) or defaults.get("cpu")
+        if name:
+            return str(name)
+    names = list_models(store)
+    if not names:
+        raise ModelStoreError(f"no models in {store} (see `jmlr export --help`)")
+    return names[0]
