@@ -1,0 +1,1 @@
+"""HTTP routers: reconstruct and health (core), devices and meshes (storage)."""

@@ -1,0 +1,228 @@
+"""``/mesh/{id}`` downloads and metadata, plus ``export_mesh`` on its own."""
+
+from __future__ import annotations
+
+import io
+import os
+import time
+import uuid
+
+import numpy as np
+import pytest
+import trimesh
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+
+from service.errors import install_error_handlers
+from service.mesh_export import MEDIA_TYPES, export_mesh, mesh_vertices
+from service.routers.meshes import router as meshes_router
+from service.settings import Settings
+from service.storage import RedisStorage, SqliteStorage, new_mesh_id
+
+
+def _face_arrays() -> dict[str, np.ndarray]:
+    # A closed, non-degenerate surface so that trimesh's default processing on load
+    # (merging duplicate vertices) cannot change the counts.
+    sphere = trimesh.creation.icosphere(subdivisions=2, radius=0.09)
+    # Yaw, pitch and roll together: a single-axis turn composed with diag(1, -1, -1) can
+    # be symmetric, and then R and R.T could not be told apart.
+    a, b, g = np.deg2rad([20.0, -12.0, 7.0])
+    yaw = np.array([[np.cos(a), 0, np.sin(a)], [0, 1, 0], [-np.sin(a), 0, np.cos(a)]])
+    pitch = np.array([[1, 0, 0], [0, np.cos(b), -np.sin(b)], [0, np.sin(b), np.cos(b)]])
+    roll = np.array([[np.cos(g), -np.sin(g), 0], [np.sin(g), np.cos(g), 0], [0, 0, 1]])
+    R_cv = np.diag([1.0, -1.0, -1.0]) @ yaw @ pitch @ roll
+    assert not np.allclose(R_cv, R_cv.T)
+    return {
+        "vertices_world": sphere.vertices.astype(np.float32),
+        "faces": sphere.faces.astype(np.int32),
+        "R_cv": R_cv,
+        "t_cv": np.array([0.03, -0.05, 0.6]),
+    }
+
+
+META = {
+    "model": {"name": "jmlr-test", "version": "0.0.1"},
+    "created": "2024-05-01T12:00:00Z",
+    "image_size": [800, 600],
+    "camera": {"fx": 700.0, "fy": 700.0, "cx": 400.0, "cy": 300.0},
+}
+
+
+@pytest.fixture(params=["sqlite", pytest.param("redis", marks=pytest.mark.redis)])
+def storage(request, tmp_path):
+    if request.param == "sqlite":
+        store = SqliteStorage(tmp_path / "data")
+    else:
+        url = os.environ.get("JMLR_TEST_REDIS_URL")
+        if not url:
+            pytest.skip("redis backend: set JMLR_TEST_REDIS_URL=redis://HOST:PORT/DB to run it")
+        store = RedisStorage(url, prefix=f"jmlrtest:{uuid.uuid4().hex}:")
+        try:
+            store.ping()
+        except Exception as exc:  # noqa: BLE001
+            pytest.skip(f"redis backend: {url} unreachable ({exc})")
+    yield store
+    if isinstance(store, RedisStorage):
+        keys = list(store.client.scan_iter(match=f"{store.prefix}*"))
+        if keys:
+            store.client.delete(*keys)
+    store.close()
+
+
+def _client(storage, **settings) -> TestClient:
+    app = FastAPI()
+    install_error_handlers(app)
+    app.state.settings = Settings(_env_file=None, data_dir="unused", **settings)
+    app.state.storage = storage
+    app.include_router(meshes_router)
+    return TestClient(app)
+
+
+@pytest.fixture
+def stored(storage):
+    arrays = _face_arrays()
+    mesh_id = new_mesh_id()
+    storage.put_mesh(mesh_id, META, arrays, ttl_s=600)
+    return storage, mesh_id, arrays
+
+
+def _load(data: bytes, fmt: str) -> trimesh.Trimesh:
+    return trimesh.load(io.BytesIO(data), file_type=fmt, force="mesh")
+
+
+@pytest.mark.parametrize("fmt", ["glb", "obj", "ply"])
+def test_download_world(stored, fmt):
+    storage, mesh_id, arrays = stored
+    with _client(storage) as c:
+        r = c.get(f"/mesh/{mesh_id}.{fmt}")
+    assert r.status_code == 200, r.text
+    assert r.headers["content-type"] == MEDIA_TYPES[fmt]
+    assert r.headers["content-disposition"] == f'attachment; filename="face_{mesh_id}.{fmt}"'
+    mesh = _load(r.content, fmt)
+    assert mesh.vertices.shape == arrays["vertices_world"].shape
+    assert mesh.faces.shape == arrays["faces"].shape
+    np.testing.assert_allclose(mesh.vertices, arrays["vertices_world"], atol=1e-6)
+    np.testing.assert_array_equal(mesh.faces, arrays["faces"])
+
+
+@pytest.mark.parametrize("fmt", ["glb", "ply", "obj"])
+def test_download_camera_space(stored, fmt):
+    storage, mesh_id, arrays = stored
+    with _client(storage) as c:
+        r = c.get(f"/mesh/{mesh_id}.{fmt}", params={"space": "camera"})
+    assert r.status_code == 200
+    assert r.headers["content-disposition"] == f'attachment; filename="face_{mesh_id}_camera.{fmt}"'
+    expected = arrays["vertices_world"].astype(np.float64) @ arrays["R_cv"].T + arrays["t_cv"]
+    got = _load(r.content, fmt).vertices
+    np.testing.assert_allclose(got, expected, atol=1e-6)
+    # In front of the camera (OpenCV z forward), and not the world coordinates.
+    assert (got[:, 2] > 0).all()
+    assert np.abs(got - arrays["vertices_world"]).max() > 0.1
+
+
+def test_bad_space_is_422(stored):
+    storage, mesh_id, _ = stored
+    with _client(storage) as c:
+        r = c.get(f"/mesh/{mesh_id}.glb", params={"space": "opengl"})
+    assert r.status_code == 422
+    assert r.json()["error"]["code"] == "validation_error"
+
+
+def test_metadata(stored):
+    storage, mesh_id, arrays = stored
+    with _client(storage, public_base_url="https://faces.example.com/") as c:
+        r = c.get(f"/mesh/{mesh_id}")
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["mesh_id"] == mesh_id
+    assert body["num_vertices"] == len(arrays["vertices_world"])
+    assert body["num_faces"] == len(arrays["faces"])
+    assert body["model"] == META["model"]
+    assert body["image_size"] == [800, 600]
+    assert body["camera"] == META["camera"]
+    assert body["created"].startswith("2024-05-01T12:00:00")
+    np.testing.assert_allclose(body["R_cv"], arrays["R_cv"])
+    np.testing.assert_allclose(body["t_cv"], arrays["t_cv"])
+    root = f"https://faces.example.com/mesh/{mesh_id}"
+    assert body["urls"] == {"glb": f"{root}.glb", "obj": f"{root}.obj", "ply": f"{root}.ply", "self": root}
+
+
+def test_metadata_urls_default_to_request_host(stored):
+    storage, mesh_id, _ = stored
+    with _client(storage) as c:
+        body = c.get(f"/mesh/{mesh_id}").json()
+        assert body["urls"]["glb"] == f"http://testserver/mesh/{mesh_id}.glb"
+        # The advertised URL is one the service actually serves.
+        assert c.get(body["urls"]["ply"].removeprefix("http://testserver")).status_code == 200
+
+
+@pytest.mark.parametrize("path", ["/mesh/{id}", "/mesh/{id}.glb", "/mesh/{id}.obj", "/mesh/{id}.ply"])
+def test_unknown_is_404_json(storage, path):
+    with _client(storage) as c:
+        r = c.get(path.format(id=new_mesh_id()))
+    assert r.status_code == 404
+    assert r.json()["error"]["code"] == "mesh_not_found"
+
+
+def test_expired_is_404(storage):
+    mesh_id = new_mesh_id()
+    storage.put_mesh(mesh_id, META, _face_arrays(), ttl_s=0.15)
+    with _client(storage) as c:
+        assert c.get(f"/mesh/{mesh_id}.glb").status_code == 200
+        time.sleep(0.3)
+        for path in (f"/mesh/{mesh_id}", f"/mesh/{mesh_id}.glb"):
+            r = c.get(path)
+            assert r.status_code == 404 and r.json()["error"]["code"] == "mesh_not_found"
+
+
+def test_export_mesh_rejects_unknowns():
+    arrays = _face_arrays()
+    with pytest.raises(ValueError):
+        export_mesh(arrays, "stl", "world")  # type: ignore[arg-type]
+    with pytest.raises(ValueError):
+        mesh_vertices(arrays, "opengl")  # type: ignore[arg-type]
+
+
+def test_export_keeps_vertex_order_of_degenerate_meshes():
+    # Real topologies can have vertices no triangle uses; vertex i must stay vertex i.
+    rng = np.random.default_rng(3)
+    arrays = {
+        "vertices_world": rng.normal(size=(40, 3)).astype(np.float32),
+        "faces": rng.integers(0, 30, size=(25, 3)).astype(np.int32),
+        "R_cv": np.eye(3), "t_cv": np.zeros(3),
+    }
+    for fmt in ("glb", "ply", "obj"):
+        # maintain_order: trimesh's OBJ *reader* otherwise drops unused vertices itself.
+        extra = {"maintain_order": True} if fmt == "obj" else {}
+        data = export_mesh(arrays, fmt)
+        mesh = trimesh.load(io.BytesIO(data), file_type=fmt, force="mesh", process=False, **extra)
+        assert len(mesh.vertices) == 40, fmt
+        np.testing.assert_allclose(mesh.vertices, arrays["vertices_world"], atol=1e-6)
+
+
+def test_through_create_app(tmp_path):
+    """The real app wires storage from settings: devices and meshes land in data_dir."""
+    from service.app import create_app
+
+    settings = Settings(
+        _env_file=None, data_dir=tmp_path / "var", storage="sqlite", redis_url=None,
+        model_store=tmp_path / "no-models", warmup=False, detector="none", device="cpu",
+        api_keys=["key"],
+    )
+    app = create_app(settings)
+    with TestClient(app) as c:
+        assert isinstance(app.state.storage, SqliteStorage)
+        device = {"device_id": "cam", "fx": 500, "fy": 500, "cx": 320, "cy": 240, "width": 640, "height": 480}
+        assert c.post("/devices", json=device).status_code == 401
+        assert c.post("/devices", json=device, headers={"X-API-Key": "key"}).status_code == 201
+
+        arrays = _face_arrays()
+        mesh_id = new_mesh_id()
+        app.state.storage.put_mesh(mesh_id, META, arrays, ttl_s=60)
+        r = c.get(f"/mesh/{mesh_id}.glb")
+        assert r.status_code == 200 and r.headers["content-type"] == "model/gltf-binary"
+        assert len(_load(r.content, "glb").vertices) == len(arrays["vertices_world"])
+        assert c.get(f"/mesh/{mesh_id}").json()["num_faces"] == len(arrays["faces"])
+        assert c.get(f"/mesh/{new_mesh_id()}.ply").status_code == 404
+    assert (tmp_path / "var" / "jmlr.sqlite3").is_file()
+    assert (tmp_path / "var" / "meshes" / f"{mesh_id}.npz").is_file()
