@@ -1,0 +1,58 @@
+"""FastAPI dependencies: everything a route needs comes from ``app.state`` through here.
+
+Tests build an app with ``create_app(settings)`` and get their own settings, storage and
+engine, so no route reaches for a module-level global.
+"""
+
+from __future__ import annotations
+
+import secrets
+from typing import TYPE_CHECKING, Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import APIKeyHeader
+
+from .errors import ApiError
+from .metrics import Metrics
+from .settings import Settings
+
+if TYPE_CHECKING:  # imported lazily: the engine pulls in torch
+    from .pipeline import Engine
+    from .storage import Storage
+
+api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="Required on write routes when JMLR_API_KEYS is set.")
+
+
+def get_settings(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+def get_storage(request: Request) -> "Storage":
+    storage = getattr(request.app.state, "storage", None)
+    if storage is None:
+        raise ApiError(503, "storage_unavailable", "storage is not available (see the server log)")
+    return storage
+
+
+def get_engine(request: Request) -> "Engine":
+    return request.app.state.engine
+
+
+def get_metrics(request: Request) -> Metrics:
+    return request.app.state.metrics
+
+
+def require_api_key(
+    request: Request, api_key: Annotated[str | None, Depends(api_key_header)] = None
+) -> None:
+    keys: list[str] = request.app.state.settings.api_keys
+    if not keys:
+        return
+    if not api_key:
+        raise ApiError(401, "missing_api_key", "this route needs an X-API-Key header", {"WWW-Authenticate": "ApiKey"})
+    # Constant-time comparison against every key: no early exit that leaks which matched.
+    ok = False
+    for key in keys:
+        ok |= secrets.compare_digest(api_key.encode(), key.encode())
+    if not ok:
+        raise ApiError(403, "invalid_api_key", "the X-API-Key is not valid")

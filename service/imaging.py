@@ -1,0 +1,111 @@
+"""Upload → RGB uint8 array, safely: size, type and pixel caps before any full decode.
+
+Pillow reads only the header on ``Image.open``; the pixel cap is checked there, so a
+decompression bomb (a tiny file claiming a huge canvas) is refused without allocating it.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .errors import ApiError
+
+ALLOWED_FORMATS = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp"}
+ALLOWED_CONTENT_TYPES = {"image/jpeg", "image/jpg", "image/pjpeg", "image/png", "image/webp"}
+# Generic types some clients (curl without ;type=, browsers) send; the bytes decide then.
+GENERIC_CONTENT_TYPES = {"", "application/octet-stream"}
+
+_EXIF_IFD = 0x8769
+_FOCAL_35MM = 0xA405  # FocalLengthIn35mmFilm
+
+
+@dataclass
+class DecodedImage:
+    rgb: np.ndarray  # (H, W, 3) uint8, EXIF orientation applied
+    format: str
+    focal_35mm: float | None  # EXIF FocalLengthIn35mmFilm, if present and sane
+
+    @property
+    def width(self) -> int:
+        return int(self.rgb.shape[1])
+
+    @property
+    def height(self) -> int:
+        return int(self.rgb.shape[0])
+
+
+def check_content_type(content_type: str | None) -> None:
+    ct = (content_type or "").split(";")[0].strip().lower()
+    if ct in GENERIC_CONTENT_TYPES or ct in ALLOWED_CONTENT_TYPES:
+        return
+    raise ApiError(
+        415,
+        "unsupported_media_type",
+        f"image content type {ct!r} is not supported; send image/jpeg, image/png or image/webp",
+    )
+
+
+def _exif_focal_35mm(img: Image.Image) -> float | None:
+    try:
+        exif = img.getexif()
+        value = exif.get_ifd(_EXIF_IFD).get(_FOCAL_35MM) or exif.get(_FOCAL_35MM)
+    except Exception:  # malformed EXIF must not fail the request; the focal is optional
+        return None
+    try:
+        f = float(value) if value is not None else None
+    except (TypeError, ValueError):
+        return None
+    # 0 means "unknown" in EXIF; beyond a few metres is junk.
+    return f if f is not None and 1.0 <= f <= 5000.0 else None
+
+
+def decode_image(data: bytes, max_pixels: int) -> DecodedImage:
+    if not data:
+        raise ApiError(422, "empty_image", "the uploaded image is empty (0 bytes)")
+    try:
+        with warnings.catch_warnings():
+            # We enforce our own cap below; Pillow's warning/error threshold is not ours.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data))
+    except UnidentifiedImageError:
+        raise ApiError(422, "invalid_image", "the upload is not a JPEG, PNG or WebP image") from None
+    except Image.DecompressionBombError as exc:
+        raise ApiError(413, "image_too_large", str(exc)) from None
+    except Exception as exc:
+        raise ApiError(422, "invalid_image", f"cannot read the image header: {exc}") from None
+
+    if img.format not in ALLOWED_FORMATS:
+        raise ApiError(
+            415, "unsupported_media_type", f"image format {img.format} is not supported; use JPEG, PNG or WebP"
+        )
+    fmt = img.format
+    w, h = img.size
+    if w < 1 or h < 1:
+        raise ApiError(422, "invalid_image", f"image has an empty size {w}x{h}")
+    if w * h > max_pixels:
+        raise ApiError(
+            413, "image_too_large", f"image is {w}x{h} = {w * h} pixels; the limit is {max_pixels} pixels"
+        )
+
+    focal = _exif_focal_35mm(img)
+    try:
+        # Pillow's own bomb check uses a global; ours already ran, so lift it for this decode.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img.load()
+            img = ImageOps.exif_transpose(img)
+            if img.mode != "RGB":
+                # Palette/LA/RGBA/16-bit: composite alpha over black and drop it; faces do not need it.
+                img = img.convert("RGBA").convert("RGB") if "A" in img.mode or img.mode == "P" else img.convert("RGB")
+            rgb = np.asarray(img, dtype=np.uint8)
+    except Image.DecompressionBombError as exc:
+        raise ApiError(413, "image_too_large", str(exc)) from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        # Truncated or corrupt pixel data: Pillow raises OSError ("image file is truncated").
+        raise ApiError(422, "invalid_image", f"the image data is corrupt or truncated: {exc}") from None
+    return DecodedImage(rgb=np.ascontiguousarray(rgb), format=fmt, focal_35mm=focal)

@@ -1,0 +1,126 @@
+"""``POST /reconstruct``: one photo in, metric pose + mesh per face out."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
+from pydantic import BaseModel, ValidationError
+
+from ..deps import get_engine, get_settings
+from ..errors import ApiError, ErrorResponse
+from ..imaging import check_content_type
+from ..pipeline import Engine, ReconstructRequest
+from ..schemas import INCLUDE_OPTIONS, CameraIn, FacesIn, ReconstructResponse
+from ..settings import Settings
+
+router = APIRouter(tags=["reconstruct"])
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    404: {"model": ErrorResponse, "description": "`device_id` is not registered (`device_not_found`)."},
+    413: {"model": ErrorResponse, "description": "Upload or pixel count over the limit (`payload_too_large`, `image_too_large`)."},
+    415: {"model": ErrorResponse, "description": "Not a JPEG/PNG/WebP (`unsupported_media_type`)."},
+    422: {"model": ErrorResponse, "description": "Unreadable image, bad `camera`/`faces`/`include` (`invalid_image`, `empty_image`, `invalid_camera`, `invalid_faces`, `invalid_include`, `validation_error`)."},
+    503: {"model": ErrorResponse, "description": "Model not loaded (`model_not_ready`) or queue full (`queue_full`); see Retry-After."},
+    504: {"model": ErrorResponse, "description": "Request deadline passed (`deadline_exceeded`)."},
+}
+
+
+def _parse_json(raw: str | None, model: type[BaseModel], code: str, field: str, wrap: str | None = None):
+    if raw is None or raw.strip() == "":
+        return None
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise ApiError(422, code, f"`{field}` is not valid JSON: {exc}") from None
+    if wrap is not None:
+        value = {wrap: value}
+    try:
+        return model.model_validate(value)
+    except ValidationError as exc:
+        details = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or field}: {e['msg']}" for e in exc.errors()
+        )
+        raise ApiError(422, code, f"invalid `{field}`: {details}") from None
+
+
+def _parse_include(raw: str | None) -> set[str]:
+    if not raw:
+        return set()
+    items = {x.strip() for x in raw.split(",") if x.strip()}
+    unknown = items - set(INCLUDE_OPTIONS)
+    if unknown:
+        raise ApiError(422, "invalid_include", f"unknown include {sorted(unknown)}; choose from {list(INCLUDE_OPTIONS)}")
+    return items
+
+
+async def _read_capped(upload: UploadFile, limit: int) -> bytes:
+    # Read one byte past the limit: enough to know it is too big without holding more.
+    data = await upload.read(limit + 1)
+    if len(data) > limit:
+        raise ApiError(413, "payload_too_large", f"the image is larger than {limit} bytes")
+    return data
+
+
+@router.post(
+    "/reconstruct",
+    response_model=ReconstructResponse,
+    response_model_exclude_unset=True,  # optional arrays appear only when asked for
+    summary="Reconstruct every face in a photo: metric 6DoF pose and a dense mesh",
+    responses=_ERRORS,
+)
+async def reconstruct(
+    request: Request,
+    image: Annotated[UploadFile, File(description="JPEG, PNG or WebP; EXIF orientation is applied.")],
+    engine: Annotated[Engine, Depends(get_engine)],
+    settings: Annotated[Settings, Depends(get_settings)],
+    camera: Annotated[
+        str | None,
+        Form(
+            description="JSON intrinsics in pixels: fx, fy, cx, cy, optional width/height they were calibrated at "
+            "(then rescaled to this image) and distortion {k1,k2,p1,p2,k3}.",
+            examples=['{"fx": 1450, "fy": 1450, "cx": 960, "cy": 540, "width": 1920, "height": 1080}'],
+        ),
+    ] = None,
+    device_id: Annotated[str | None, Form(description="A registered device (see /devices) whose intrinsics to use.")] = None,
+    faces: Annotated[
+        str | None,
+        Form(
+            description="JSON list of faces to use instead of detection: each {bbox: [x0,y0,x1,y1]} and/or "
+            "{landmarks5: [[x,y] x5]} (left eye, right eye, nose, left mouth, right mouth in image order).",
+            examples=['[{"landmarks5": [[200,100],[245,103],[222,125],[204,142],[241,144]]}]'],
+        ),
+    ] = None,
+    max_faces: Annotated[int | None, Form(ge=1, le=64, description="At most this many faces, best first.")] = None,
+    flip_tta: Annotated[bool, Form(description="Average with the mirrored crop (about 2x the inference cost).")] = False,
+    include: Annotated[
+        str | None,
+        Form(description=f"Comma list of extra per-face arrays: {', '.join(INCLUDE_OPTIONS)}.", examples=["vertices,landmarks_2d"]),
+    ] = None,
+) -> ReconstructResponse:
+    check_content_type(image.content_type)
+    cam = _parse_json(camera, CameraIn, "invalid_camera", "camera")
+    face_list = _parse_json(faces, FacesIn, "invalid_faces", "faces", wrap="faces")
+    req = ReconstructRequest(
+        data=await _read_capped(image, settings.max_upload_bytes),
+        camera=cam,
+        device_id=device_id or None,
+        faces=face_list.faces if face_list is not None else None,
+        max_faces=max_faces,
+        flip_tta=flip_tta,
+        include=_parse_include(include),
+        base_url=str(request.base_url),
+    )
+    storage = getattr(request.app.state, "storage", None)
+    try:
+        # The batcher enforces the deadline for inference; this bounds the whole request.
+        result = await asyncio.wait_for(engine.reconstruct(req, storage), timeout=settings.request_timeout_s)
+    except asyncio.TimeoutError:
+        raise ApiError(
+            504, "deadline_exceeded", f"the request did not finish within {settings.request_timeout_s:g} s"
+        ) from None
+    request.state.encode_start = time.perf_counter()
+    return result

