@@ -1,0 +1,471 @@
+"""Randomised appearance: skin and eye albedo, lights, backgrounds, camera effects.
+
+Everything a network could use as a shortcut is randomised: skin tone over the human
+range with procedural blotches, lips, brows, stubble and hair; sclera and iris colours;
+Lambert + specular light from random directions; gradient, noise, stripe and clutter
+backgrounds; blur, noise, colour cast and JPEG compression.
+
+Per-vertex masks (`HeadRegions`) are computed once from the neutral head, in the
+model's head frame (x to the subject's left, y up, z out of the face, metres), using
+the model's 68 landmark vertices to place lips and brows.
+Albedo is in [0, 1] sRGB-like values; the renderer linearises it.
+Images are numpy uint8 H x W x 3 RGB (docs/design.md).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+import torch
+
+from .render import Lighting
+
+__all__ = [
+    "HeadRegions",
+    "SubjectAppearance",
+    "sample_subject_appearance",
+    "albedo_from_appearance",
+    "sample_lighting",
+    "sample_background",
+    "apply_camera_effects",
+    "composite",
+    "encode_jpeg",
+]
+
+# Skin tones (sRGB, [0, 1]) from very light to very dark; a subject interpolates
+# between neighbours, then gets a small hue jitter.
+_SKIN_TONES = np.array([
+    [0.96, 0.83, 0.75], [0.92, 0.76, 0.65], [0.86, 0.68, 0.55], [0.78, 0.58, 0.44],
+    [0.66, 0.46, 0.33], [0.52, 0.35, 0.24], [0.40, 0.26, 0.18], [0.29, 0.19, 0.13],
+])
+_HAIR_COLORS = np.array([
+    [0.06, 0.05, 0.05], [0.17, 0.11, 0.07], [0.32, 0.20, 0.11], [0.52, 0.36, 0.20],
+    [0.74, 0.60, 0.38], [0.55, 0.23, 0.10], [0.55, 0.53, 0.52], [0.85, 0.84, 0.82],
+])
+_IRIS_COLORS = np.array([
+    [0.25, 0.14, 0.07], [0.38, 0.22, 0.10], [0.12, 0.07, 0.04], [0.30, 0.42, 0.58],
+    [0.42, 0.55, 0.66], [0.33, 0.42, 0.24], [0.45, 0.36, 0.18], [0.40, 0.44, 0.47],
+])
+
+
+CORNEA_DEG = 27.0  # half-angle of the visible iris, seen from the eyeball centre
+PUPIL_DEG = 10.0
+
+
+def _fit_sphere(points: np.ndarray) -> np.ndarray:
+    """Least-squares sphere centre (3,) of points (P, 3)."""
+    A = np.c_[2 * points, np.ones(len(points))]
+    x = np.linalg.lstsq(A, (points ** 2).sum(1), rcond=None)[0]
+    return x[:3]
+
+
+def _polyline_distance(points: np.ndarray, line: np.ndarray) -> np.ndarray:
+    """Distance (P,) from 2D points (P, 2) to a polyline (L, 2)."""
+    d = np.full(len(points), np.inf)
+    for a, b in zip(line[:-1], line[1:]):
+        ab = b - a
+        t = np.clip(((points - a) @ ab) / max(ab @ ab, 1e-12), 0, 1)
+        d = np.minimum(d, np.linalg.norm(points - (a + t[:, None] * ab), axis=1))
+    return d
+
+
+def _smoothstep(e0: float, e1: float, x: np.ndarray) -> np.ndarray:
+    t = np.clip((x - e0) / (e1 - e0), 0, 1)
+    return t * t * (3 - 2 * t)
+
+
+@dataclass
+class HeadRegions:
+    """Per-vertex soft masks (V,) float32 in [0, 1] of the full head, and the positions
+    (V, 3) of the neutral head used to evaluate procedural noise.
+
+    Fields: skin, lips, brows, stubble, scalp, mouth (mouth socket), eye_socket, gums,
+    teeth, sclera, iris, pupil, limbus, iris_angle (radians around the iris axis);
+    cornea (V,) bool: sclera-shell vertices in front of the iris (not rendered).
+    """
+
+    positions: np.ndarray
+    skin: np.ndarray
+    lips: np.ndarray
+    brows: np.ndarray
+    stubble: np.ndarray
+    scalp: np.ndarray
+    mouth: np.ndarray
+    eye_socket: np.ndarray
+    gums: np.ndarray
+    teeth: np.ndarray
+    sclera: np.ndarray
+    iris: np.ndarray
+    pupil: np.ndarray
+    limbus: np.ndarray
+    iris_angle: np.ndarray
+    cornea: np.ndarray
+
+    def support(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        """(indices, weights) of the vertices where mask ``name`` is non-zero (cached)."""
+        cache = self.__dict__.setdefault("_support", {})
+        if name not in cache:
+            m = getattr(self, name)
+            idx = np.nonzero(m > 0)[0]
+            cache[name] = (idx, m[idx].astype(np.float32))
+        return cache[name]
+
+    @classmethod
+    def from_facemodel(cls, facemodel) -> "HeadRegions":
+        """Masks of a `jmlr.facemodel.FaceModel` (ICT-FaceKit region names)."""
+        v = np.asarray(facemodel.neutral, np.float64)
+        n = len(v)
+
+        def region_mask(name: str) -> np.ndarray:
+            m = np.zeros(n, np.float32)
+            try:
+                m[facemodel.region(name)] = 1
+            except KeyError:
+                pass
+            return m
+
+        face = region_mask("face")
+        skin = np.clip(face + region_mask("head_neck"), 0, 1)
+        lm = v[np.asarray(facemodel.landmarks68)]
+        xy = v[:, :2]
+        front = _smoothstep(lm[:, 2].min() - 0.03, lm[:, 2].min(), v[:, 2]) * face
+        # Lips: inside the outer lip contour, with a soft 1.5 mm border.
+        contour = lm[48:60, :2].astype(np.float32)
+        sd = np.array([cv2.pointPolygonTest(contour, (float(x), float(y)), True) for x, y in xy])
+        lips = (_smoothstep(-0.0015, 0.0008, sd) * front).astype(np.float32)
+        # Brows: a band around each brow polyline, thinner towards the temples.
+        dist = np.minimum(_polyline_distance(xy, lm[17:22, :2]), _polyline_distance(xy, lm[22:27, :2]))
+        # Brows sit slightly above the landmark line.
+        dist_up = np.minimum(_polyline_distance(xy - [0, 0.002], lm[17:22, :2]),
+                             _polyline_distance(xy - [0, 0.002], lm[22:27, :2]))
+        dist = np.minimum(dist, dist_up)
+        brows = ((1 - _smoothstep(0.0018, 0.0045, dist)) * front).astype(np.float32)
+        # Stubble: below the nose, above the chin line, not on the lips.
+        nose_y = lm[33, 1]
+        chin_y = lm[8, 1]
+        beard = _smoothstep(nose_y - 0.002, nose_y - 0.008, v[:, 1]) * _smoothstep(chin_y - 0.03, chin_y - 0.005, v[:, 1])
+        jaw_x = np.abs(lm[3, 0] - lm[13, 0]) / 2
+        beard *= 1 - _smoothstep(jaw_x * 0.85, jaw_x * 1.05, np.abs(v[:, 0]))
+        stubble = (beard * (1 - lips) * skin * _smoothstep(-0.01, 0.02, v[:, 2])).astype(np.float32)
+        # Scalp: above a hairline that runs from the forehead down to the nape.
+        brow_y = lm[19, 1]
+        z_front, z_back = lm[:, 2].max() - 0.03, v[:, 2].min() + 0.04
+        t = np.clip((v[:, 2] - z_back) / (z_front - z_back), 0, 1)
+        hairline = (brow_y + 0.05) * t + (nose_y - 0.02) * (1 - t)
+        ears = (np.abs(v[:, 0]) > 0.065) & (v[:, 2] > -0.02) & (v[:, 1] < brow_y + 0.01)
+        scalp = (_smoothstep(hairline - 0.004, hairline + 0.008, v[:, 1]) * skin * (~ears)).astype(np.float32)
+        scalp *= (1 - brows)
+        # Eyes: ICT-FaceKit's sclera is an outer shell with a corneal bulge, its iris an
+        # inner sphere. The cornea (the shell within CORNEA_DEG of the bulge axis) is
+        # dropped by the renderer so the inner sphere shows through; on that sphere the
+        # angle from the axis gives pupil, iris and limbus.
+        iris = np.zeros(n, np.float32)
+        pupil = np.zeros(n, np.float32)
+        limbus = np.zeros(n, np.float32)
+        angle = np.zeros(n, np.float32)
+        cornea = np.zeros(n, bool)
+        for side in ("left", "right"):
+            if f"sclera_{side}" not in facemodel.region_names or f"iris_{side}" not in facemodel.region_names:
+                continue
+            sl_s, sl_i = facemodel.region(f"sclera_{side}"), facemodel.region(f"iris_{side}")
+            centre = _fit_sphere(v[sl_s])
+            d = v[sl_s] - centre
+            dist = np.linalg.norm(d, axis=1)
+            axis = d[dist >= np.percentile(dist, 97)].mean(0)
+            axis /= np.linalg.norm(axis)
+            cos_s = (d / dist[:, None]) @ axis
+            cornea[sl_s] = cos_s > np.cos(np.deg2rad(CORNEA_DEG))
+            d = v[sl_i] - centre
+            theta = np.rad2deg(np.arccos(np.clip((d / np.linalg.norm(d, axis=1)[:, None]) @ axis, -1, 1)))
+            iris[sl_i] = 1 - _smoothstep(CORNEA_DEG - 1.5, CORNEA_DEG + 0.5, theta)
+            pupil[sl_i] = 1 - _smoothstep(PUPIL_DEG - 1.0, PUPIL_DEG + 1.0, theta)
+            limbus[sl_i] = _smoothstep(CORNEA_DEG - 6.0, CORNEA_DEG - 1.0, theta)
+            e1 = np.cross(axis, [0.0, 1.0, 0.0])
+            e1 /= np.linalg.norm(e1)
+            e2 = np.cross(axis, e1)
+            angle[sl_i] = np.arctan2(d @ e2, d @ e1)
+        # The whole of both eyeballs is sclera-coloured except the iris disc.
+        sclera = np.clip(region_mask("sclera_left") + region_mask("sclera_right")
+                         + region_mask("iris_left") + region_mask("iris_right"), 0, 1)
+        return cls(
+            positions=v.astype(np.float32), skin=skin, lips=lips, brows=brows, stubble=stubble,
+            scalp=scalp, mouth=region_mask("mouth_socket"),
+            eye_socket=np.clip(region_mask("eye_socket_left") + region_mask("eye_socket_right"), 0, 1),
+            gums=region_mask("gums_tongue"), teeth=region_mask("teeth"), sclera=sclera,
+            iris=iris, pupil=pupil, limbus=limbus, iris_angle=angle, cornea=cornea,
+        )
+
+
+@dataclass
+class SubjectAppearance:
+    """What stays fixed for one person across captures (all colours sRGB in [0, 1])."""
+
+    skin: np.ndarray  # (3,)
+    lip: np.ndarray  # (3,)
+    hair: np.ndarray  # (3,)
+    hair_amount: float  # 0 bald .. 1 full scalp colour
+    brow_amount: float
+    stubble_amount: float
+    iris: np.ndarray  # (3,)
+    sclera: np.ndarray  # (3,)
+    teeth: np.ndarray  # (3,)
+    blotch: float  # strength of low-frequency redness / unevenness
+    freckles: float
+    noise_freq: np.ndarray  # (K, 3) rad per metre
+    noise_phase: np.ndarray  # (K,)
+    noise_amp: np.ndarray  # (K, 3)
+
+
+def sample_subject_appearance(rng: np.random.Generator) -> SubjectAppearance:
+    """Draw one person's colours and procedural-detail parameters."""
+    t = rng.uniform(0, len(_SKIN_TONES) - 1)
+    i = int(t)
+    j = min(i + 1, len(_SKIN_TONES) - 1)
+    skin = _SKIN_TONES[i] * (1 - (t - i)) + _SKIN_TONES[j] * (t - i)
+    skin = np.clip(skin * rng.uniform(0.93, 1.07, 3) * rng.uniform(0.9, 1.08), 0.05, 1)
+    lip = np.clip(skin * np.array([0.95, 0.62, 0.62]) * rng.uniform(0.8, 1.0), 0, 1)
+    hair = np.clip(_HAIR_COLORS[rng.integers(len(_HAIR_COLORS))] * rng.uniform(0.8, 1.2, 3), 0, 1)
+    iris = np.clip(_IRIS_COLORS[rng.integers(len(_IRIS_COLORS))] * rng.uniform(0.8, 1.2, 3), 0, 1)
+    sclera = np.clip(np.array([0.92, 0.88, 0.84]) * rng.uniform(0.8, 1.0) + rng.uniform(-0.04, 0.04, 3), 0, 1)
+    teeth = np.clip(np.array([0.90, 0.86, 0.76]) * rng.uniform(0.75, 1.0), 0, 1)
+    k = 24
+    # Wavelengths from 3 cm down to 3 mm: blotches and pores-scale unevenness.
+    wavelength = np.exp(rng.uniform(np.log(0.003), np.log(0.03), k))
+    direction = rng.standard_normal((k, 3))
+    direction /= np.linalg.norm(direction, axis=1, keepdims=True)
+    amp = rng.uniform(-1, 1, (k, 3)) * 0.3 + rng.uniform(-1, 1, (k, 1))
+    return SubjectAppearance(
+        skin=skin, lip=lip, hair=hair,
+        hair_amount=float(rng.choice([0.0, rng.uniform(0.5, 1.0)], p=[0.25, 0.75])),
+        brow_amount=float(rng.uniform(0.35, 0.85)),
+        stubble_amount=float(rng.choice([0.0, rng.uniform(0.2, 0.8)], p=[0.65, 0.35])),
+        iris=iris, sclera=sclera, teeth=teeth,
+        blotch=float(rng.uniform(0.02, 0.10)), freckles=float(rng.choice([0.0, rng.uniform(0.0, 0.12)], p=[0.7, 0.3])),
+        noise_freq=2 * np.pi / wavelength[:, None] * direction, noise_phase=rng.uniform(0, 2 * np.pi, k),
+        noise_amp=amp / np.sqrt(k),
+    )
+
+
+def _mix(alb: np.ndarray, color, weight: np.ndarray, idx: np.ndarray) -> None:
+    """In place: blend ``alb[idx] (P, 3)`` towards ``color`` ((3,) or (P, 3)) by ``weight (P,)``."""
+    w = weight[:, None]
+    alb[idx] = alb[idx] * (1 - w) + np.asarray(color, np.float32) * w
+
+
+def albedo_from_appearance(regions: HeadRegions, appearance: SubjectAppearance) -> np.ndarray:
+    """Per-vertex albedo (V, 3) float32 of one subject.
+
+    Masks are applied only on their support (a few hundred vertices each), which
+    keeps this at a few milliseconds per subject.
+    """
+    r = regions
+    sup = r.support
+    a = appearance
+    phase = r.positions @ a.noise_freq.T.astype(np.float32) + a.noise_phase.astype(np.float32)  # (V, K)
+    noise = np.sin(phase) @ a.noise_amp.astype(np.float32)  # (V, 3), roughly unit variance
+    lum = np.clip(noise.mean(1), 0, None)
+    # Unevenness, redness where it peaks (cheeks, nose), freckles as dark speckles.
+    alb = a.skin.astype(np.float32)[None] * (1 + np.float32(a.blotch) * noise)
+    alb *= 1 + np.float32(a.blotch) * lum[:, None] * np.array([0.3, -0.25, -0.25], np.float32)
+    if a.freckles > 0:
+        speck = np.clip(np.sin(phase[:, -8:] * 3.1).prod(1) * 4, 0, 1)
+        alb *= 1 - np.float32(a.freckles) * speck[:, None] * np.array([0.6, 0.8, 0.9], np.float32)
+    i, w = sup("lips")
+    _mix(alb, a.lip * (1 + 0.05 * noise[i]), w * 0.9, i)
+    i, w = sup("stubble")
+    if a.stubble_amount > 0:
+        _mix(alb, a.hair, w * a.stubble_amount * 0.5, i)
+        alb[i] *= 1 - w[:, None] * np.float32(a.stubble_amount * 0.15)
+    i, w = sup("scalp")
+    if a.hair_amount > 0:
+        hair_tex = np.clip(1 + 0.25 * noise[i].mean(1, keepdims=True), 0.5, 1.5)
+        _mix(alb, a.hair * hair_tex, w * a.hair_amount, i)
+    i, w = sup("brows")
+    brow_tex = np.clip(0.75 + 0.5 * np.sin(phase[i, :4] * 4.0).mean(1), 0.3, 1.0)
+    _mix(alb, a.hair * 0.8, w * a.brow_amount * brow_tex, i)
+    i, w = sup("eye_socket")
+    _mix(alb, a.skin * np.array([0.75, 0.45, 0.45]), w, i)
+    i, w = sup("mouth")
+    _mix(alb, np.array([0.35, 0.08, 0.08]), w, i)
+    i, w = sup("gums")
+    _mix(alb, np.array([0.72, 0.35, 0.36]), w, i)
+    i, w = sup("teeth")
+    _mix(alb, a.teeth, w, i)
+    i, w = sup("sclera")
+    vein = np.clip(noise[i, :1] * 0.5, 0, 1) * np.array([0.0, 0.25, 0.25], np.float32)
+    _mix(alb, a.sclera - vein * 0.3, w, i)
+    i, w = sup("iris")
+    stripes = 0.75 + 0.25 * np.sin(r.iris_angle[i] * 23 + 3 * noise[i, 1])
+    _mix(alb, a.iris[None] * stripes[:, None] * (1 - 0.6 * r.limbus[i, None]), w, i)
+    i, w = sup("pupil")
+    _mix(alb, np.array([0.02, 0.02, 0.02]), w, i)
+    return np.clip(alb, 0, 1, out=alb)
+
+
+def specular_and_occlusion(regions: HeadRegions) -> tuple[np.ndarray, np.ndarray]:
+    """Per-vertex specular scale and ambient occlusion (V,) for a head."""
+    r = regions
+    spec = 1.0 + 1.5 * r.lips + 0.8 * r.sclera - 0.7 * r.scalp
+    occ = 1.0 - 0.75 * r.mouth - 0.45 * r.gums - 0.35 * r.teeth - 0.3 * r.eye_socket
+    return spec.astype(np.float32), np.clip(occ, 0.05, 1).astype(np.float32)
+
+
+def sample_lighting(rng: np.random.Generator, batch: int) -> Lighting:
+    """Ambient + one or two directional lights in OpenGL camera space (from the camera side)."""
+    amb, dirs, cols, spec, shin = [], [], [], [], []
+    for _ in range(batch):
+        tint = np.clip(1 + rng.uniform(-0.12, 0.12, 3), 0, None)
+        amb.append(rng.uniform(0.15, 0.55) * tint)
+        d = np.zeros((2, 3))
+        c = np.zeros((2, 3))
+        for k in range(2):
+            v = rng.standard_normal(3)
+            v[2] = abs(v[2]) + 0.5  # towards the camera side of the head
+            d[k] = v / np.linalg.norm(v)
+            strength = rng.uniform(0.4, 1.0) if k == 0 else rng.uniform(0.0, 0.5) * (rng.random() < 0.6)
+            c[k] = strength * np.clip(1 + rng.uniform(-0.15, 0.15, 3), 0, None)
+        dirs.append(d)
+        cols.append(c)
+        spec.append(rng.uniform(0.03, 0.25))
+        shin.append(rng.uniform(8, 40))
+    f = lambda a: torch.as_tensor(np.asarray(a), dtype=torch.float32)  # noqa: E731
+    return Lighting(f(amb), f(dirs), f(cols), f(spec), f(shin))
+
+
+def _random_color(rng: np.random.Generator) -> np.ndarray:
+    """An RGB colour in [0, 255] (float64), mostly of moderate saturation."""
+    hsv = np.array([[[rng.uniform(0, 180), 255 * rng.beta(1.2, 2.2), 255 * rng.uniform(0.1, 1.0)]]], np.float32)
+    return cv2.cvtColor(hsv.astype(np.uint8), cv2.COLOR_HSV2RGB)[0, 0].astype(np.float64)
+
+
+def sample_background(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
+    """A random background (H, W, 3) uint8 RGB: gradient, smooth noise, stripes/checks
+    or flat colour, then clutter (rectangles, discs, lines, polygons) and maybe blur.
+
+    Colours are drawn in HSV with mostly moderate saturation, like indoor scenes.
+    """
+    kind = int(rng.integers(4))
+    if kind == 0:  # linear gradient, computed small and upsampled (it is smooth)
+        h, w = max(height // 8, 2), max(width // 8, 2)
+        a = rng.uniform(0, 2 * np.pi)
+        t = np.cos(a) * np.arange(w, dtype=np.float32)[None] + np.sin(a) * np.arange(h, dtype=np.float32)[:, None]
+        t = (t - t.min()) / max(float(t.max() - t.min()), 1e-6)
+        c0, c1 = _random_color(rng), _random_color(rng)
+        small = (c0 * (1 - t[..., None]) + c1 * t[..., None]).astype(np.float32)
+        bg = cv2.resize(small, (width, height), interpolation=cv2.INTER_LINEAR)
+    elif kind == 1:  # smooth coloured noise
+        s = int(rng.integers(2, 12))
+        small = np.stack([_random_color(rng) for _ in range(s * s)]).reshape(s, s, 3).astype(np.float32)
+        bg = cv2.resize(small, (width, height), interpolation=cv2.INTER_CUBIC)
+    elif kind == 2:  # stripes / checks, a stand-in for man-made textures
+        period = rng.uniform(8, 80)
+        a = rng.uniform(0, np.pi)
+        xx = np.arange(width, dtype=np.float32)[None]
+        yy = np.arange(height, dtype=np.float32)[:, None]
+        k = np.float32(2 * np.pi / period)
+        sgn = np.sin((np.float32(np.cos(a)) * xx + np.float32(np.sin(a)) * yy) * k)
+        if rng.random() < 0.5:
+            sgn = sgn * np.sin((np.float32(-np.sin(a)) * xx + np.float32(np.cos(a)) * yy) * k)
+        t = (sgn > 0).astype(np.float32) if rng.random() < 0.5 else 0.5 + 0.5 * sgn
+        c0, c1 = _random_color(rng).astype(np.float32), _random_color(rng).astype(np.float32)
+        bg = c0 + (c1 - c0) * t[..., None]
+    else:  # flat
+        bg = np.empty((height, width, 3), np.float32)
+        bg[:] = _random_color(rng)
+    bg = np.clip(bg, 0, 255).astype(np.uint8)
+    # Clutter: filled shapes and lines.
+    scale = max(width, height)
+    for _ in range(int(rng.integers(0, 10))):
+        color = tuple(float(c) for c in _random_color(rng))
+        shape = rng.integers(4)
+        p = (int(rng.uniform(0, width)), int(rng.uniform(0, height)))
+        size = int(rng.uniform(0.02, 0.3) * scale)
+        if shape == 0:
+            q = (p[0] + int(rng.uniform(-1, 1) * size), p[1] + int(rng.uniform(-1, 1) * size))
+            cv2.rectangle(bg, p, q, color, -1)
+        elif shape == 1:
+            cv2.circle(bg, p, max(size // 2, 1), color, -1, lineType=cv2.LINE_AA)
+        elif shape == 2:
+            q = (int(rng.uniform(0, width)), int(rng.uniform(0, height)))
+            cv2.line(bg, p, q, color, max(1, int(rng.uniform(0.002, 0.015) * scale)), lineType=cv2.LINE_AA)
+        else:
+            pts = (np.array(p) + rng.uniform(-size, size, (int(rng.integers(3, 7)), 2))).astype(np.int32)
+            cv2.fillPoly(bg, [pts], color, lineType=cv2.LINE_AA)
+    if rng.random() < 0.5:
+        bg = cv2.GaussianBlur(bg, (0, 0), rng.uniform(1, 6) * scale / 800)
+    return bg
+
+
+def composite(foreground: np.ndarray, mask: np.ndarray, background: np.ndarray) -> np.ndarray:
+    """Blend a rendered head (H, W, 3) float [0, 1] over a uint8 background with a soft edge.
+
+    Pinholes where the mesh's shells meet (eyelids, lip corners) are closed, and the
+    binary coverage is feathered by about half a pixel so that silhouettes are not
+    stair-stepped; colour just outside the mask comes from the nearest head pixels.
+    Work is limited to the mask's bounding box.
+    """
+    out = background.copy()
+    ys, xs = np.nonzero(mask.any(1))[0], np.nonzero(mask.any(0))[0]
+    if len(ys) == 0:
+        return out
+    h, w = mask.shape
+    y0, y1 = max(ys[0] - 3, 0), min(ys[-1] + 4, h)
+    x0, x1 = max(xs[0] - 3, 0), min(xs[-1] + 4, w)
+    m = mask[y0:y1, x0:x1]
+    fg = np.ascontiguousarray(foreground[y0:y1, x0:x1], dtype=np.float32) * np.float32(255)
+    m8 = m.astype(np.uint8)
+    closed = cv2.morphologyEx(m8, cv2.MORPH_CLOSE, np.ones((3, 3), np.uint8))
+    fg_d = cv2.dilate(fg, np.ones((3, 3), np.uint8))
+    fg = np.where(m[..., None], fg, fg_d)
+    alpha = cv2.GaussianBlur(closed.astype(np.float32), (3, 3), 0.6)
+    alpha = (np.minimum(alpha * np.float32(1.6), 1.0) * (alpha > 0))[..., None]
+    bg = background[y0:y1, x0:x1].astype(np.float32)
+    out[y0:y1, x0:x1] = np.clip(fg * alpha + bg * (1 - alpha) + 0.5, 0, 255).astype(np.uint8)
+    return out
+
+
+def encode_jpeg(image: np.ndarray, quality: int) -> bytes:
+    """JPEG bytes of an RGB uint8 image."""
+    ok, buf = cv2.imencode(".jpg", cv2.cvtColor(image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
+    if not ok:
+        raise RuntimeError("JPEG encoding failed")
+    return buf.tobytes()
+
+
+def apply_camera_effects(image: np.ndarray, rng: np.random.Generator, jpeg: bool = True,
+                         scale: float = 1.0) -> np.ndarray:
+    """Colour cast, exposure, contrast, blur (Gaussian or motion), sensor noise and
+    (optionally) a JPEG round trip with quality 35-95, on a uint8 RGB image.
+
+    ``scale`` is the image's size relative to the 800x800 frame, so that blur has the
+    same look on a 256x256 crop. Noise comes from OpenCV's generator seeded from ``rng``.
+    """
+    gains = rng.uniform(0.9, 1.1, 3) * rng.uniform(0.75, 1.25)
+    contrast = rng.uniform(0.75, 1.15) if rng.random() < 0.3 else 1.0
+    # out = contrast * (gain * x - 128) + 128, per channel, saturating to uint8.
+    mat = np.zeros((3, 4), np.float32)
+    mat[np.arange(3), np.arange(3)] = contrast * gains
+    mat[:, 3] = 128 * (1 - contrast)
+    img = cv2.transform(image, mat)
+    r = rng.random()
+    if r < 0.6:
+        img = cv2.GaussianBlur(img, (0, 0), max(rng.uniform(0.3, 1.6) * scale, 0.1))
+    elif r < 0.7:
+        k = max(3, int(rng.uniform(3, 12) * scale) | 1)
+        kernel = np.zeros((k, k), np.float32)
+        kernel[k // 2] = 1.0 / k
+        rot = cv2.getRotationMatrix2D((k / 2 - 0.5, k / 2 - 0.5), rng.uniform(0, 180), 1.0)
+        kernel = cv2.warpAffine(kernel, rot, (k, k))
+        kernel /= max(kernel.sum(), 1e-6)
+        img = cv2.filter2D(img, -1, kernel)
+    if rng.random() < 0.7:
+        noise = np.empty(img.shape, np.int16)
+        cv2.setRNGSeed(int(rng.integers(1 << 31)))
+        cv2.randn(noise, 0, rng.uniform(1, 7))
+        img = np.clip(img.astype(np.int16) + noise, 0, 255).astype(np.uint8)
+    if jpeg:
+        buf = encode_jpeg(img, int(rng.integers(35, 96)))
+        img = cv2.cvtColor(cv2.imdecode(np.frombuffer(buf, np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+    return img
