@@ -1,0 +1,1 @@
+"""Evaluation on challenge-layout data (``jmlr eval``): alignment, inference, PnP, metrics."""

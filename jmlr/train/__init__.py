@@ -1,0 +1,1 @@
+"""Training: the JMLR loss and the training loop (``jmlr train``)."""

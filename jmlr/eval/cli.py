@@ -1,0 +1,47 @@
+"""``jmlr eval --model DIR --data DIR [--list CSV] [--flip-tta] [--ensemble DIR ...] --json OUT``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "eval", help="score stored model(s) on challenge-layout data (WCPA score, pose, vertices)",
+        description="Align with the data's 68 landmarks, predict, PnP with the data's K, and report "
+                    "the challenge score and pose/vertex errors (keys: docs/eval_json.md).")
+    p.add_argument("--model", help="model-store folder or name (optional with --oracle)")
+    p.add_argument("--data", required=True, help="challenge-layout folder")
+    p.add_argument("--list", action="append", dest="lists", metavar="CSV",
+                   help="list CSV (repeatable); default every CSV in DATA/list")
+    p.add_argument("--flip-tta", action="store_true", help="mirror test-time augmentation")
+    p.add_argument("--ensemble", nargs="+", default=[], metavar="MODEL_DIR",
+                   help="more models averaged with --model (same topology)")
+    p.add_argument("--limit", type=int, help="only the first N samples")
+    p.add_argument("--oracle", action="store_true", help="use the ground truth as prediction (pipeline test)")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--workers", type=int, default=2, help="image-loading worker processes")
+    p.add_argument("--json", dest="json_out", help="write the result JSON here (default: stdout only)")
+    p.set_defaults(func=main)
+
+
+def main(args: argparse.Namespace) -> int:
+    from .evaluate import EvalDataError, evaluate
+
+    models = ([args.model] if args.model else []) + list(args.ensemble)
+    try:
+        res = evaluate(models, args.data, args.lists, flip_tta=args.flip_tta, limit=args.limit,
+                       oracle=args.oracle, batch_size=args.batch_size, device=args.device,
+                       num_workers=args.workers, progress=True)
+    except (EvalDataError, ValueError) as exc:
+        print(f"jmlr eval: error: {exc}")
+        return 2
+    text = json.dumps(res, indent=1)
+    if args.json_out:
+        Path(args.json_out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json_out).write_text(text + "\n", encoding="utf-8")
+    print(text)
+    return 0

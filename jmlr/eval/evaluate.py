@@ -1,0 +1,212 @@
+"""Evaluate stored models on challenge-layout data, as the WCPA challenge scores them.
+
+Pipeline per image: the 68 ground-truth landmarks give the crop transform ``M`` (no
+detector, as in the challenge) -> the network predicts world vertices and crop points ->
+the points go back to the image with ``M⁻¹`` -> PnP with the data's ``K`` gives ``R_t`` ->
+challenge score and pose/vertex errors against the ground truth. The Fig. 1 baselines
+(``task`` ``baseline_a``/``baseline_b`` in the manifest) give ``R_t`` directly, no PnP.
+
+An ensemble averages the vertices and the image-space points of several models (same
+topology) before PnP. ``oracle=True`` replaces the prediction by the ground truth
+(vertices and projected points, through the same crop and PnP path): a test of the
+pipeline, which must score 0.
+
+The JSON keys are documented in ``docs/eval_json.md``.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from jmlr.data.align import alignment_from_landmarks68, crop_points, masked_full_image, warp
+from jmlr.data.datasets import load_challenge_samples, read_image_rgb
+from jmlr.geometry.crop import apply_affine, invert_affine
+from jmlr.geometry.metrics import challenge_score, pose_metrics, vertex_errors
+from jmlr.geometry.pnp import solve_pnp
+from jmlr.geometry.rotation import head_pose_euler
+
+YAW_BINS: tuple[tuple[str, float, float], ...] = (("0-30", 0.0, 30.0), ("30-60", 30.0, 60.0),
+                                                    ("60+", 60.0, float("inf")))
+METRIC_KEYS = ("score", "term_pose_shape", "term_pose", "term_shape", "mae_r_deg", "mae_yaw_deg",
+               "mae_pitch_deg", "mae_roll_deg", "mae_t_mm", "add_mm", "vertex_mean_mm", "vertex_median_mm")
+
+
+class EvalDataError(ValueError):
+    """The data does not fit the model(s) (vertex count, topology, task mix)."""
+
+
+class _EvalImages(torch.utils.data.Dataset):
+    """Per sample: one crop (uint8 (S, S, 3)) and ``M`` per requested crop size, optionally
+    the masked whole image per size, and the ground truth (float64)."""
+
+    def __init__(self, samples, K: np.ndarray, sizes: Sequence[int], whole: bool):
+        self.samples, self.K, self.sizes, self.whole = list(samples), K, sorted(set(sizes)), whole
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, i: int) -> dict:
+        s = self.samples[i]
+        image = read_image_rgb(s.image_path)
+        lm = np.asarray(s.landmarks68, np.float64)
+        item = {"index": i, "verts": np.asarray(s.verts, np.float64), "R_t": np.asarray(s.R_t, np.float64),
+                "width": image.shape[1], "height": image.shape[0]}
+        for S in self.sizes:
+            M = alignment_from_landmarks68(lm, S)
+            item[f"crop{S}"] = warp(image, M, S)
+            item[f"M{S}"] = M
+            if self.whole:
+                item[f"whole{S}"] = masked_full_image(image, lm, S)
+        return item
+
+
+def _collate(items: list[dict]) -> dict:
+    return {k: np.stack([np.asarray(it[k]) for it in items]) for k in items[0]}
+
+
+def _same_topology(a, b) -> bool:
+    return (a.num_vertices == b.num_vertices and np.array_equal(a.triangles, b.triangles)
+            and np.array_equal(a.flip_index, b.flip_index))
+
+
+def _predict_baseline(model, crops: np.ndarray | None, whole: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    from jmlr.models.baselines import decode_baseline_output
+
+    xs = {"whole": model.preprocess(whole)}
+    if crops is not None:
+        xs["image"] = model.preprocess(crops)
+    with torch.inference_mode():
+        out = model.net(*(xs[k] for k in model.net.inputs))
+    return decode_baseline_output(out, model.num_vertices)
+
+
+def _summarise(per: dict[str, np.ndarray], mask: np.ndarray | None = None) -> dict:
+    sel = slice(None) if mask is None else mask
+    count = int(np.asarray(per["score"])[sel].size)
+    out = {k: (float(np.mean(per[k][sel])) if count else None) for k in METRIC_KEYS}
+    out["count"] = count
+    return out
+
+
+def evaluate(model_dirs: Sequence[str | Path], data_root: str | Path, lists: Sequence[str | Path] | None = None,
+             flip_tta: bool = False, limit: int | None = None, oracle: bool = False, batch_size: int = 16,
+             device: str = "cpu", num_workers: int = 0, progress: bool = False) -> dict:
+    """Score models (an ensemble when several) on a challenge-layout folder.
+
+    Args:
+        model_dirs: model-store folders (or names in the default store); may be empty
+            with ``oracle`` (crops of 256 px are used then).
+        data_root: challenge-layout folder; ``K`` from ``resources/projection_matrix.txt``.
+        lists: list CSVs; default every CSV in ``data_root/list`` (deduplicated).
+        flip_tta: mirror test-time augmentation (JMLR models only).
+        limit: evaluate the first ``limit`` samples only.
+        oracle: predict the ground truth (pipeline test, scores 0).
+
+    Returns:
+        The result dict of ``docs/eval_json.md``.
+
+    Raises:
+        EvalDataError: vertex count or topology mismatch, or a baseline in an ensemble.
+    """
+    from jmlr.store import load_model
+
+    t0 = time.perf_counter()
+    models = [load_model(d, device=device) for d in model_dirs]
+    if not models and not oracle:
+        raise ValueError("no model given (pass --model, or --oracle to test the pipeline)")
+    for m in models[1:]:
+        if not _same_topology(models[0].topology, m.topology):
+            raise EvalDataError(f"ensemble needs one topology: {models[0].name} and {m.name} differ")
+    tasks = {m.task for m in models}
+    if len(models) > 1 and tasks != {"jmlr"}:
+        raise EvalDataError(f"only JMLR models can be ensembled, got tasks {sorted(tasks)}")
+
+    samples, K = load_challenge_samples(data_root, lists, models[0].topology.landmarks68 if models else None)
+    if limit is not None:
+        samples = samples[: int(limit)]
+    if not samples:
+        raise EvalDataError(f"no samples in {data_root}")
+    n_data = np.asarray(samples[0].verts).shape[0]
+    if models and n_data != models[0].num_vertices:
+        raise EvalDataError(
+            f"the data has {n_data} vertices per face but model {models[0].name!r} predicts "
+            f"{models[0].num_vertices} (its topology): evaluate on data written with that topology")
+    K = np.asarray(K, np.float64)
+    sizes = [m.input_size for m in models] or [256]
+    whole = any(m.task != "jmlr" for m in models)
+    loader = torch.utils.data.DataLoader(_EvalImages(samples, K, sizes, whole), batch_size=batch_size,
+                                         shuffle=False, num_workers=num_workers, collate_fn=_collate)
+    if progress:
+        from tqdm import tqdm
+
+        loader = tqdm(loader, desc="eval", total=len(loader))
+
+    V_gt, Rt_gt, V_pr, Rt_pr, rms = [], [], [], [], []
+    t_infer = 0.0
+    for b in loader:
+        gv, gR = b["verts"], b["R_t"]
+        B = gv.shape[0]
+        t1 = time.perf_counter()
+        pose = None
+        if oracle:
+            S = sizes[0]
+            Ms = b[f"M{S}"]
+            verts = gv
+            crop_pts = np.stack([crop_points(gv[i], gR[i], K, Ms[i]).astype(np.float64) for i in range(B)])
+            pts = np.stack([apply_affine(invert_affine(Ms[i]), crop_pts[i]) for i in range(B)])
+        elif models[0].task != "jmlr":
+            m = models[0]
+            S = m.input_size
+            verts, pose = _predict_baseline(m, b[f"crop{S}"] if m.task == "baseline_b" else None, b[f"whole{S}"])
+        else:
+            vs, ps = [], []
+            for m in models:
+                S = m.input_size
+                v, p = m.predict(b[f"crop{S}"], flip_tta=flip_tta)
+                Minv = invert_affine(b[f"M{S}"])
+                vs.append(v.astype(np.float64))
+                ps.append(np.stack([apply_affine(Minv[i], p[i].astype(np.float64)) for i in range(B)]))
+            verts, pts = np.mean(vs, axis=0), np.mean(ps, axis=0)
+        t_infer += time.perf_counter() - t1
+        if pose is None:
+            res = [solve_pnp(verts[i], pts[i], K) for i in range(B)]
+            pose = np.stack([r.R_t for r in res])
+            rms.extend(r.rms_px if r.success else np.nan for r in res)
+        V_gt.append(gv)
+        Rt_gt.append(gR)
+        V_pr.append(np.asarray(verts, np.float64))
+        Rt_pr.append(np.asarray(pose, np.float64))
+
+    V_gt, Rt_gt = np.concatenate(V_gt), np.concatenate(Rt_gt)
+    V_pr, Rt_pr = np.concatenate(V_pr), np.concatenate(Rt_pr)
+    per = dict(challenge_score(V_gt, Rt_gt, V_pr, Rt_pr, reduce=False))
+    per.update(pose_metrics(Rt_gt, Rt_pr, V_gt, reduce=False))
+    ve = vertex_errors(V_gt, V_pr, reduce=False)
+    per["vertex_mean_mm"], per["vertex_median_mm"] = ve["mean_mm"], ve["median_mm"]
+    elapsed = time.perf_counter() - t0
+
+    result = _summarise(per)
+    abs_yaw = np.abs(head_pose_euler(Rt_gt)[0])
+    result["by_yaw"] = {name: _summarise(per, (abs_yaw >= lo) & (abs_yaw < hi)) for name, lo, hi in YAW_BINS}
+    rms = np.asarray(rms, np.float64)
+    result.update({
+        "images_per_s": len(V_gt) / elapsed,
+        "inference_images_per_s": len(V_gt) / max(t_infer, 1e-9),
+        "pnp_failures": int(np.isnan(rms).sum()) if rms.size else 0,
+        "pnp_rms_px": float(np.nanmean(rms)) if rms.size and np.isfinite(rms).any() else None,
+        "models": [str(m.path) for m in models],
+        "model_names": [m.name for m in models],
+        "task": "oracle" if oracle else (models[0].task if models else None),
+        "flip_tta": bool(flip_tta),
+        "oracle": bool(oracle),
+        "data": str(data_root),
+        "lists": [str(p) for p in lists] if lists else None,
+        "num_vertices": int(n_data),
+        "device": str(device),
+    })
+    return result

@@ -1,0 +1,59 @@
+"""``jmlr train --config FILE [overrides]``; multi-GPU: ``torchrun --nproc_per_node G -m jmlr.cli train ...``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "train", help="train the JMLR network or a baseline from a YAML config",
+        description="Train from a plain YAML config (jmlr/configs/train/*.yaml or a path). "
+                    "Launch with torchrun for multi-GPU / multi-node (DDP).")
+    p.add_argument("--config", required=True, help="YAML path or a name in jmlr/configs/train/")
+    p.add_argument("--max-steps", type=int)
+    p.add_argument("--max-minutes", type=float, help="time budget; stops at whichever comes first")
+    p.add_argument("--out", help="run folder (log.csv, config.yaml, ckpt/)")
+    p.add_argument("--batch-size", type=int, help="images per process per step")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--data-root", help="challenge-layout folder (sets data.source=disk)")
+    p.add_argument("--resume", help="checkpoint folder, or 'auto' for <out>/ckpt if present")
+    p.add_argument("--export", metavar="NAME", help="export to the model store under NAME at the end")
+    p.add_argument("--store-dir", help="model store (default $JMLR_MODEL_STORE or ./model_store)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override any config key, dotted, YAML value (e.g. optim.lr=0.05)")
+    p.set_defaults(func=main)
+
+
+def overrides_from_args(args: argparse.Namespace) -> dict:
+    """The CLI flags as a config overlay (``--set`` applied last)."""
+    from .trainer import set_dotted
+
+    o: dict = {}
+    for flag, key in (("max_steps", "max_steps"), ("max_minutes", "max_minutes"), ("out", "out"),
+                      ("batch_size", "batch_size"), ("seed", "seed"), ("device", "device"),
+                      ("resume", "resume"), ("export", "export"), ("store_dir", "store_dir")):
+        v = getattr(args, flag, None)
+        if v is not None:
+            o[key] = v
+    if getattr(args, "data_root", None):
+        o["data"] = {"source": "disk", "root": args.data_root}
+    for item in args.set:
+        if "=" not in item:
+            raise SystemExit(f"--set expects KEY=VALUE, got {item!r}")
+        k, v = item.split("=", 1)
+        set_dotted(o, k.strip(), v)
+    return o
+
+
+def main(args: argparse.Namespace) -> int:
+    from .trainer import load_train_config, train
+
+    cfg = load_train_config(args.config, overrides_from_args(args))
+    summary = train(cfg)
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(json.dumps(summary, indent=1))
+    return 0

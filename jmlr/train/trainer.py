@@ -1,0 +1,497 @@
+"""The training loop shared by the JMLR network and the Fig. 1 baselines.
+
+One run is described by a plain dict (a YAML file in ``jmlr/configs/train/``, see
+``docs/training.md``). The loop: SGD (momentum 0.9, weight decay 5e-4, no decay on BN
+and biases), learning rate ``lr * global_batch / lr_batch`` with linear warm-up then
+polynomial decay to 0 at ``max_steps``; bf16 autocast and channels_last on CUDA; DDP
+when launched by torchrun with ``WORLD_SIZE > 1``; resumable safetensors checkpoints
+(no pickle); a tqdm bar and a CSV log on rank 0; stops at ``max_steps`` or after
+``max_minutes``, whichever comes first.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import json
+import os
+import random
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import yaml
+from safetensors.torch import load_file, save_file
+
+from jmlr.data.datasets import (AugmentConfig, ChallengeDataset, augment_batch, infinite,
+                                load_challenge_samples, make_loader, normalise_images)
+from jmlr.facemodel.topology import Topology, default_topology_path
+from jmlr.models.baselines import create_task_model
+from jmlr.paths import configs_dir
+
+from .loss import VERT_SCALE, LossWeights, baseline_loss, jmlr_loss, unique_edges
+
+DEFAULT_CONFIG: dict[str, Any] = {
+    "task": "jmlr",                 # jmlr | baseline_a | baseline_b
+    "model": "jmlr_resnet18d",      # registry name, YAML path, or config dict
+    "input_size": 128,
+    "topology": None,               # npz; default the committed ARKit-like topology
+    "facemodel": None,              # face model npz for synthetic data; default $JMLR_FACEMODEL / ../shared
+    "seed": 0,
+    "out": "runs/default",
+    "ckpt_dir": None,               # default <out>/ckpt
+    "max_steps": 1000,
+    "max_minutes": None,
+    "batch_size": 32,               # per process
+    "optim": {"lr": 0.1, "lr_batch": 512, "momentum": 0.9, "weight_decay": 5e-4,
+              "warmup_steps": 1000, "poly_power": 1.0, "nesterov": False},
+    "loss": {"lambda_edge": 0.25, "lambda_land": 2.0, "lambda_pose": 1.0},
+    "data": {
+        "source": "synthetic",      # synthetic | disk
+        "root": None,               # challenge-layout folder (disk)
+        "lists": None,              # list CSVs (disk); default every CSV in root/list
+        "num_workers": 2,
+        "synthetic_workers": 0,     # > 0: render synthetic batches on CPU worker processes
+        "augment": {"jitter": {"scale": 0.05, "rotate_deg": 5.0, "shift": 0.03},
+                    "flip": 0.5, "color": 0.2},
+        "synthetic": {},            # extra keyword arguments of SyntheticCropStream
+    },
+    "device": "auto",               # auto | cpu | cuda
+    "amp": True,                    # bf16 autocast (CUDA only)
+    "channels_last": True,          # CUDA only
+    "threads": None,                # torch CPU threads
+    "log_every": 10,
+    "ckpt_every": 500,
+    "progress": True,
+    "export": None,                 # model-store name written at the end
+    "store_dir": None,
+    "resume": None,                 # checkpoint dir / "auto"
+    "init_head": True,              # centre the output bias on the first batch's targets
+}
+
+
+# ----------------------------------------------------------------------------- config
+def deep_update(base: dict, other: dict | None) -> dict:
+    """A copy of ``base`` with ``other`` merged in recursively (dicts merge, rest replaces)."""
+    out = copy.deepcopy(base)
+    for k, v in (other or {}).items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = deep_update(out[k], v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+def resolve_config_path(name: str | Path) -> Path:
+    """A train config path, or a name in ``jmlr/configs/train/`` (with or without .yaml)."""
+    p = Path(name).expanduser()
+    if p.is_file():
+        return p
+    for cand in (configs_dir() / "train" / f"{name}", configs_dir() / "train" / f"{name}.yaml"):
+        if cand.is_file():
+            return cand
+    raise FileNotFoundError(f"train config {name!r} not found (nor in {configs_dir() / 'train'})")
+
+
+def load_train_config(path: str | Path | None = None, overrides: dict | None = None) -> dict:
+    """Defaults <- YAML file <- overrides. Returns the full config dict."""
+    cfg = copy.deepcopy(DEFAULT_CONFIG)
+    if path is not None:
+        with open(resolve_config_path(path), encoding="utf-8") as f:
+            cfg = deep_update(cfg, yaml.safe_load(f) or {})
+    return deep_update(cfg, overrides)
+
+
+def set_dotted(cfg: dict, key: str, value: str) -> None:
+    """``cfg[a][b] = yaml(value)`` for ``key = "a.b"`` (the ``--set`` override)."""
+    parts = key.split(".")
+    d = cfg
+    for p in parts[:-1]:
+        d = d.setdefault(p, {})
+    d[parts[-1]] = yaml.safe_load(value)
+
+
+# ----------------------------------------------------------------------------- schedule
+def scaled_lr(lr: float, global_batch: int, lr_batch: int) -> float:
+    """Linear scaling rule: ``lr`` is for ``lr_batch`` images per step."""
+    return lr * global_batch / lr_batch
+
+
+def lr_at(step: int, peak: float, warmup_steps: int, max_steps: int, power: float = 1.0) -> float:
+    """Learning rate of (0-based) ``step``: linear warm-up to ``peak`` over ``warmup_steps``,
+    then ``peak * (1 - progress) ** power`` reaching 0 at ``max_steps``."""
+    if warmup_steps > 0 and step < warmup_steps:
+        return peak * (step + 1) / warmup_steps
+    span = max(1, max_steps - warmup_steps)
+    progress = min(1.0, (step - warmup_steps) / span)
+    return peak * (1.0 - progress) ** power
+
+
+# ----------------------------------------------------------------------------- distributed
+def init_distributed() -> tuple[int, int, int]:
+    """(rank, local_rank, world_size); initialises the process group only when
+    ``WORLD_SIZE > 1`` (torchrun), NCCL on CUDA else gloo."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 0, 1
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    if torch.cuda.is_available():
+        torch.cuda.set_device(local)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return dist.get_rank(), local, world
+
+
+def pick_device(name: str, local_rank: int) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda":
+        return torch.device("cuda", local_rank)
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+
+
+# ----------------------------------------------------------------------------- checkpoints
+def save_checkpoint(ckpt_dir: Path, net: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                    meta: dict) -> Path:
+    """Write ``last.safetensors`` (net), ``last.optim.safetensors`` (optimizer tensors) and
+    ``last.json`` (meta + optimizer scalars), each atomically. Returns ``ckpt_dir``."""
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous().clone() for k, v in net.state_dict().items()}
+    opt = optimizer.state_dict()
+    tensors, scalars = {}, {}
+    for idx, st in opt["state"].items():
+        for k, v in st.items():
+            if isinstance(v, torch.Tensor):
+                tensors[f"{idx}.{k}"] = v.detach().cpu().contiguous().clone()
+            else:
+                scalars[f"{idx}.{k}"] = v
+    meta = dict(meta, optimizer={"param_groups": opt["param_groups"], "scalars": scalars})
+    for name, write in (("last.safetensors", lambda p: save_file(state, p)),
+                        ("last.optim.safetensors", lambda p: save_file(tensors, p)),
+                        ("last.json", lambda p: Path(p).write_text(json.dumps(meta, indent=1), "utf-8"))):
+        tmp = ckpt_dir / f".{name}.tmp"
+        write(str(tmp))
+        os.replace(tmp, ckpt_dir / name)
+    return ckpt_dir
+
+
+def load_checkpoint(ckpt_dir: Path, net: torch.nn.Module, optimizer: torch.optim.Optimizer | None) -> dict:
+    """Restore net (and optimizer) from :func:`save_checkpoint` files; returns the meta."""
+    meta = json.loads((ckpt_dir / "last.json").read_text("utf-8"))
+    net.load_state_dict(load_file(str(ckpt_dir / "last.safetensors")))
+    if optimizer is not None and (ckpt_dir / "last.optim.safetensors").is_file():
+        tensors = load_file(str(ckpt_dir / "last.optim.safetensors"))
+        state: dict[int, dict] = {}
+        for key, v in tensors.items():
+            idx, k = key.split(".", 1)
+            state.setdefault(int(idx), {})[k] = v
+        for key, v in meta["optimizer"]["scalars"].items():
+            idx, k = key.split(".", 1)
+            state.setdefault(int(idx), {})[k] = v
+        optimizer.load_state_dict({"state": state, "param_groups": meta["optimizer"]["param_groups"]})
+    return meta
+
+
+# ----------------------------------------------------------------------------- data
+class _StreamWorkers(torch.utils.data.IterableDataset):
+    """SyntheticCropStream batches rendered on the CPU in DataLoader worker processes
+    (each worker its own seed), so rendering overlaps training."""
+
+    def __init__(self, kwargs: dict, facemodel_path: str | None, topology_path: str, seed: int):
+        self.kwargs, self.facemodel_path, self.topology_path, self.seed = kwargs, facemodel_path, topology_path, seed
+
+    def __iter__(self):
+        from jmlr.facemodel import FaceModel
+        from jmlr.synth.stream import SyntheticCropStream
+
+        info = torch.utils.data.get_worker_info()
+        wid = info.id if info is not None else 0
+        stream = SyntheticCropStream(FaceModel.load(self.facemodel_path), Topology.load(self.topology_path),
+                                     device="cpu", seed=self.seed * 7919 + wid, **self.kwargs)
+        for b in stream:
+            yield {k: v for k, v in b.items() if k != "mask"}
+
+
+def synthetic_source(cfg: dict, topology: Topology, topology_path: Path, size: int, batch: int,
+                     seed: int, device: torch.device) -> Iterator[dict]:
+    """Endless batches of ``jmlr.synth.stream.SyntheticCropStream``.
+
+    ``data.synthetic_workers`` 0 renders in this process on the training ``device``;
+    > 0 renders on the CPU in that many worker processes. The alignment jitter of
+    ``data.augment.jitter`` is the stream's crop jitter. The face model is
+    ``cfg["facemodel"]`` (default ``jmlr.paths.default_facemodel_path()``).
+    """
+    from jmlr.facemodel import FaceModel
+    from jmlr.synth.stream import CropJitter, SyntheticCropStream
+
+    jit = (cfg["data"].get("augment") or {}).get("jitter")
+    jitter = (CropJitter(float(jit.get("scale", 0.0)), float(jit.get("rotate_deg", 0.0)), float(jit.get("shift", 0.0)))
+              if jit else CropJitter.none())
+    kwargs = {"size": size, "batch_size": batch, "jitter": jitter, **(cfg["data"].get("synthetic") or {})}
+    workers = int(cfg["data"].get("synthetic_workers", 0) or 0)
+    fm_path = cfg.get("facemodel")
+    if workers > 0:
+        ds = _StreamWorkers(kwargs, fm_path, str(topology_path), seed)
+        loader = torch.utils.data.DataLoader(ds, batch_size=None, num_workers=workers,
+                                             pin_memory=device.type == "cuda", persistent_workers=True)
+        return iter(loader)
+    stream = SyntheticCropStream(FaceModel.load(fm_path), topology, device=device, seed=seed, **kwargs)
+    return iter(stream)
+
+
+def disk_source(cfg: dict, topology: Topology, size: int, batch: int, seed: int,
+                distributed: bool) -> tuple[Iterator[dict], int]:
+    """Endless batches from a challenge-layout folder; returns (iterator, dataset size)."""
+    data = cfg["data"]
+    if not data.get("root"):
+        raise ValueError("data.source 'disk' needs data.root (a challenge-layout folder)")
+    samples, K = load_challenge_samples(data["root"], data.get("lists"), topology.landmarks68)
+    if len(samples) and np.asarray(samples[0].verts).shape[0] != topology.num_vertices:
+        raise ValueError(f"data has {np.asarray(samples[0].verts).shape[0]} vertices per face, "
+                         f"the topology {topology.num_vertices}")
+    ds = ChallengeDataset(samples, K, size, task=cfg["task"],
+                          augment=AugmentConfig.from_dict(data.get("augment")),
+                          flip_index=topology.flip_index, seed=seed)
+    loader = make_loader(ds, batch, shuffle=True, num_workers=int(data.get("num_workers", 2)),
+                         seed=seed, drop_last=len(ds) >= batch, distributed=distributed)
+    return infinite(loader), len(ds)
+
+
+# ----------------------------------------------------------------------------- training
+def output_layers(net: torch.nn.Module) -> list[tuple[torch.nn.Linear, slice]]:
+    """The final linear layer(s) and which slice of the network output each produces."""
+    if hasattr(net, "fc_verts"):  # two-stream baseline
+        n3 = net.fc_verts.out_features
+        return [(net.fc_verts, slice(0, n3)), (net.fc_pose, slice(n3, n3 + net.fc_pose.out_features))]
+    return [(net.fc, slice(0, net.fc.out_features))]
+
+
+@torch.no_grad()
+def init_head_from_batch(net: torch.nn.Module, xs: list[torch.Tensor], target: torch.Tensor) -> None:
+    """Centre the initial predictions on the targets of one batch: each output bias
+    becomes ``mean(target) - mean(W f)`` over the batch.
+
+    Why: the mean-reduced L1 over ~6k outputs gives each output a tiny gradient, so
+    with SGD the head would need many steps just to reach the mean face. Starting
+    there leaves the network to learn the per-image deviations.
+    """
+    feats = {}
+    hooks = [fc.register_forward_hook(lambda m, i, o, key=id(fc): feats.__setitem__(key, o))
+             for fc, _ in output_layers(net)]
+    was = net.training
+    net.train()  # BN statistics as in training
+    try:
+        net(*xs)
+    finally:
+        for h in hooks:
+            h.remove()
+        net.train(was)
+    for fc, sl in output_layers(net):
+        out = feats[id(fc)].float()
+        fc.bias.add_(target[:, sl].float().mean(0) - out.mean(0))
+
+
+def _param_groups(net: torch.nn.Module, weight_decay: float) -> list[dict]:
+    # No decay on BN parameters and biases (1-D tensors), as usual for ResNets.
+    decay, no_decay = [], []
+    for p in net.parameters():
+        if p.requires_grad:
+            (no_decay if p.ndim <= 1 else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def train(cfg: dict, batches: Iterator[dict] | None = None) -> dict:
+    """Run one training job described by ``cfg`` (see :data:`DEFAULT_CONFIG`).
+
+    ``batches`` replaces the configured data source (an iterator of batch dicts as
+    ``jmlr.data.datasets`` describes; used by tests and custom sources).
+
+    Returns a summary dict: ``step``, ``loss`` (last logged), ``images_per_s`` (global,
+    excluding the first step), ``ckpt_dir``, ``export`` (store folder or None), ``first_loss``.
+    """
+    cfg = deep_update(DEFAULT_CONFIG, cfg)
+    rank, local_rank, world = init_distributed()
+    device = pick_device(cfg["device"], local_rank)
+    if cfg.get("threads"):
+        torch.set_num_threads(int(cfg["threads"]))
+    seed = int(cfg["seed"])
+    seed_everything(seed + rank)
+    task = cfg["task"]
+    size = int(cfg["input_size"])
+    batch = int(cfg["batch_size"])
+    max_steps = int(cfg["max_steps"])
+    out_dir = Path(cfg["out"])
+    ckpt_dir = Path(cfg["ckpt_dir"]) if cfg.get("ckpt_dir") else out_dir / "ckpt"
+
+    topo_path = Path(cfg["topology"]) if cfg.get("topology") else default_topology_path()
+    topology = Topology.load(topo_path)
+    N = topology.num_vertices
+    edges = torch.from_numpy(unique_edges(topology.triangles)).to(device)
+    flip_index = torch.from_numpy(topology.flip_index).long().to(device)
+
+    net = create_task_model(task, cfg["model"], N, size)
+    model_cfg = net.config
+    mean, std = model_cfg["normalisation"]["mean"], model_cfg["normalisation"]["std"]
+    inputs = net.inputs
+    cuda = device.type == "cuda"
+    net.to(device)
+    if cuda and cfg.get("channels_last", True):
+        net.to(memory_format=torch.channels_last)
+
+    o = cfg["optim"]
+    peak_lr = scaled_lr(float(o["lr"]), batch * world, int(o["lr_batch"]))
+    optimizer = torch.optim.SGD(_param_groups(net, float(o["weight_decay"])), lr=peak_lr,
+                                momentum=float(o["momentum"]), nesterov=bool(o.get("nesterov", False)))
+
+    start_step = 0
+    resume = cfg.get("resume")
+    if resume == "auto":
+        resume = ckpt_dir if (ckpt_dir / "last.json").is_file() else None
+    if resume:
+        meta = load_checkpoint(Path(resume), net, optimizer)
+        start_step = int(meta["step"])
+
+    if batches is not None:
+        pass
+    elif cfg["data"]["source"] == "synthetic":
+        if task != "jmlr":
+            raise ValueError(f"task {task!r} needs whole images: use data.source 'disk'")
+        batches = synthetic_source(cfg, topology, topo_path, size, batch, seed * 1000 + rank + start_step, device)
+        aug = AugmentConfig.from_dict(cfg["data"].get("augment"))
+        gen = torch.Generator().manual_seed(seed * 1000 + rank + start_step)
+        batches = (augment_batch(b, aug, flip_index, gen) for b in batches)
+    elif cfg["data"]["source"] == "disk":
+        batches, _ = disk_source(cfg, topology, size, batch, seed + start_step, world > 1)
+    else:
+        raise ValueError(f"unknown data.source {cfg['data']['source']!r}")
+
+    def targets(b: dict) -> torch.Tensor:
+        if task == "jmlr":
+            from jmlr.models import encode_targets
+
+            return encode_targets(b["verts"].float(), b["points2d"].float(), size)
+        return torch.cat([b["verts"].float().reshape(len(b["verts"]), -1) * VERT_SCALE, b["pose6"].float()], 1)
+
+    def to_inputs(b: dict) -> list[torch.Tensor]:
+        xs = [normalise_images(b[k], mean, std) for k in inputs]
+        if cuda and cfg.get("channels_last", True):
+            xs = [x.contiguous(memory_format=torch.channels_last) for x in xs]
+        return xs
+
+    pending = None
+    if cfg.get("init_head", True) and start_step == 0:
+        pending = {k: v.to(device) for k, v in next(batches).items() if isinstance(v, torch.Tensor)}
+        init_head_from_batch(net, to_inputs(pending), targets(pending))
+    ddp_net = net
+    if world > 1:  # DDP broadcasts rank 0's (head-initialised) weights to every rank
+        ddp_net = torch.nn.parallel.DistributedDataParallel(net, device_ids=[local_rank] if cuda else None)
+
+    weights = LossWeights.from_dict(cfg.get("loss"))
+    amp = cuda and bool(cfg.get("amp", True))
+    main = rank == 0
+    log_path = out_dir / "log.csv"
+    if main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False), "utf-8")
+    # A resumed run appends to its log; a fresh one starts it anew.
+    log_file = open(log_path, "a" if start_step else "w", newline="", encoding="utf-8") if main else None
+    writer = None
+    bar = None
+    if main and cfg.get("progress", True):
+        from tqdm import tqdm
+
+        bar = tqdm(total=max_steps, initial=start_step, desc=f"train {task}", dynamic_ncols=True)
+
+    def meta_at(step: int) -> dict:
+        return {"model": cfg["model"] if isinstance(cfg["model"], str) else model_cfg,
+                "model_config": model_cfg, "num_vertices": N, "input_size": size,
+                "topology": str(topo_path), "task": task, "step": step, "config": cfg,
+                "training_data": {"source": cfg["data"]["source"], "root": cfg["data"].get("root")}}
+
+    t_start = time.perf_counter()
+    t_first = None
+    images_after_first = 0
+    step = start_step
+    first_loss = None
+    last = {}
+    net.train()
+    try:
+        while step < max_steps:
+            if cfg.get("max_minutes"):
+                stop = torch.tensor(float(time.perf_counter() - t_start > 60.0 * float(cfg["max_minutes"])),
+                                    device=device)
+                if world > 1:  # every rank must stop at the same step, or DDP hangs
+                    dist.all_reduce(stop, op=dist.ReduceOp.MAX)
+                if stop.item() > 0:
+                    break
+            b, pending = (pending, None) if pending is not None else (next(batches), None)
+            b = {k: v.to(device, non_blocking=True) for k, v in b.items() if isinstance(v, torch.Tensor)}
+            xs = to_inputs(b)
+            lr = lr_at(step, peak_lr, int(o["warmup_steps"]), max_steps, float(o["poly_power"]))
+            for g in optimizer.param_groups:
+                g["lr"] = lr
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                out = ddp_net(*xs)
+            if task == "jmlr":
+                res = jmlr_loss(out, b["verts"], b["points2d"], edges, size, weights)
+            else:
+                res = baseline_loss(out, b["verts"], b["pose6"], edges, weights)
+            optimizer.zero_grad(set_to_none=True)
+            res["loss"].backward()
+            optimizer.step()
+            step += 1
+            if t_first is None:
+                t_first = time.perf_counter()  # the first step pays for warm-up; not timed
+            else:
+                images_after_first += batch * world
+            if first_loss is None:
+                first_loss = float(res["loss"].detach())
+            if main and (step % int(cfg["log_every"]) == 0 or step == max_steps):
+                elapsed = time.perf_counter() - t_start
+                ips = images_after_first / max(1e-9, time.perf_counter() - t_first)
+                last = {"step": step, "lr": lr, **{k: float(v.detach()) for k, v in res.items()},
+                        "images_per_s": ips, "elapsed_s": elapsed}
+                if writer is None:
+                    writer = csv.DictWriter(log_file, fieldnames=list(last))
+                    if log_file.tell() == 0:
+                        writer.writeheader()
+                writer.writerow(last)
+                log_file.flush()
+                if bar is not None:
+                    bar.set_postfix(loss=f"{last['loss']:.4f}", lr=f"{lr:.3g}", ips=f"{ips:.1f}")
+            if bar is not None:
+                bar.update(1)
+            if main and int(cfg["ckpt_every"]) > 0 and step % int(cfg["ckpt_every"]) == 0:
+                save_checkpoint(ckpt_dir, net, optimizer, meta_at(step))
+    finally:
+        if bar is not None:
+            bar.close()
+        if log_file is not None:
+            log_file.close()
+
+    ips = images_after_first / max(1e-9, time.perf_counter() - t_first) if t_first else 0.0
+    summary = {"step": step, "loss": last.get("loss", first_loss), "first_loss": first_loss,
+               "images_per_s": ips, "ckpt_dir": str(ckpt_dir), "export": None}
+    if main:
+        save_checkpoint(ckpt_dir, net, optimizer, meta_at(step))
+        if cfg.get("export"):
+            from jmlr.store import export_model
+
+            summary["export"] = str(export_model(
+                net, model_cfg, topo_path, cfg.get("store_dir"), cfg["export"], task=task,
+                input_size=size, overwrite=True,
+                training_data=meta_at(step)["training_data"],
+                extra={"step": step, "train_config": cfg}))
+    if world > 1:
+        dist.barrier()
+        dist.destroy_process_group()
+    return summary
