@@ -133,3 +133,18 @@ def test_resume_continues_from_the_checkpoint(tmp_path):
     steps = [int(r.split(",")[0]) for r in (tmp_path / "log.csv").read_text().splitlines()[1:]]
     assert steps == [1, 2, 3, 4, 5]
     assert json.loads((tmp_path / "ckpt" / "last.json").read_text())["step"] == 5
+
+
+def test_time_budget_drives_the_poly_decay():
+    from jmlr.train.trainer import budget_step, lr_at
+
+    # No budget: the schedule is step-driven.
+    assert budget_step(100, 1e9, None, 10, 1000) == 100
+    # Half the budget gone after 100 of 1000 steps: the schedule is half way through decay.
+    s = budget_step(100, 30.0, 1.0, 10, 1000)
+    assert s == pytest.approx(10 + 0.5 * 990)
+    assert lr_at(s, 1.0, 10, 1000) == pytest.approx(0.5)
+    # The budget spent: lr reaches 0 even though only 200 steps ran.
+    assert lr_at(budget_step(200, 60.0, 1.0, 10, 1000), 1.0, 10, 1000) == 0.0
+    # Warm-up is never shortened by the clock.
+    assert budget_step(5, 59.0, 1.0, 10, 1000) == 5
