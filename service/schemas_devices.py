@@ -12,6 +12,8 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from jmlr.facemodel.topology import Topology, default_topology_path
+
 DEVICE_ID_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
 
 DeviceId = Annotated[
@@ -125,6 +127,11 @@ class MeshUrls(BaseModel):
     model_config = ConfigDict(populate_by_name=True)
 
 
+# The example shows the counts of the packaged default topology rather than numbers
+# written here, which would go stale when a model with another topology is served.
+_EXAMPLE_TOPOLOGY = Topology.load(default_topology_path())
+
+
 class MeshInfo(BaseModel):
     """``GET /mesh/{id}``: what a stored mesh is and where to download it."""
 
@@ -133,9 +140,9 @@ class MeshInfo(BaseModel):
             "examples": [
                 {
                     "mesh_id": "q3Wm1c0V2yq8Vv1Yd7mXbA",
-                    "num_vertices": 1220,
-                    "num_faces": 2304,
-                    "model": {"name": "jmlr-r50", "version": "1.0.0"},
+                    "num_vertices": _EXAMPLE_TOPOLOGY.num_vertices,
+                    "num_faces": _EXAMPLE_TOPOLOGY.num_triangles,
+                    "model": {"name": "jmlr_r18d_128_cpu", "version": "1"},
                     "created": "2024-05-01T12:00:00Z",
                     "expires_at": "2024-05-01T13:00:00Z",
                     "image_size": [800, 800],

@@ -1,0 +1,194 @@
+"""Make the pictures in docs/ from the shipped default model, through the HTTP service.
+
+    python docs/make_pictures.py [--data data/synth_test] [--out docs]
+
+- ``astronaut_overlay.png``: the served mesh over scikit-image's astronaut photo (the
+  CenterFace detector finds the face; no intrinsics given, so the default FOV is used).
+- ``synth_predictions.png``: held-out synthetic renders with their true intrinsics and the
+  68-landmark 5 points (no detector, like the challenge): predicted mesh in green, true
+  68 landmarks in red, per-image errors in the caption.
+- ``glb_roundtrip.png``: a GLB downloaded from ``GET /mesh/{id}.glb``, parsed back with
+  trimesh and rendered shaded from three viewpoints.
+
+Everything goes through ``POST /reconstruct`` and the mesh routes of an in-process app,
+so the pictures show what a client gets.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import tempfile
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+import trimesh
+from fastapi.testclient import TestClient
+
+from jmlr.geometry.camera import opencv_to_rt, rt_to_opencv
+from jmlr.geometry.crop import landmarks5_from_68
+from jmlr.geometry.metrics import challenge_score, pose_metrics, vertex_errors
+from jmlr.synth.layout import load_sample, read_intrinsics, read_list
+from jmlr.synth.render import Lighting, render_mesh
+from service.app import create_app
+from service.settings import Settings
+
+GREEN, RED, WHITE = (60, 220, 60), (230, 40, 40), (255, 255, 255)
+
+
+def draw_mesh(img: np.ndarray, points: np.ndarray, triangles: np.ndarray, color, thickness=1) -> None:
+    """Wireframe of ``triangles`` over ``points`` (N, 2) px, in place (RGB uint8)."""
+    polys = np.round(points[triangles] * 4).astype(np.int32)
+    cv2.polylines(img, list(polys), True, color, thickness, cv2.LINE_AA, shift=2)
+
+
+def draw_axes(img: np.ndarray, pose: dict, K: np.ndarray, length: float = 0.06) -> None:
+    """Head-frame axes (x red, y green, z blue) projected with the returned pose."""
+    R, t = np.asarray(pose["rotation"]), np.asarray(pose["translation"])
+    pts = np.array([[0, 0, 0], [length, 0, 0], [0, length, 0], [0, 0, length]], float)
+    cam = pts @ R.T + t
+    uv = (cam[:, :2] / cam[:, 2:]) * [K[0, 0], K[1, 1]] + [K[0, 2], K[1, 2]]
+    o = tuple(np.round(uv[0]).astype(int))
+    for k, c in zip(range(1, 4), [(255, 0, 0), (0, 255, 0), (0, 120, 255)]):
+        cv2.line(img, o, tuple(np.round(uv[k]).astype(int)), c, 3, cv2.LINE_AA)
+
+
+def caption(img: np.ndarray, lines: list[str]) -> None:
+    y = 22
+    for line in lines:
+        cv2.putText(img, line, (8, y), cv2.FONT_HERSHEY_SIMPLEX, 0.55, (0, 0, 0), 3, cv2.LINE_AA)
+        cv2.putText(img, line, (8, y), cv2.FONT_HERSHEY_SIMPLEX, 0.55, WHITE, 1, cv2.LINE_AA)
+        y += 22
+
+
+def post(client: TestClient, image_rgb: np.ndarray, **fields) -> dict:
+    ok, jpg = cv2.imencode(".jpg", image_rgb[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, 95])
+    assert ok
+    data = {k: (json.dumps(v) if isinstance(v, (dict, list)) else str(v)) for k, v in fields.items()}
+    r = client.post("/reconstruct", files={"image": ("x.jpg", jpg.tobytes(), "image/jpeg")}, data=data)
+    r.raise_for_status()
+    return r.json()
+
+
+def mesh_path(url: str) -> str:
+    """The path of an absolute or relative mesh URL (the test client wants a path)."""
+    return "/" + url.split("://", 1)[-1].split("/", 1)[-1] if "://" in url else url
+
+
+def astronaut(client: TestClient, out: Path) -> dict:
+    from skimage import data
+
+    img = data.astronaut()
+    res = post(client, img, include="landmarks_2d")
+    vis = img.copy()
+    face = res["faces"][0]
+    glb = client.get(mesh_path(face["mesh_urls"]["glb"]))
+    tris = np.asarray(trimesh.load(io.BytesIO(glb.content), file_type="glb", force="mesh", process=False).faces)
+    draw_mesh(vis, np.asarray(face["landmarks_2d"]), tris, GREEN)
+    draw_axes(vis, face["pose"], np.asarray(res["camera"]["K"]))
+    p = face["pose"]
+    caption(vis, [f"{res['model']['name']}  camera: {res['camera']['source']}",
+                  f"yaw {p['yaw']:.0f} pitch {p['pitch']:.0f} roll {p['roll']:.0f} deg, "
+                  f"z {p['translation'][2]:.2f} m"])
+    cv2.imwrite(str(out / "astronaut_overlay.png"), vis[:, :, ::-1])
+    return face
+
+
+def synthetic(client: TestClient, data_root: Path, out: Path, count: int = 8) -> None:
+    K = read_intrinsics(data_root)
+    rows = read_list(data_root, str(sorted((data_root / "list").glob("*.csv"))[0]))
+    step = max(1, len(rows) // count)
+    picked = rows[::step][:count]
+    tiles = []
+    for s in (load_sample(data_root, *row) for row in picked):
+        img = cv2.imread(str(s.image_path))[:, :, ::-1].copy()
+        lm5 = landmarks5_from_68(np.asarray(s.landmarks68, float))
+        cam = {"fx": K[0, 0], "fy": K[1, 1], "cx": K[0, 2], "cy": K[1, 2]}
+        res = post(client, img, camera=cam, faces=[{"landmarks5": lm5.tolist()}],
+                   include="landmarks_2d,vertices")
+        face = res["faces"][0]
+        tris = triangles_of_glb(client, face)
+        vis = img.copy()
+        draw_mesh(vis, np.asarray(face["landmarks_2d"]), tris, GREEN)
+        for x, y in np.asarray(s.landmarks68):
+            cv2.circle(vis, (int(round(x)), int(round(y))), 3, RED, -1, cv2.LINE_AA)
+        R_t_pred = opencv_to_rt(np.asarray(face["pose"]["rotation"]), np.asarray(face["pose"]["translation"]))
+        V_pred = np.asarray(face["vertices"])[None]
+        sc = challenge_score(s.verts[None], s.R_t[None], V_pred, R_t_pred[None])
+        pm = pose_metrics(s.R_t[None], R_t_pred[None], V_gt=s.verts[None])
+        ve = vertex_errors(s.verts[None], V_pred)
+        # crop the tile around the face so the mesh is visible at contact-sheet scale
+        xy = np.asarray(s.landmarks68)
+        c = xy.mean(0)
+        half = max(90.0, 1.1 * np.ptp(xy, 0).max())
+        x0, y0 = np.clip(np.round(c - half).astype(int), 0, None)
+        x1, y1 = np.round(c + half).astype(int)
+        tile = cv2.resize(np.ascontiguousarray(vis[y0:y1, x0:x1]), (320, 320), interpolation=cv2.INTER_AREA)
+        caption(tile, [f"score {float(sc['score']):.0f} mm", f"R {float(pm['mae_r_deg']):.1f} deg "
+                       f"T {float(pm['mae_t_mm']):.0f} mm", f"shape {float(ve['mean_mm']):.1f} mm"])
+        tiles.append(tile)
+    rows_img = [np.concatenate(tiles[i:i + 4], 1) for i in range(0, len(tiles), 4)]
+    sheet = np.concatenate(rows_img, 0)
+    cv2.imwrite(str(out / "synth_predictions.png"), sheet[:, :, ::-1])
+
+
+def triangles_of_glb(client: TestClient, face: dict) -> np.ndarray:
+    glb = client.get(mesh_path(face["mesh_urls"]["glb"]))
+    glb.raise_for_status()
+    return np.asarray(trimesh.load(io.BytesIO(glb.content), file_type="glb", force="mesh", process=False).faces)
+
+
+def glb_roundtrip(client: TestClient, face: dict, out: Path) -> None:
+    """Render the world-space GLB, as a client would get it, from three yaw angles."""
+    glb = client.get(mesh_path(face["mesh_urls"]["glb"]), params={"space": "world"})
+    mesh = trimesh.load(io.BytesIO(glb.content), file_type="glb", force="mesh", process=False)
+    V = torch.tensor(np.asarray(mesh.vertices), dtype=torch.float32)
+    F = torch.tensor(np.asarray(mesh.faces), dtype=torch.int64)
+    V = V - V.mean(0)
+    size = 360
+    K = torch.tensor([[900.0, 0, size / 2], [0, 900.0, size / 2], [0, 0, 1]])
+    light = Lighting(ambient=torch.tensor([[0.25, 0.25, 0.25]]),
+                     directions=torch.nn.functional.normalize(torch.tensor([[[0.3, 0.4, 1.0]]]), dim=-1),
+                     colors=torch.tensor([[[0.8, 0.8, 0.8]]]), specular=torch.tensor([0.15]),
+                     shininess=torch.tensor([20.0]))
+    albedo = torch.full((1, V.shape[0], 3), 0.75)
+    views = []
+    for yaw in (-50.0, 0.0, 50.0):
+        a = np.deg2rad(yaw)
+        Ry = np.array([[np.cos(a), 0, np.sin(a)], [0, 1, 0], [-np.sin(a), 0, np.cos(a)]])
+        R_t = np.eye(4)
+        R_t[:3, :3] = Ry.T  # row-vector convention: V_cam = V @ R
+        R_t[3, :3] = [0, 0, -0.55]
+        r = render_mesh(V[None], F, torch.tensor(R_t, dtype=torch.float32)[None], K, (size, size), albedo, light)
+        img = (r.image[0].numpy() * 255).round().astype(np.uint8)
+        img[~r.mask[0].numpy()] = 255
+        views.append(img)
+    sheet = np.concatenate([np.zeros((30, size * 3, 3), np.uint8), np.concatenate(views, 1)], 0)
+    caption(sheet, [f"GET /mesh/{{id}}.glb -> trimesh: {len(mesh.vertices)} vertices, {len(mesh.faces)} triangles"])
+    cv2.imwrite(str(out / "glb_roundtrip.png"), sheet[:, :, ::-1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--data", type=Path, default=Path("data/synth_test"))
+    ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parent)
+    ap.add_argument("--model", default=None, help="model-store name (default: index.json's cpu model)")
+    args = ap.parse_args()
+    torch.set_num_threads(2)
+    with tempfile.TemporaryDirectory() as tmp:
+        settings = Settings(data_dir=Path(tmp), device="cpu", model_name=args.model)
+        with TestClient(create_app(settings)) as client:
+            face = astronaut(client, args.out)
+            glb_roundtrip(client, face, args.out)
+            if (args.data / "list").is_dir():
+                synthetic(client, args.data, args.out)
+            else:
+                print(f"no synthetic data at {args.data}: skipped synth_predictions.png")
+    print("wrote", *(p.name for p in sorted(args.out.glob("*.png"))))
+
+
+if __name__ == "__main__":
+    main()
