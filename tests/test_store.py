@@ -212,6 +212,12 @@ def test_export_training_checkpoint(tmp_path, topo_path, net, crops):
     assert main(["export", str(ckpt / "last.safetensors"), "--name", "cli", "--store",
                  str(tmp_path / "store"), "--dtype", "fp32", "--version", "7"]) == 0
     assert load_model(tmp_path / "store" / "cli").version == "7"
+    # evaluation results and a model card travel into the manifest, under its checksums
+    (tmp_path / "eval.json").write_text(json.dumps({"score": 41.5, "count": 1000}))
+    assert main(["export", str(ckpt), "--name", "card", "--store", str(tmp_path / "store"),
+                 "--metrics", str(tmp_path / "eval.json"), "--description", "a test card"]) == 0
+    card = load_model(tmp_path / "store" / "card").manifest
+    assert card["metrics"] == {"score": 41.5, "count": 1000} and card["description"] == "a test card"
 
 
 def test_make_random_model_placeholder(tmp_path, topo_path, crops):

@@ -22,8 +22,15 @@ def run_export(args: argparse.Namespace) -> int:
             topology_path=args.topology, seed=args.seed, dtype=_dtype(args.dtype),
             overwrite=args.overwrite)
     elif args.ckpt:
+        metrics = None
+        if args.metrics:
+            import json
+            from pathlib import Path
+
+            metrics = json.loads(Path(args.metrics).read_text(encoding="utf-8"))
         out = export_checkpoint(args.ckpt, args.name, args.store, version=args.version,
-                                dtype=_dtype(args.dtype), overwrite=args.overwrite)
+                                dtype=_dtype(args.dtype), overwrite=args.overwrite,
+                                metrics=metrics, description=args.description)
     else:
         print("give a checkpoint (CKPT_DIR or last.safetensors) or --random")
         return 2
@@ -66,6 +73,9 @@ def register(subparsers) -> None:
     p.add_argument("--input-size", type=int, default=None, help="with --random: crop size")
     p.add_argument("--topology", default=None, help="with --random: topology npz (default: the packaged one)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--metrics", default=None,
+                   help="JSON of evaluation results (e.g. from `jmlr eval --json`) for the manifest")
+    p.add_argument("--description", default=None, help="one-paragraph model card for the manifest")
     p.add_argument("--set-default", action="store_true",
                    help="make it the store's default for cpu and cuda (index.json)")
     p.set_defaults(func=run_export)

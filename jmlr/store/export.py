@@ -206,12 +206,14 @@ def _find(p: str | Path, *bases: Path) -> Path:
 
 def export_checkpoint(ckpt: str | Path, name: str, store_dir: str | Path | None = None,
                       version: str = "1", dtype: torch.dtype = torch.float16,
-                      overwrite: bool = False) -> Path:
+                      overwrite: bool = False, metrics: dict | None = None,
+                      description: str | None = None) -> Path:
     """Export a training checkpoint (``last.safetensors`` + ``last.json``) to the store.
 
     ``last.json``: ``{"model": name or config dict, "num_vertices", "input_size",
     "topology": npz path (absolute, or relative to the checkpoint or the repo),
     "task", "step"}``; optional ``metrics`` and ``training_data`` are carried over.
+    ``metrics`` (e.g. a ``jmlr eval`` result) replaces the checkpoint's own.
     """
     weights, meta_path = _checkpoint_files(Path(ckpt))
     for p in (weights, meta_path):
@@ -228,9 +230,11 @@ def export_checkpoint(ckpt: str | Path, name: str, store_dir: str | Path | None 
     extra = {"checkpoint": str(Path(ckpt).resolve()), "step": meta.get("step")}
     return export_model(
         state, meta["model"], topo, store_dir, name, version=version,
-        metrics=meta.get("metrics"), training_data=meta.get("training_data"),
+        metrics=metrics if metrics is not None else meta.get("metrics"),
+        training_data=meta.get("training_data"),
         task=meta.get("task", "jmlr"), dtype=dtype, extra=extra,
-        input_size=meta.get("input_size"), overwrite=overwrite)
+        input_size=meta.get("input_size"), overwrite=overwrite,
+        **({"description": description} if description else {}))
 
 
 def _placeholder_head(net: nn.Module, mean_shape: np.ndarray, input_size: int) -> None:
