@@ -39,10 +39,14 @@ from service.settings import Settings
 GREEN, RED, WHITE = (60, 220, 60), (230, 40, 40), (255, 255, 255)
 
 
-def draw_mesh(img: np.ndarray, points: np.ndarray, triangles: np.ndarray, color, thickness=1) -> None:
-    """Wireframe of ``triangles`` over ``points`` (N, 2) px, in place (RGB uint8)."""
+def draw_mesh(img: np.ndarray, points: np.ndarray, triangles: np.ndarray, color, thickness=1,
+              alpha: float = 0.55) -> None:
+    """Wireframe of ``triangles`` over ``points`` (N, 2) px, blended in place (RGB uint8),
+    so the face under a dense mesh stays visible."""
+    layer = img.copy()
     polys = np.round(points[triangles] * 4).astype(np.int32)
-    cv2.polylines(img, list(polys), True, color, thickness, cv2.LINE_AA, shift=2)
+    cv2.polylines(layer, list(polys), True, color, thickness, cv2.LINE_AA, shift=2)
+    cv2.addWeighted(layer, alpha, img, 1 - alpha, 0, dst=img)
 
 
 def draw_axes(img: np.ndarray, pose: dict, K: np.ndarray, length: float = 0.06) -> None:
@@ -57,11 +61,11 @@ def draw_axes(img: np.ndarray, pose: dict, K: np.ndarray, length: float = 0.06) 
 
 
 def caption(img: np.ndarray, lines: list[str]) -> None:
-    y = 22
-    for line in lines:
-        cv2.putText(img, line, (8, y), cv2.FONT_HERSHEY_SIMPLEX, 0.55, (0, 0, 0), 3, cv2.LINE_AA)
-        cv2.putText(img, line, (8, y), cv2.FONT_HERSHEY_SIMPLEX, 0.55, WHITE, 1, cv2.LINE_AA)
-        y += 22
+    """White text on a dark band across the top, in place."""
+    band = 10 + 22 * len(lines)
+    img[:band] = (img[:band] * 0.35).astype(img.dtype)
+    for i, line in enumerate(lines):
+        cv2.putText(img, line, (8, 24 + 22 * i), cv2.FONT_HERSHEY_SIMPLEX, 0.55, WHITE, 1, cv2.LINE_AA)
 
 
 def post(client: TestClient, image_rgb: np.ndarray, **fields) -> dict:
@@ -83,16 +87,24 @@ def astronaut(client: TestClient, out: Path) -> dict:
 
     img = data.astronaut()
     res = post(client, img, include="landmarks_2d")
-    vis = img.copy()
     face = res["faces"][0]
-    glb = client.get(mesh_path(face["mesh_urls"]["glb"]))
-    tris = np.asarray(trimesh.load(io.BytesIO(glb.content), file_type="glb", force="mesh", process=False).faces)
-    draw_mesh(vis, np.asarray(face["landmarks_2d"]), tris, GREEN)
-    draw_axes(vis, face["pose"], np.asarray(res["camera"]["K"]))
+    tris = triangles_of_glb(client, face)
+    # Zoom on the face (x3) so the 2k-triangle wireframe is legible.
+    x0, y0, x1, y1 = np.asarray(face["bbox"])
+    c, half = np.array([(x0 + x1) / 2, (y0 + y1) / 2]), 0.9 * max(x1 - x0, y1 - y0)
+    z = 3.0
+    A = np.array([[z, 0, z * (half - c[0])], [0, z, z * (half - c[1])]])
+    size = int(round(2 * half * z))
+    vis = cv2.warpAffine(img, A, (size, size), flags=cv2.INTER_CUBIC)
+    pts = np.asarray(face["landmarks_2d"]) * z + A[:, 2]
+    draw_mesh(vis, pts, tris, GREEN)
+    K = np.asarray(res["camera"]["K"]).copy()
+    K[:2] = A @ K  # the same camera, seen through the zoom
+    draw_axes(vis, face["pose"], K)
     p = face["pose"]
-    caption(vis, [f"{res['model']['name']}  camera: {res['camera']['source']}",
-                  f"yaw {p['yaw']:.0f} pitch {p['pitch']:.0f} roll {p['roll']:.0f} deg, "
-                  f"z {p['translation'][2]:.2f} m"])
+    caption(vis, [f"{res['model']['name']}, camera: {res['camera']['source']} (60 deg)",
+                  f"yaw {p['yaw']:.0f}  pitch {p['pitch']:.0f}  roll {p['roll']:.0f} deg,  "
+                  f"z {p['translation'][2]:.2f} m,  RMS {face['reprojection_rms_px']:.1f} px"])
     cv2.imwrite(str(out / "astronaut_overlay.png"), vis[:, :, ::-1])
     return face
 
