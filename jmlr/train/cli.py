@@ -40,7 +40,8 @@ def overrides_from_args(args: argparse.Namespace) -> dict:
         if v is not None:
             o[key] = v
     if getattr(args, "data_root", None):
-        o["data"] = {"source": "disk", "root": args.data_root}
+        # List files belong to a root: a new root drops the config's lists (default: all of its own).
+        o["data"] = {"source": "disk", "root": args.data_root, "lists": None}
     for item in args.set:
         if "=" not in item:
             raise SystemExit(f"--set expects KEY=VALUE, got {item!r}")
