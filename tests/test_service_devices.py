@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import re
-import uuid
 
 import pytest
 from fastapi import FastAPI
@@ -13,7 +11,7 @@ from fastapi.testclient import TestClient
 from service.errors import install_error_handlers
 from service.routers.devices import router as devices_router
 from service.settings import Settings
-from service.storage import RedisStorage, SqliteStorage
+from service.storage import SqliteStorage
 
 VALID = {
     "device_id": "pixel-7_main.v2",
@@ -24,20 +22,6 @@ VALID = {
 }
 
 
-def _make_storage(kind: str, tmp_path):
-    if kind == "sqlite":
-        return SqliteStorage(tmp_path / "data")
-    url = os.environ.get("JMLR_TEST_REDIS_URL")
-    if not url:
-        pytest.skip("redis backend: set JMLR_TEST_REDIS_URL=redis://HOST:PORT/DB to run it")
-    store = RedisStorage(url, prefix=f"jmlrtest:{uuid.uuid4().hex}:")
-    try:
-        store.ping()
-    except Exception as exc:  # noqa: BLE001
-        pytest.skip(f"redis backend: {url} unreachable ({exc})")
-    return store
-
-
 def _app(storage, api_keys: list[str] | None = None) -> FastAPI:
     app = FastAPI()
     install_error_handlers(app)
@@ -45,17 +29,6 @@ def _app(storage, api_keys: list[str] | None = None) -> FastAPI:
     app.state.storage = storage
     app.include_router(devices_router)
     return app
-
-
-@pytest.fixture(params=["sqlite", pytest.param("redis", marks=pytest.mark.redis)])
-def storage(request, tmp_path):
-    store = _make_storage(request.param, tmp_path)
-    yield store
-    if isinstance(store, RedisStorage):
-        keys = list(store.client.scan_iter(match=f"{store.prefix}*"))
-        if keys:
-            store.client.delete(*keys)
-    store.close()
 
 
 @pytest.fixture

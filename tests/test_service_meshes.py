@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import io
-import os
 import time
-import uuid
 
 import numpy as np
 import pytest
@@ -17,7 +15,7 @@ from service.errors import install_error_handlers
 from service.mesh_export import MEDIA_TYPES, export_mesh, mesh_vertices
 from service.routers.meshes import router as meshes_router
 from service.settings import Settings
-from service.storage import RedisStorage, SqliteStorage, new_mesh_id
+from service.storage import SqliteStorage, new_mesh_id
 
 
 def _face_arrays() -> dict[str, np.ndarray]:
@@ -46,27 +44,6 @@ META = {
     "image_size": [800, 600],
     "camera": {"fx": 700.0, "fy": 700.0, "cx": 400.0, "cy": 300.0},
 }
-
-
-@pytest.fixture(params=["sqlite", pytest.param("redis", marks=pytest.mark.redis)])
-def storage(request, tmp_path):
-    if request.param == "sqlite":
-        store = SqliteStorage(tmp_path / "data")
-    else:
-        url = os.environ.get("JMLR_TEST_REDIS_URL")
-        if not url:
-            pytest.skip("redis backend: set JMLR_TEST_REDIS_URL=redis://HOST:PORT/DB to run it")
-        store = RedisStorage(url, prefix=f"jmlrtest:{uuid.uuid4().hex}:")
-        try:
-            store.ping()
-        except Exception as exc:  # noqa: BLE001
-            pytest.skip(f"redis backend: {url} unreachable ({exc})")
-    yield store
-    if isinstance(store, RedisStorage):
-        keys = list(store.client.scan_iter(match=f"{store.prefix}*"))
-        if keys:
-            store.client.delete(*keys)
-    store.close()
 
 
 def _client(storage, **settings) -> TestClient:

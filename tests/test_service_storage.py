@@ -6,45 +6,14 @@ The Redis variant needs a server: set ``JMLR_TEST_REDIS_URL`` (e.g.
 
 from __future__ import annotations
 
-import os
 import threading
 import time
-import uuid
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
 from service.storage import RedisStorage, SqliteStorage, create_storage, new_mesh_id
-
-
-def _redis_or_skip(prefix: str) -> RedisStorage:
-    url = os.environ.get("JMLR_TEST_REDIS_URL")
-    if not url:
-        pytest.skip("redis backend: set JMLR_TEST_REDIS_URL=redis://HOST:PORT/DB to run it")
-    store = RedisStorage(url, prefix=prefix)
-    try:
-        store.ping()
-    except Exception as exc:  # noqa: BLE001 - any connection failure means "no server"
-        store.close()
-        pytest.skip(f"redis backend: {url} unreachable ({exc})")
-    return store
-
-
-@pytest.fixture(params=["sqlite", pytest.param("redis", marks=pytest.mark.redis)])
-def storage(request, tmp_path):
-    if request.param == "sqlite":
-        store = SqliteStorage(tmp_path / "data")
-        yield store
-        store.close()
-    else:
-        prefix = f"jmlrtest:{uuid.uuid4().hex}:"
-        store = _redis_or_skip(prefix)
-        yield store
-        keys = list(store.client.scan_iter(match=f"{prefix}*"))
-        if keys:
-            store.client.delete(*keys)
-        store.close()
 
 
 def _device(device_id: str, fx: float = 1000.0) -> dict:
