@@ -66,6 +66,19 @@ def decode_baseline_output(out, num_vertices: int) -> tuple[np.ndarray, np.ndarr
     return verts.astype(np.float32), decode_pose(out[:, 3 * n :])
 
 
+def _init_common(net: nn.Module, config: Mapping[str, Any] | str, num_vertices: int,
+                 input_size: int | None) -> dict:
+    """Resolve the architecture config (``input_size`` overrides it) and set the
+    attributes every task network carries; returns the config."""
+    cfg = load_model_config(config)
+    if input_size is not None:
+        cfg["input_size"] = int(input_size)
+    net.config = cfg
+    net.num_vertices = int(num_vertices)
+    net.input_size = int(cfg["input_size"])
+    return cfg
+
+
 class DirectRegressionNet(nn.Module):
     """Baseline (a): ``forward(whole (B, 3, S, S))`` -> (B, 3N + 6)."""
 
@@ -74,12 +87,7 @@ class DirectRegressionNet(nn.Module):
 
     def __init__(self, config: Mapping[str, Any] | str, num_vertices: int, input_size: int | None = None):
         super().__init__()
-        cfg = load_model_config(config)
-        if input_size is not None:
-            cfg["input_size"] = int(input_size)
-        self.config = cfg
-        self.num_vertices = int(num_vertices)
-        self.input_size = int(cfg["input_size"])
+        cfg = _init_common(self, config, num_vertices, input_size)
         self.backbone, dim = create_backbone(cfg)
         self.fc = nn.Linear(dim, 3 * self.num_vertices + 6)
 
@@ -98,12 +106,7 @@ class TwoStreamNet(nn.Module):
 
     def __init__(self, config: Mapping[str, Any] | str, num_vertices: int, input_size: int | None = None):
         super().__init__()
-        cfg = load_model_config(config)
-        if input_size is not None:
-            cfg["input_size"] = int(input_size)
-        self.config = cfg
-        self.num_vertices = int(num_vertices)
-        self.input_size = int(cfg["input_size"])
+        cfg = _init_common(self, config, num_vertices, input_size)
         self.crop_backbone, dim_c = create_backbone(cfg)
         self.whole_backbone, dim_w = create_backbone(cfg)
         self.fc_verts = nn.Linear(dim_c, 3 * self.num_vertices)
