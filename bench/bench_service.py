@@ -25,7 +25,6 @@ import json
 import os
 import platform
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -203,7 +202,7 @@ def markdown(cells: list[Cell], info: dict, args: argparse.Namespace) -> str:
         "",
         f"- Machine: {info['machine']}",
         f"- Model: {info['model']}",
-        f"- Image: `skimage.data.astronaut()` (512×512 JPEG, one face); mode `landmarks` sends the face's 5 points "
+        "- Image: `skimage.data.astronaut()` (512×512 JPEG, one face); mode `landmarks` sends the face's 5 points "
         "(no detection), mode `detect` lets the service detect it.",
         f"- Server: one uvicorn worker, `JMLR_MAX_QUEUE_DELAY_MS={args.max_queue_delay_ms}`, sqlite storage in a temp dir "
         "(every request stores its mesh). Client and server share the machine.",

@@ -28,7 +28,7 @@ import torch
 import trimesh
 from fastapi.testclient import TestClient
 
-from jmlr.geometry.camera import opencv_to_rt, rt_to_opencv
+from jmlr.geometry.camera import opencv_to_rt
 from jmlr.geometry.crop import landmarks5_from_68
 from jmlr.geometry.metrics import challenge_score, pose_metrics, vertex_errors
 from jmlr.synth.layout import load_sample, read_intrinsics, read_list

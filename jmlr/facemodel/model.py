@@ -229,7 +229,6 @@ class FaceModel:
             index: vertex subset as in :meth:`torch_bases`.
         Differentiable in the weights.
         """
-        import torch
 
         ref = identity if identity is not None else expression
         if ref is None:
