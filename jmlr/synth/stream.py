@@ -20,7 +20,7 @@ from jmlr.geometry.crop import apply_affine, compose_affine, crop_transform, lan
 
 from .scene import SyntheticFaceGenerator, _project
 
-__all__ = ["CropJitter", "SyntheticCropStream", "crop_projection", "jitter_similarity"]
+__all__ = ["CropJitter", "SyntheticCropStream", "crop_projection", "jitter_similarity", "zoom_about_centre"]
 
 
 @dataclass(frozen=True)
@@ -46,6 +46,12 @@ def jitter_similarity(rng: np.random.Generator, batch: int, size: int, jitter: C
     centre = np.array([c, c])
     trans = centre - A @ centre + t
     return np.concatenate([A, trans[..., None]], -1)
+
+
+def zoom_about_centre(size: int, zoom: float) -> np.ndarray:
+    """The similarity (2, 3) scaling crop px by ``zoom`` about the crop centre."""
+    c = (size - 1) / 2.0
+    return np.array([[zoom, 0.0, c - zoom * c], [0.0, zoom, c - zoom * c]])
 
 
 def crop_projection(M: np.ndarray, K: np.ndarray) -> np.ndarray:
@@ -77,17 +83,21 @@ class SyntheticCropStream:
         jitter: `CropJitter` (``CropJitter.none()`` for exact alignment).
         effects: apply blur/noise/colour cast/JPEG.
         generator: an existing `SyntheticFaceGenerator` to share (its device wins).
+        zoom: scale of the aligned face about the crop centre before jitter (< 1 leaves
+            a margin around the JMLR template, so that stored crops can be re-jittered
+            and resized later, see `jmlr.data.packed`).
     """
 
     def __init__(self, facemodel, topology, size: int = 256, batch_size: int = 32, device="cpu",
                  seed: int = 0, jitter: CropJitter | None = None, effects: bool = True,
-                 generator: SyntheticFaceGenerator | None = None):
+                 generator: SyntheticFaceGenerator | None = None, zoom: float = 1.0):
         self.generator = generator or SyntheticFaceGenerator(facemodel, topology, device=device)
         self.device = self.generator.device
         self.size = int(size)
         self.batch_size = int(batch_size)
         self.jitter = CropJitter() if jitter is None else jitter
         self.effects = effects
+        self.zoom = float(zoom)
         self.rng = np.random.default_rng(seed)
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
@@ -101,6 +111,8 @@ class SyntheticCropStream:
         K = np.broadcast_to(g.K, (B, 3, 3))
         full = _project(verts.astype(np.float64), params.R_t.astype(np.float64), g.K)  # (B, N, 2)
         M = crop_transform(landmarks5_from_68(full[:, g.landmarks68]), S)
+        if self.zoom != 1.0:
+            M = compose_affine(zoom_about_centre(S, self.zoom), M)
         M = compose_affine(jitter_similarity(rng, B, S, self.jitter), M)
         out = g.render(params, K=crop_projection(M, K), size=(S, S), rng=rng)
         scale = np.clip(1.0 / similarity_scale(M), 0.3, 3.0)  # blur in full-frame pixels
