@@ -104,7 +104,9 @@ class SyntheticCropStream:
         while True:
             yield self.next_batch()
 
-    def next_batch(self) -> dict[str, torch.Tensor]:
+    def next_batch(self, return_params: bool = False) -> dict:
+        """One batch (see the class docstring); with ``return_params`` also ``params``,
+        the batch's `SceneParams` (identity and expression weights, ...)."""
         g, B, S, rng = self.generator, self.batch_size, self.size, self.rng
         params = g.sample_params(rng, B)
         verts = g.topology_vertices_np(params.identity, params.expression)  # (B, N, 3)
@@ -128,4 +130,4 @@ class SyntheticCropStream:
             "K": f32(K),
             "M": f32(M),
             "mask": out.mask.to(dev),
-        }
+        } | ({"params": params} if return_params else {})
