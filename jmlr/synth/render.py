@@ -26,6 +26,7 @@ __all__ = [
     "Lighting",
     "project_to_screen",
     "rasterize",
+    "fragments_from_faces",
     "interpolate",
     "vertex_normals",
     "shade",
@@ -128,20 +129,36 @@ def project_to_screen(verts_cam_gl: torch.Tensor, K: torch.Tensor) -> tuple[torc
 
 
 def _edge_coefficients(p: torch.Tensor) -> torch.Tensor:
-    """Affine barycentric functions of screen triangles ``p (T, 3, 2)``.
+    """Affine barycentric functions of screen triangles ``p (T, 3, 2)``, relative to
+    each triangle's first corner.
 
-    Returns ``(T, 3, 3)`` rows ``(a, b, c)`` with ``lambda_i(x, y) = a x + b y + c``.
+    Returns ``(T, 3, 2)`` rows ``(a, b)`` with
+    ``lambda_i(x, y) = a_i (x - x_0) + b_i (y - y_0) + [i == 0]``.
+
+    Why relative: the constant term of the absolute form, ``x1 y2 - x2 y1``, is a
+    difference of products of pixel coordinates in the hundreds; in float32 it loses
+    the few low bits that a small triangle's barycentrics live in (at 800x800 that put
+    ~10 % of head pixels more than 1 mm off and let teeth show through lips). Corner
+    differences are exact for nearby floats, so the relative form keeps them.
     """
     x0, y0 = p[:, 0, 0], p[:, 0, 1]
-    x1, y1 = p[:, 1, 0], p[:, 1, 1]
-    x2, y2 = p[:, 2, 0], p[:, 2, 1]
-    area = (x1 - x0) * (y2 - y0) - (x2 - x0) * (y1 - y0)
-    inv = 1.0 / area
-    # lambda_0 is the edge function of (p1, p2), normalised by the signed area.
-    a = torch.stack([y1 - y2, y2 - y0, y0 - y1], -1) * inv[:, None]
-    b = torch.stack([x2 - x1, x0 - x2, x1 - x0], -1) * inv[:, None]
-    c = torch.stack([x1 * y2 - x2 * y1, x2 * y0 - x0 * y2, x0 * y1 - x1 * y0], -1) * inv[:, None]
-    return torch.stack([a, b, c], -1)
+    dx1, dy1 = p[:, 1, 0] - x0, p[:, 1, 1] - y0
+    dx2, dy2 = p[:, 2, 0] - x0, p[:, 2, 1] - y0
+    inv = 1.0 / (dx1 * dy2 - dx2 * dy1)
+    # lambda_1 and lambda_2 are the edge functions of (p2, p0) and (p0, p1) over the area.
+    a = torch.stack([dy1 - dy2, dy2, -dy1], -1) * inv[:, None]
+    b = torch.stack([dx2 - dx1, -dx2, dx1], -1) * inv[:, None]
+    return torch.stack([a, b], -1)
+
+
+def _barycentric(coef: torch.Tensor, origin: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Screen-space barycentrics ``(P, 3)`` at pixels ``x, y (P,)`` of triangles with
+    ``coef (P, 3, 2)`` and first corners ``origin (P, 2)`` (see `_edge_coefficients`)."""
+    dx = (x.to(coef.dtype) - origin[:, 0])[:, None]
+    dy = (y.to(coef.dtype) - origin[:, 1])[:, None]
+    lam = coef[..., 0] * dx + coef[..., 1] * dy
+    lam[:, 0] += 1.0
+    return lam
 
 
 def rasterize(points: torch.Tensor, depth: torch.Tensor, faces: torch.Tensor,
@@ -151,6 +168,7 @@ def rasterize(points: torch.Tensor, depth: torch.Tensor, faces: torch.Tensor,
 
     Args:
         points: (B, V, 2) pixel coordinates (x right, y down, pixel centres at integers).
+            float64 input is rasterized in float64 (a reference), anything else in float32.
         depth: (B, V) positive distance along the optical axis (OpenCV z), metres.
         faces: (F, 3) int64 vertex indices; with ``cull_backfaces`` a face is kept when
             its corners run counter-clockwise as seen by the camera (outward normals of
@@ -168,9 +186,9 @@ def rasterize(points: torch.Tensor, depth: torch.Tensor, faces: torch.Tensor,
     if F >= 1 << _FACE_BITS:
         raise ValueError(f"at most {1 << _FACE_BITS} faces")
     device = points.device
-    pts = points.float()
-    tri = pts[:, faces]  # (B, F, 3, 2)
-    tz = depth.float()[:, faces]  # (B, F, 3)
+    dtype = torch.float64 if points.dtype == torch.float64 else torch.float32
+    tri = points.to(dtype)[:, faces]  # (B, F, 3, 2)
+    tz = depth.to(dtype)[:, faces]  # (B, F, 3)
     x0, y0 = tri[..., 0, 0], tri[..., 0, 1]
     area = (tri[..., 1, 0] - x0) * (tri[..., 2, 1] - y0) - (tri[..., 2, 0] - x0) * (tri[..., 1, 1] - y0)
     xmin = torch.ceil(tri[..., 0].amin(-1)).clamp(0, W)
@@ -185,7 +203,9 @@ def rasterize(points: torch.Tensor, depth: torch.Tensor, faces: torch.Tensor,
     if cull_backfaces:
         ok &= area < 0
     sel = ok.reshape(-1).nonzero().squeeze(1)  # flat (b * F + f)
-    coef = _edge_coefficients(tri.reshape(B * F, 3, 2)[sel])  # (T, 3, 3)
+    tri_s = tri.reshape(B * F, 3, 2)[sel]
+    coef = _edge_coefficients(tri_s)  # (T, 3, 2)
+    origin = tri_s[:, 0]  # (T, 2)
     inv_z = 1.0 / tz.reshape(B * F, 3)[sel]  # (T, 3)
     nx_s = nx.reshape(-1)[sel].long()
     counts = nx_s * ny.reshape(-1)[sel].long()
@@ -211,8 +231,7 @@ def rasterize(points: torch.Tensor, depth: torch.Tensor, faces: torch.Tensor,
         nxt = nx_s[t]
         py = y_s[t] + torch.div(local, nxt, rounding_mode="floor")
         px = x_s[t] + local % nxt
-        c = coef[t]  # (P, 3, 3)
-        lam = c[..., 0] * px[:, None].float() + c[..., 1] * py[:, None].float() + c[..., 2]
+        lam = _barycentric(coef[t], origin[t], px, py)
         inside = (lam >= 0).all(-1)
         lam, t, px, py = lam[inside], t[inside], px[inside], py[inside]
         z = 1.0 / (lam * inv_z[t]).sum(-1)
@@ -222,16 +241,33 @@ def rasterize(points: torch.Tensor, depth: torch.Tensor, faces: torch.Tensor,
         start_t = min(stop_t, T)
 
     pix = (zbuf != _EMPTY).nonzero().squeeze(1)
-    f = zbuf[pix] & ((1 << _FACE_BITS) - 1)
-    b = torch.div(pix, H * W, rounding_mode="floor")
-    rem = pix - b * H * W
-    py = torch.div(rem, W, rounding_mode="floor").float()
-    px = (rem % W).float()
-    c = _edge_coefficients(tri[b, f])
-    lam = c[..., 0] * px[:, None] + c[..., 1] * py[:, None] + c[..., 2]
-    lz = lam / tz[b, f]
+    return fragments_from_faces(tri, tz, pix, zbuf[pix] & ((1 << _FACE_BITS) - 1), (B, H, W))
+
+
+def fragments_from_faces(tri: torch.Tensor, tri_depth: torch.Tensor, pixels: torch.Tensor,
+                         face_ids: torch.Tensor, shape: tuple[int, int, int]) -> Fragments:
+    """`Fragments` of covered pixels whose visible triangle is known.
+
+    Barycentrics are evaluated at each pixel centre and made perspective-correct, and
+    the depth is that of the triangle there: what `rasterize` returns once its z-buffer
+    has picked the faces (another rasterizer can reuse it, see `jmlr.synth.render_gl`).
+
+    Args:
+        tri: (B, F, 3, 2) screen corners of every face (pixels, see `rasterize`).
+        tri_depth: (B, F, 3) their OpenCV depth.
+        pixels: (P,) flat indices ``(b * H + y) * W + x``.
+        face_ids: (P,) visible face of each pixel.
+        shape: (B, H, W).
+    """
+    B, H, W = shape
+    b = torch.div(pixels, H * W, rounding_mode="floor")
+    rem = pixels - b * H * W
+    py = torch.div(rem, W, rounding_mode="floor")
+    px = rem % W
+    t = tri[b, face_ids]
+    lz = _barycentric(_edge_coefficients(t), t[:, 0], px, py) / tri_depth[b, face_ids]
     s = lz.sum(-1, keepdim=True)
-    return Fragments(pix, f, lz / s, 1.0 / s.squeeze(-1), (B, H, W))
+    return Fragments(pixels, face_ids, lz / s, 1.0 / s.squeeze(-1), shape)
 
 
 def interpolate(fragments: Fragments, faces: torch.Tensor, attributes: torch.Tensor) -> torch.Tensor:
