@@ -1,4 +1,4 @@
-"""``jmlr facemodel build | topology | procedural``: make the face model and topology files."""
+"""``jmlr facemodel build | topology | blendshapes | procedural``: make the face model, topology and blendshape-basis files."""
 
 from __future__ import annotations
 
@@ -44,6 +44,25 @@ def _topology(args: argparse.Namespace) -> int:
     return 0
 
 
+def _blendshapes(args: argparse.Namespace) -> int:
+    from jmlr.facemodel.blendshapes import BlendshapeBasis, default_blendshape_basis_path
+    from jmlr.facemodel.model import FaceModel, FaceModelNotFound
+    from jmlr.facemodel.topology import Topology
+
+    try:
+        model = FaceModel.load(args.facemodel)
+    except FaceModelNotFound as exc:
+        print(f"jmlr facemodel blendshapes: {exc}", file=sys.stderr)
+        return 1
+    basis = BlendshapeBasis.from_facemodel(model, Topology.load(args.topology), args.identity_modes)
+    out = basis.save(args.out or default_blendshape_basis_path())
+    print(
+        f"wrote {out}: {basis.num_vertices} vertices, {len(basis.identity)} identity modes, "
+        f"{len(basis.expression)} expressions ({out.stat().st_size / 1e3:.0f} kB; derived from ICT-FaceKit, MIT)"
+    )
+    return 0
+
+
 def _procedural(args: argparse.Namespace) -> int:
     from jmlr.facemodel.procedural import make_procedural_head
 
@@ -79,6 +98,18 @@ def register(subparsers) -> None:
     t.add_argument("--num-vertices", type=int, default=1220, help="topology size (default 1220)")
     t.add_argument("--obj", type=Path, default=None, help="also write the mean shape as an OBJ")
     t.set_defaults(func=_topology)
+
+    s = sub.add_parser(
+        "blendshapes",
+        help="write the blendshape-fitting basis of a topology (default: the committed file)",
+        description="Restrict the face model's neutral, identity and expression bases to a topology's "
+        "vertices, so that the service can fit ARKit blendshape weights without the face model.",
+    )
+    s.add_argument("--out", type=Path, default=None, help="npz to write (default: jmlr/facemodel/data/arkit_like_blendshapes.npz)")
+    s.add_argument("--facemodel", type=Path, default=None, help="face model npz (default: $JMLR_FACEMODEL or ../shared)")
+    s.add_argument("--topology", type=Path, default=None, help="topology npz (default: the packaged one)")
+    s.add_argument("--identity-modes", type=int, default=None, help="keep the first K identity modes (default: all)")
+    s.set_defaults(func=_blendshapes)
 
     r = sub.add_parser("procedural", help="write a tiny procedural head npz (for tests and demos)")
     r.add_argument("--out", type=Path, required=True)
