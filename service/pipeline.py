@@ -30,6 +30,7 @@ from jmlr.geometry.pnp import solve_pnp
 from jmlr.geometry.rotation import head_pose_euler, matrix_to_quaternion, matrix_to_rotvec, pose_matrix
 
 from .batcher import BatcherStoppedError, DeadlineExceededError, DynamicBatcher, QueueFullError
+from .blendshapes import BlendshapeEstimator
 from .detect import Detection, Detector, create_detector, landmarks_in_box
 from .errors import ApiError
 from .imaging import DecodedImage, decode_image
@@ -146,6 +147,7 @@ class Engine:
         self.model: Any = None
         self.detector: Detector | None = None
         self.batcher: DynamicBatcher | None = None
+        self.blendshapes: BlendshapeEstimator | None = None
         self.device: str = "cpu"
         self.ready = False
         self.error: str | None = None
@@ -178,6 +180,7 @@ class Engine:
             model.predict(np.zeros((1, S, S, 3), np.uint8), flip_tta=False)
             detector.detect(np.zeros((64, 64, 3), np.uint8))
         self.model, self.detector = model, detector
+        self.blendshapes = BlendshapeEstimator(model.topology)
         self.batcher = DynamicBatcher(
             model.predict, s.max_batch_size, s.max_queue_delay_ms / 1000.0, s.max_queue_size, self.metrics
         )
@@ -255,6 +258,8 @@ class Engine:
             self.metrics.observe_stage("infer", dt)
             points_img = np.stack([apply_affine(invert_affine(M), p) for M, p in zip(Ms, points)])
             out_faces = await stage("pnp", self._solve, faces, verts, points_img, cam, req.include, topo)
+            if out_faces and "blendshapes" in req.include and self.blendshapes is not None:
+                cam.warnings += await stage("blendshapes", self.blendshapes.annotate, out_faces, verts)
             if storage is not None:
                 await stage("store", self._store, storage, out_faces, verts, topo, cam, img, req.base_url)
 

@@ -15,7 +15,7 @@ from .schemas_devices import Distortion, MeshUrls
 Finite = Annotated[float, Field(allow_inf_nan=False)]
 Point2 = Annotated[list[Finite], Field(min_length=2, max_length=2)]
 
-INCLUDE_OPTIONS = ("vertices", "vertices_camera", "landmarks_2d", "landmarks_68")
+INCLUDE_OPTIONS = ("vertices", "vertices_camera", "landmarks_2d", "landmarks_68", "blendshapes")
 CameraSource = Literal["request", "device", "exif", "default_fov"]
 
 
@@ -104,6 +104,12 @@ class FaceOut(BaseModel):
     landmarks_2d: list[list[float]] | None = Field(None, description="every vertex of the posed mesh projected, image px")
     vertices: list[list[float]] | None = Field(None, description="world (head frame) vertices, metres")
     vertices_camera: list[list[float]] | None = Field(None, description="vertices in the OpenCV camera frame, metres")
+    blendshapes: dict[str, float] | None = Field(
+        None,
+        description="ARKit blendshape weights in [0, 1] (51 names: ARKit's 52 less tongueOut, which the face "
+        "model lacks), fitted to the predicted mesh; only with include=blendshapes",
+        examples=[{"eyeBlinkLeft": 0.02, "jawOpen": 0.41, "mouthSmileLeft": 0.0}],
+    )
     mesh_id: str | None = None
     mesh_urls: MeshUrls | None = None
 
