@@ -47,7 +47,7 @@ class BlendshapeEstimator:
         returns warnings for the response."""
         if self.solver is None:
             return [f"blendshapes were not computed: {self.error}"]
-        fit = self.solver(np.asarray(verts, np.float64))
+        fit = self.solver(np.asarray(verts, np.float64), details=False)
         for face, row in zip(faces, fit.arkit):
             face.blendshapes = self.solver.arkit_dict(row)
         return []

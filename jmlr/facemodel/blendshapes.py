@@ -194,13 +194,16 @@ class BlendshapeFit:
         identity: (B, K) identity weights, standard deviations.
         rigid: (B, 7) the linearised similarity: translation (m), rotation vector (rad), log-scale.
         rms_m: (B,) RMS per-coordinate residual, metres.
+
+    The last three are None for a fit called with ``details=False``; a single (N, 3)
+    mesh gives unbatched arrays.
     """
 
     expression: np.ndarray
     arkit: np.ndarray
-    identity: np.ndarray
-    rigid: np.ndarray
-    rms_m: np.ndarray
+    identity: np.ndarray | None = None
+    rigid: np.ndarray | None = None
+    rms_m: np.ndarray | None = None
 
 
 class BlendshapeSolver:
@@ -246,26 +249,29 @@ class BlendshapeSolver:
         self._S, self._E, self._U = S, E, U
         self._n = n
 
-    def __call__(self, vertices: np.ndarray) -> BlendshapeFit:
+    def __call__(self, vertices: np.ndarray, details: bool = True) -> BlendshapeFit:
+        """Fit (B, N, 3) or (N, 3) head-frame vertices (metres).
+
+        ``details=False`` skips ``identity``, ``rigid`` and ``rms_m`` (left None): two
+        (N*3 x K) products, a third of the cost of a single-mesh call.
+        """
         V = np.asarray(vertices, np.float64)
         single = V.ndim == 2
         if V.shape[-2:] != (self._n, 3) or V.ndim not in (2, 3):
             raise ValueError(f"vertices must be (B, {self._n}, 3) or ({self._n}, 3), got {V.shape}")
-        V = V.reshape(-1, self._n * 3)
-        d = V - self._neutral
+        d = V.reshape(-1, self._n * 3) - self._neutral
         w = box_qp(self._H, d @ self._G.T - 0.5 * self._l1, 0.0, 1.0)
-        rest = d - w @ self._E.T
-        u = rest @ self._S.T
-        r = rest - u @ self._U.T
-        fit = BlendshapeFit(
-            expression=w,
-            arkit=np.clip(w @ self._to_arkit.T, 0.0, 1.0),
-            identity=u[:, : self.num_identity],
-            rigid=u[:, self.num_identity:] if self._rigid else np.zeros((len(w), _RIGID)),
-            rms_m=np.sqrt((r**2).mean(1)),
-        )
+        fit = BlendshapeFit(expression=w, arkit=np.clip(w @ self._to_arkit.T, 0.0, 1.0))
+        if details:
+            rest = d - w @ self._E.T
+            u = rest @ self._S.T
+            r = rest - u @ self._U.T
+            fit.identity = u[:, : self.num_identity]
+            fit.rigid = u[:, self.num_identity:] if self._rigid else np.zeros((len(w), _RIGID))
+            fit.rms_m = np.sqrt((r**2).mean(1))
         if single:
-            fit = BlendshapeFit(*(a[0] for a in (fit.expression, fit.arkit, fit.identity, fit.rigid, fit.rms_m)))
+            fit = BlendshapeFit(*(None if a is None else a[0] for a in
+                                  (fit.expression, fit.arkit, fit.identity, fit.rigid, fit.rms_m)))
         return fit
 
     def arkit_dict(self, arkit_row: np.ndarray, decimals: int = 4) -> dict[str, float]:

@@ -1,0 +1,173 @@
+"""Accuracy and cost of the ARKit blendshape fit on held-out synthetic faces (not a test).
+
+Renders aligned crops of new synthetic faces (``SyntheticCropStream``, no alignment
+jitter, with camera effects) whose expression weights are known, and fits the weights
+(``jmlr.facemodel.blendshapes``) twice:
+
+  (a) to the ground-truth topology vertices: the upper bound of the method;
+  (b) to the shipped model's predicted vertices (``jmlr.store`` load + predict on the
+      crops): what the service returns today.
+
+The solver's ``noise_m`` (identity prior strength) and ``l1`` (sparsity) are chosen per
+case on a separate validation draw (``--val``) from ``--noise-mm`` x ``--l1``, then
+reported on the test draw.
+Errors are in ARKit weights (the 51 the face model has), split by group and by whether
+the weight is active in the ground truth (> 0.1) or inactive (< 0.05); "all zeros" is
+the score of answering 0 everywhere. Cost is process CPU time per face (one core:
+OpenBLAS and torch are pinned to one thread), for one face per call (the service's
+usual case; weights only, as the service asks, and with the identity and residual too)
+and for a batch of 32.
+
+    python bench/bench_blendshapes.py --test 320 --val 160 [--markdown docs/blendshapes.md]
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("MKL_NUM_THREADS", "1")
+
+import argparse  # noqa: E402
+import platform  # noqa: E402
+import time  # noqa: E402
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from jmlr.facemodel import FaceModel, Topology  # noqa: E402
+from jmlr.facemodel.blendshapes import BlendshapeBasis, BlendshapeSolver, arkit_mapping  # noqa: E402
+from jmlr.store import default_model_name, load_model  # noqa: E402
+from jmlr.synth.stream import CropJitter, SyntheticCropStream  # noqa: E402
+
+GROUPS = (("brows", ("brow",)), ("eyes", ("eye",)), ("jaw", ("jaw",)), ("mouth", ("mouth",)),
+          ("cheeks/nose", ("cheek", "nose")))
+ACTIVE, INACTIVE = 0.1, 0.05
+
+
+def draw(model, facemodel, topology, n: int, seed: int, batch: int = 32) -> dict[str, np.ndarray]:
+    """n held-out faces: ground-truth and predicted vertices, true expression weights."""
+    stream = SyntheticCropStream(facemodel, topology, size=model.input_size, batch_size=batch, seed=seed,
+                                 jitter=CropJitter.none(), effects=True)
+    gt, pred, expr = [], [], []
+    with torch.no_grad():
+        while sum(len(v) for v in gt) < n:
+            b = stream.next_batch(return_params=True)
+            crops = (b["image"].permute(0, 2, 3, 1).numpy() * 255).round().clip(0, 255).astype(np.uint8)
+            v, _ = model.predict(crops)
+            gt.append(b["verts"].numpy())
+            pred.append(v)
+            expr.append(b["params"].expression)
+    cat = lambda xs: np.concatenate(xs)[:n]  # noqa: E731
+    return {"gt": cat(gt), "pred": cat(pred), "expression": cat(expr)}
+
+
+def errors(est: np.ndarray, truth: np.ndarray, names: tuple[str, ...]) -> dict[str, dict[str, float]]:
+    """MAE over active / inactive ground-truth weights, overall and per group."""
+    err = np.abs(est - truth)
+    out = {}
+    for group, prefixes in (("all", ("",)),) + GROUPS:
+        cols = np.array([any(n.startswith(p) for p in prefixes) for n in names])
+        t, e = truth[:, cols], err[:, cols]
+        out[group] = {
+            "active": float(e[t > ACTIVE].mean()) if (t > ACTIVE).any() else float("nan"),
+            "inactive": float(e[t < INACTIVE].mean()),
+            "n_active": int((t > ACTIVE).sum()),
+        }
+    return out
+
+
+def cpu_ms_per_face(solver: BlendshapeSolver, V: np.ndarray, batch: int, details: bool = True) -> float:
+    n = (len(V) // batch) * batch
+    solver(V[:batch])  # warm-up
+    c0 = time.process_time()
+    for i in range(0, n, batch):
+        solver(V[i:i + batch] if batch > 1 else V[i], details=details)
+    return (time.process_time() - c0) / n * 1e3
+
+
+def choose_options(basis, V_val, truth_val, names, grid_mm, grid_l1) -> tuple[float, float]:
+    # Score = mean of the active and inactive MAE: both matter, neither may be traded away.
+    best, best_score = (grid_mm[0], grid_l1[0]), np.inf
+    for mm in grid_mm:
+        for l1 in grid_l1:
+            e = errors(BlendshapeSolver(basis, noise_m=mm * 1e-3, l1=l1)(V_val).arkit, truth_val, names)["all"]
+            score = 0.5 * (e["active"] + e["inactive"])
+            if score < best_score:
+                best, best_score = (mm, l1), score
+    return best
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default=None, help="model in the store (default: the store's cpu default)")
+    ap.add_argument("--test", type=int, default=320, help="held-out test faces")
+    ap.add_argument("--val", type=int, default=160, help="validation faces (choose noise_m)")
+    ap.add_argument("--seed", type=int, default=14014)
+    ap.add_argument("--noise-mm", type=float, nargs="+", default=[0.1, 1.0, 2.0, 4.0, 8.0])
+    ap.add_argument("--l1", type=float, nargs="+", default=[1e-7, 1e-6, 1e-5, 3e-5, 1e-4, 3e-4])
+    ap.add_argument("--cache", default=None, help="npz of the rendered faces and predictions, reused if present")
+    ap.add_argument("--markdown", default=None, help="append the result table to this file")
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+
+    facemodel, topology = FaceModel.load(), Topology.load()
+    model = load_model(args.model or default_model_name("cpu"), "cpu")
+    basis = BlendshapeBasis.load().for_topology(model.topology)
+    names, to_arkit = arkit_mapping(basis.expression_names)
+
+    if args.cache and os.path.isfile(args.cache):
+        with np.load(args.cache) as d:
+            val = {k[4:]: d[k] for k in d.files if k.startswith("val_")}
+            test = {k[5:]: d[k] for k in d.files if k.startswith("test_")}
+    else:
+        t0 = time.perf_counter()
+        val = draw(model, facemodel, topology, args.val, args.seed)
+        test = draw(model, facemodel, topology, args.test, args.seed + 1)
+        print(f"rendered + predicted {args.val + args.test} faces in {time.perf_counter() - t0:.0f} s")
+        if args.cache:
+            np.savez(args.cache, **{f"val_{k}": v for k, v in val.items()}, **{f"test_{k}": v for k, v in test.items()})
+    truth_val, truth = val["expression"] @ to_arkit.T, test["expression"] @ to_arkit.T
+    vert_err_mm = 1e3 * np.linalg.norm(test["pred"] - test["gt"], axis=-1).mean()
+
+    rows = []
+    for case, key in (("(a) ground-truth vertices", "gt"), (f"(b) {model.name} predictions", "pred")):
+        mm, l1 = choose_options(basis, val[key], truth_val, names, args.noise_mm, args.l1)
+        solver = BlendshapeSolver(basis, noise_m=mm * 1e-3, l1=l1)
+        fit = solver(test[key])
+        e = errors(fit.arkit, truth, names)
+        cost = (cpu_ms_per_face(solver, test[key], 1, details=False), cpu_ms_per_face(solver, test[key], 1),
+                cpu_ms_per_face(solver, test[key], 32, details=False))
+        rows.append((case, f"{mm:g}, {l1:g}", e, cost, float(fit.rms_m.mean() * 1e3)))
+
+    zeros = errors(np.zeros_like(truth), truth, names)
+    groups = ["all"] + [g for g, _ in GROUPS]
+    lines = [
+        f"`python bench/bench_blendshapes.py --test {args.test} --val {args.val} --seed {args.seed}` "
+        f"({platform.processor() or platform.machine()}, torch {torch.__version__}, numpy {np.__version__})",
+        "",
+        f"Test faces: {args.test} (seed {args.seed + 1}); validation: {args.val} (seed {args.seed}). "
+        f"Mean vertex error of the predictions: {vert_err_mm:.1f} mm.",
+        "",
+        "MAE of the ARKit weights, active (truth > 0.1) / inactive (truth < 0.05):",
+        "",
+        "| case | noise_m (mm), l1 | " + " | ".join(groups) + " | fit RMS (mm) | CPU ms/face: 1 per call | 1 per call, with identity + RMS | batch of 32 |",
+        "| --- | --- | " + " | ".join("---" for _ in groups) + " | --- | --- | --- | --- |",
+    ]
+    for case, mm, e, cost, rms in rows:
+        cells = " | ".join(f"{e[g]['active']:.3f} / {e[g]['inactive']:.3f}" for g in groups)
+        lines.append(f"| {case} | {mm} | {cells} | {rms:.2f} | " + " | ".join(f"{c:.2f}" for c in cost) + " |")
+    cells = " | ".join(f"{zeros[g]['active']:.3f} / {zeros[g]['inactive']:.3f}" for g in groups)
+    lines.append(f"| all zeros | | {cells} | | | | |")
+    counts = " | ".join(str(zeros[g]["n_active"]) for g in groups)
+    lines.append(f"| active weights in the test set | | {counts} | | | | |")
+    text = "\n".join(lines)
+    print(text)
+    if args.markdown:
+        with open(args.markdown, "a", encoding="utf-8") as f:
+            f.write("\n" + text + "\n")
+
+
+if __name__ == "__main__":
+    main()
