@@ -39,6 +39,10 @@ class BatcherStoppedError(Exception):
     """The batcher was shut down."""
 
 
+class InferenceError(Exception):
+    """The model failed on a batch, or returned the wrong number of rows."""
+
+
 @dataclass(eq=False)  # identity semantics: items hold arrays, and are found by identity
 class _Item:
     crop: np.ndarray
@@ -111,6 +115,11 @@ class DynamicBatcher:
     @property
     def depth(self) -> int:
         return len(self._queue)
+
+    @property
+    def alive(self) -> bool:
+        """True while the worker thread runs; readiness fails when it does not."""
+        return self._running and self._thread is not None and self._thread.is_alive()
 
     # ------------------------------------------------------------------ request side
     async def submit(self, crops: np.ndarray, flip_tta: bool, deadline: float) -> tuple[np.ndarray, np.ndarray]:
@@ -191,22 +200,37 @@ class DynamicBatcher:
 
     def _loop(self) -> None:
         while True:
-            batch = self._take_batch()
+            try:
+                batch = self._take_batch()
+            except Exception:  # a bug in the queue logic must not kill the worker for good
+                log.exception("batcher worker: taking a batch failed")
+                time.sleep(0.01)
+                continue
             if batch is None:
                 return
-            if not batch:
-                continue
-            start = time.monotonic()
-            if self.metrics is not None:
-                self.metrics.batch_size.observe(len(batch))
-                for item in batch:
-                    self.metrics.queue_wait.observe(start - item.enqueued)
-            try:
-                verts, points = self.predict(np.stack([i.crop for i in batch]), batch[0].flip_tta)
-            except Exception as exc:  # surface to every waiting request, keep the worker alive
-                log.exception("inference failed for a batch of %d", len(batch))
-                for item in batch:
-                    _post(item, None, exc)
-                continue
-            for k, item in enumerate(batch):
-                _post(item, (verts[k], points[k]))
+            if batch:
+                self._run(batch)
+
+    def _run(self, batch: list[_Item]) -> None:
+        start = time.monotonic()
+        if self.metrics is not None:
+            self.metrics.batch_size.observe(len(batch))
+            for item in batch:
+                self.metrics.queue_wait.observe(start - item.enqueued)
+        try:
+            verts, points = self.predict(np.stack([i.crop for i in batch]), batch[0].flip_tta)
+            # A model that returns fewer (or more) rows than crops would hand one request
+            # another's face, or none; refuse the whole batch instead.
+            if len(verts) != len(batch) or len(points) != len(batch):
+                raise InferenceError(
+                    f"the model returned {len(verts)} vertex sets and {len(points)} point sets "
+                    f"for a batch of {len(batch)} crops"
+                )
+        except Exception as exc:  # surface to every waiting request, keep the worker alive
+            log.exception("inference failed for a batch of %d", len(batch))
+            err = exc if isinstance(exc, InferenceError) else InferenceError(f"{type(exc).__name__}: {exc}")
+            for item in batch:
+                _post(item, None, err)
+            return
+        for k, item in enumerate(batch):
+            _post(item, (verts[k], points[k]))

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from service.batcher import DeadlineExceededError, DynamicBatcher, QueueFullError
+from service.batcher import DeadlineExceededError, DynamicBatcher, InferenceError, QueueFullError
 from service.errors import ApiError
 from service.imaging import check_content_type, decode_image
 from service.metrics import Metrics
@@ -235,3 +235,34 @@ def test_batcher_queue_full_and_deadline():
         b.stop()
     # The expired crops were dropped, not run, once the worker came back.
     assert model.batches == [1]
+
+
+def test_batcher_survives_a_model_returning_too_few_rows():
+    # Regression: an IndexError used to escape the worker thread, after which every
+    # request waited for its deadline while readiness still said ready.
+    calls = []
+
+    def short_model(crops, flip_tta):
+        calls.append(len(crops))
+        if len(calls) == 1:
+            n = len(crops) - 1
+            return np.zeros((n, 4, 3), np.float32), np.zeros((n, 4, 2), np.float32)
+        return _FakeModel()(crops, flip_tta)
+
+    b = DynamicBatcher(short_model, max_batch_size=4, max_queue_delay_s=0.05, max_queue_size=16)
+    b.start()
+
+    async def go():
+        dl = time.monotonic() + 5
+        first = await asyncio.gather(*(b.submit(_crop(i), False, dl) for i in range(2)), return_exceptions=True)
+        second = await b.submit(_crop(7), False, dl)
+        return first, second
+
+    try:
+        first, second = asyncio.run(go())
+        assert b.alive
+    finally:
+        b.stop()
+    assert all(isinstance(r, InferenceError) for r in first), first
+    assert float(second[0][0, 0, 0]) == 7
+    assert not b.alive
