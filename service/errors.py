@@ -13,6 +13,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 log = logging.getLogger("service.errors")
 
@@ -86,11 +87,34 @@ def _format_validation(exc: RequestValidationError) -> str:
     return "; ".join(parts) or "invalid request"
 
 
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
+def _allowed_methods(request: Request) -> str:
+    """Every method some route accepts on this path. Starlette's own 405 names only the
+    first route that matched the path (``Allow: GET`` on ``/devices``, which takes POST
+    too). Asked through ``Route.matches`` only, so nested routers count as well."""
+    allowed = [
+        m for m in _METHODS
+        if any(route.matches({**request.scope, "method": m})[0] is Match.FULL for route in request.app.routes)
+    ]
+    return ", ".join(allowed)
+
+
 def install_error_handlers(app: FastAPI) -> None:
+    # Imported here: storage pulls in numpy, and a bare error-handling app does not need it.
+    from .storage import StorageError
+
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
         _record(request, exc.code)
         return error_json(exc.status_code, exc.code, exc.message, exc.headers)
+
+    @app.exception_handler(StorageError)
+    async def _storage_error(request: Request, exc: StorageError) -> JSONResponse:
+        # A dependency failed, not the request: 503 so clients and load balancers retry.
+        _record(request, exc.code)
+        return error_json(503, exc.code, f"storage: {exc}", {"Retry-After": "2"})
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -103,7 +127,10 @@ def install_error_handlers(app: FastAPI) -> None:
         _record(request, code)
         detail: Any = exc.detail
         message = detail if isinstance(detail, str) else str(detail)
-        return error_json(exc.status_code, code, message, getattr(exc, "headers", None))
+        headers = getattr(exc, "headers", None)
+        if exc.status_code == 405:
+            headers = {**(headers or {}), "Allow": _allowed_methods(request)}
+        return error_json(exc.status_code, code, message, headers)
 
     @app.exception_handler(Exception)
     async def _unhandled(request: Request, exc: Exception) -> JSONResponse:

@@ -57,6 +57,38 @@ class Metrics:
         self.errors = Counter("jmlr_errors", "Error answers by code.", ("code",), registry=r)
         self.model_info = Info("jmlr_model", "The model being served.", registry=r)
         self.model_ready = Gauge("jmlr_model_ready", "1 once the model is loaded and warmed up.", registry=r)
+        # --- reliability: dependencies, admission, dropped work, bounded memory
+        self.dependency_up = Gauge(
+            "jmlr_dependency_up", "1 while a dependency answered its last call.", ("dependency",), registry=r
+        )
+        self.dependency_errors = Counter(
+            "jmlr_dependency_errors", "Failed calls to a dependency, by error code.", ("dependency", "code"), registry=r
+        )
+        self.meshes_not_stored = Counter(
+            "jmlr_meshes_not_stored",
+            "Reconstructed faces whose mesh was not stored, by reason (the response says so per face).",
+            ("reason",),
+            registry=r,
+        )
+        self.meshes_evicted = Counter(
+            "jmlr_meshes_evicted", "Meshes evicted before their TTL by the SQLite size cap (oldest first).", registry=r
+        )
+        self.rejected = Counter(
+            "jmlr_rejected",
+            "Requests refused at the door before their body was read, by reason.",
+            ("reason",),
+            registry=r,
+        )
+        self.dropped = Counter(
+            "jmlr_dropped",
+            "Admitted requests whose work was dropped: client_gone or deadline.",
+            ("reason",),
+            registry=r,
+        )
+        self.in_flight = Gauge("jmlr_in_flight_requests", "Admitted /reconstruct requests not finished yet.", registry=r)
+        self.decode_pixels = Gauge(
+            "jmlr_decode_pixels_in_use", "Pixels of decoded images currently held (bounded by the pixel budget).", registry=r
+        )
 
     def record_error(self, code: str) -> None:
         self.errors.labels(code=code).inc()

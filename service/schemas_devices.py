@@ -14,15 +14,26 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from jmlr.facemodel.topology import Topology, default_topology_path
 
-DEVICE_ID_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
+# At least one character that is not a dot: "." and ".." are path segments that clients
+# and proxies normalise away, so such a device could be created but never reached.
+DEVICE_ID_PATTERN = r"^[A-Za-z0-9_.-]*[A-Za-z0-9_-][A-Za-z0-9_.-]*$"
 
 DeviceId = Annotated[
     str,
-    Field(pattern=DEVICE_ID_PATTERN, description="Letters, digits, '_', '.', '-'; 1 to 64 characters."),
+    Field(
+        pattern=DEVICE_ID_PATTERN,
+        min_length=1,
+        max_length=64,
+        description="Letters, digits, '_', '.', '-', not only dots; 1 to 64 characters.",
+    ),
 ]
-# allow_inf_nan=False: NaN would pass every "> 0" check silently.
-Focal = Annotated[float, Field(gt=0, allow_inf_nan=False, description="Focal length in pixels.")]
-Coeff = Annotated[float, Field(allow_inf_nan=False)]
+# allow_inf_nan=False: NaN would pass every "> 0" check silently. Upper bounds: 1e308
+# passes "finite" and overflows later. strict=True: a JSON `false` is not 0.0.
+Focal = Annotated[
+    float, Field(ge=1.0, le=1e6, allow_inf_nan=False, strict=True, description="Focal length in pixels.")
+]
+Coeff = Annotated[float, Field(ge=-1e3, le=1e3, allow_inf_nan=False, strict=True)]
+Side = Annotated[int, Field(gt=0, le=100_000, strict=True)]
 
 _EXAMPLE = {
     "device_id": "pixel-7-main",
@@ -60,10 +71,10 @@ class DeviceIn(BaseModel):
     name: Annotated[str | None, Field(max_length=200)] = None
     fx: Focal
     fy: Focal
-    cx: Annotated[float, Field(allow_inf_nan=False, description="Principal point x in pixels.")]
-    cy: Annotated[float, Field(allow_inf_nan=False, description="Principal point y in pixels.")]
-    width: Annotated[int, Field(gt=0, le=100_000, description="Calibrated image width in pixels.")]
-    height: Annotated[int, Field(gt=0, le=100_000, description="Calibrated image height in pixels.")]
+    cx: Annotated[float, Field(allow_inf_nan=False, strict=True, description="Principal point x in pixels.")]
+    cy: Annotated[float, Field(allow_inf_nan=False, strict=True, description="Principal point y in pixels.")]
+    width: Annotated[Side, Field(description="Calibrated image width in pixels.")]
+    height: Annotated[Side, Field(description="Calibrated image height in pixels.")]
     distortion: Distortion | None = None
 
     @model_validator(mode="after")

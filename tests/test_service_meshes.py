@@ -188,7 +188,7 @@ def test_through_create_app(tmp_path):
     )
     app = create_app(settings)
     with TestClient(app) as c:
-        assert isinstance(app.state.storage, SqliteStorage)
+        assert isinstance(app.state.storage.backend, SqliteStorage)  # behind the guard
         device = {"device_id": "cam", "fx": 500, "fy": 500, "cx": 320, "cy": 240, "width": 640, "height": 480}
         assert c.post("/devices", json=device).status_code == 401
         assert c.post("/devices", json=device, headers={"X-API-Key": "key"}).status_code == 201

@@ -16,10 +16,13 @@ from service.storage import Storage
 router = APIRouter(prefix="/devices", tags=["devices"])
 
 StorageDep = Annotated[Storage, Depends(get_storage)]
-DeviceIdPath = Annotated[str, Path(pattern=DEVICE_ID_PATTERN, examples=["pixel-7-main"])]
+DeviceIdPath = Annotated[str, Path(pattern=DEVICE_ID_PATTERN, max_length=64, examples=["pixel-7-main"])]
 
 _NOT_FOUND = {404: {"model": ErrorResponse, "description": "No device with this id."}}
-_AUTH = {401: {"model": ErrorResponse, "description": "Missing or wrong X-API-Key (when keys are configured)."}}
+_AUTH = {
+    401: {"model": ErrorResponse, "description": "No X-API-Key while keys are configured (`missing_api_key`)."},
+    403: {"model": ErrorResponse, "description": "The X-API-Key is not valid (`invalid_api_key`)."},
+}
 
 
 def _now() -> str:
@@ -73,11 +76,10 @@ def replace_device(
     body: Annotated[DeviceIn, Body()],
     storage: StorageDep,
 ) -> Device:
-    old = storage.get_device(device_id)
-    if old is None:
+    # One atomic replace-if-exists: get-then-put could bring back a device deleted meanwhile.
+    record = storage.replace_device(device_id, {**body.model_dump(), "device_id": device_id, "updated": _now()})
+    if record is None:
         raise _not_found(device_id)
-    record = {**body.model_dump(), "device_id": device_id, "created": old["created"], "updated": _now()}
-    storage.put_device(device_id, record)
     return Device.model_validate(record)
 
 

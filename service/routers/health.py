@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Response
-from pydantic import BaseModel
+from fastapi import APIRouter, Depends, Request, Response
+from pydantic import BaseModel, Field
 
 from ..deps import get_engine, get_metrics
 from ..errors import ErrorResponse, error_json
 from ..metrics import Metrics
 from ..pipeline import Engine
 from ..schemas import ModelOut
+from ..storage import StorageError
 
 router = APIRouter(tags=["health"])
 
@@ -23,6 +25,7 @@ class Health(BaseModel):
 class Ready(BaseModel):
     status: str
     model: ModelOut
+    storage: dict = Field(description="The storage backend's status (backend, memory or bytes used, limits).")
 
 
 @router.get("/healthz", response_model=Health, summary="Liveness: the process answers")
@@ -33,14 +36,28 @@ async def healthz() -> Health:
 @router.get(
     "/readyz",
     response_model=Ready,
-    summary="Readiness: the model is loaded and warmed up",
-    responses={503: {"model": ErrorResponse, "description": "Model loading or failed to load (`model_not_ready`)."}},
+    summary="Readiness: model loaded, inference worker alive, storage answering",
+    responses={
+        503: {
+            "model": ErrorResponse,
+            "description": "Not ready: `model_not_ready` (loading or failed), `inference_worker_down`, "
+            "`storage_unavailable` (the storage backend does not answer).",
+        }
+    },
 )
-async def readyz(engine: Annotated[Engine, Depends(get_engine)]):
+async def readyz(request: Request, engine: Annotated[Engine, Depends(get_engine)]):
     if not engine.ready:
-        msg = f"model failed to load: {engine.error}" if engine.error else "model is loading"
-        return error_json(503, "model_not_ready", msg, {"Retry-After": "5"})
-    return Ready(status="ready", model=engine.model_info())
+        err = engine.not_ready_error()
+        return error_json(err.status_code, err.code, err.message, err.headers)
+    storage = getattr(request.app.state, "storage", None)
+    if storage is None:
+        return error_json(503, "storage_unavailable", "storage is not configured", {"Retry-After": "5"})
+    check = getattr(storage, "check", None) or storage.ping
+    try:
+        status = await asyncio.to_thread(check)
+    except StorageError as exc:
+        return error_json(503, exc.code, f"storage: {exc}", {"Retry-After": "2"})
+    return Ready(status="ready", model=engine.model_info(), storage=status)
 
 
 @router.get(

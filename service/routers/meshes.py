@@ -12,6 +12,7 @@ from enum import Enum
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import Path as PathParam
 
 from service.deps import get_settings, get_storage
 from service.errors import ApiError, ErrorResponse
@@ -89,10 +90,15 @@ def mesh_urls(request: Request, settings: Any, mesh_id: str) -> MeshUrls:
 )
 def download_mesh(
     mesh_id: str,
-    fmt: MeshFormatParam,
+    fmt: Annotated[str, PathParam(description="glb, obj or ply", json_schema_extra={"enum": list(MEDIA_TYPES)})],
     storage: StorageDep,
     space: SpaceQuery = SpaceParam.world,
 ) -> Response:
+    # Any other suffix means the whole segment is an id with a dot in it ("abc.def"),
+    # which no mesh has: 404 like every unknown id, not a 422 about a format.
+    if fmt not in MEDIA_TYPES:
+        raise ApiError(404, "mesh_not_found", f"no mesh {f'{mesh_id}.{fmt}'!r}")
+    fmt = MeshFormatParam(fmt)
     meta, arrays = _load(storage, mesh_id)
     data = export_mesh(arrays, fmt.value, space.value)
     suffix = "" if space is SpaceParam.world else "_camera"
