@@ -10,16 +10,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
+from starlette.types import Scope
 
-from .errors import error_json, install_error_handlers
+from .admission import AdmissionController
+from .body_limit import BodyLimitMiddleware
+from .errors import install_error_handlers
+from .exposure import ExposureGuard
+from .gate import RequestGate
 from .metrics import Metrics
+from .observe import ObserveMiddleware
 from .pipeline import Engine
+from .ratelimit import RateLimiter
 from .routers import devices, health, meshes, reconstruct
 from .settings import Settings, get_settings
+from .storage_guard import GuardedStorage
 
 log = logging.getLogger("service")
 
@@ -53,14 +61,22 @@ async def _purge_loop(app: FastAPI) -> None:
 @contextlib.asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
-    from .storage import create_storage
+    from .storage import StorageError, create_storage
 
+    # The guard opens the backend on first use and again after a failure, so a storage
+    # that is down at start does not need a restart once it is back.
+    storage = GuardedStorage(lambda: create_storage(settings), app.state.metrics, settings.storage_kind(),
+                             retry_s=settings.storage_retry_s)
+    app.state.storage = storage
     try:
-        app.state.storage = await asyncio.to_thread(create_storage, settings)
-    except Exception as exc:
-        # Reconstruction still works without storage (no mesh links); device routes answer 503.
-        app.state.storage = None
-        log.error("storage %s unavailable: %s", settings.storage_kind(), exc)
+        status = await asyncio.to_thread(storage.check, 0.0)
+        if status.get("evicts_meshes"):
+            log.warning("redis maxmemory-policy is %s: Redis may evict stored meshes before their TTL; "
+                        "use noeviction (the service refuses new meshes at its own budget instead)",
+                        status.get("maxmemory_policy"))
+    except StorageError as exc:
+        # Reconstruction still works (faces say their mesh was not stored); /readyz says not ready.
+        log.error("storage %s unavailable at start: %s", settings.storage_kind(), exc)
     await asyncio.to_thread(app.state.engine.load)
     purge = asyncio.create_task(_purge_loop(app))
     try:
@@ -73,9 +89,20 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
                 app.state.storage.close()
 
 
+def _body_limit(settings: Settings) -> "Callable[[Scope], int]":
+    upload_limit = settings.max_upload_bytes + _FORM_SLACK_BYTES  # slack covers the form fields
+
+    def limit_for(scope: Scope) -> int:
+        return upload_limit if scope["path"] == reconstruct.ROUTE else settings.max_json_body_bytes
+
+    return limit_for
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
-    app = FastAPI(
+    # FastAPIOffline: /docs and /redoc served from assets inside the fastapi-offline
+    # package (Swagger UI, ReDoc), so the docs page works without a CDN.
+    app = FastAPIOffline(
         title="JMLR face reconstruction",
         version="0.1.0",
         description=DESCRIPTION,
@@ -85,34 +112,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.metrics = metrics = Metrics()
     app.state.engine = Engine(settings, metrics)
     app.state.storage = None
+    app.state.admission = AdmissionController(settings.max_in_flight, settings.admission_target())
+    app.state.rate_limiter = (
+        RateLimiter(settings.rate_limit_per_minute / 60.0, settings.rate_limit_burst)
+        if settings.rate_limit_per_minute > 0
+        else None
+    )
     install_error_handlers(app)
 
-    @app.middleware("http")
-    async def observe(request: Request, call_next):
-        start = time.perf_counter()
-        status = 500
-        try:
-            length = request.headers.get("content-length", "")
-            # Refuse an obviously oversized body before parsing it; the multipart parser
-            # would otherwise spool all of it to disk first. Slack covers the form fields.
-            if length.isdigit() and int(length) > settings.max_upload_bytes + _FORM_SLACK_BYTES:
-                status = 413
-                metrics.record_error("payload_too_large")
-                return error_json(
-                    413, "payload_too_large", f"request body is {length} bytes; the image limit is {settings.max_upload_bytes}"
-                )
-            response = await call_next(request)
-            status = response.status_code
-            return response
-        finally:
-            end = time.perf_counter()
-            route = request.scope.get("route")
-            # The route template, not the raw path: /mesh/{mesh_id} is one series, not one per id.
-            path = getattr(route, "path", None) or "unmatched"
-            metrics.request_latency.labels(route=path, method=request.method, status=str(status)).observe(end - start)
-            encode_start = getattr(request.state, "encode_start", None)
-            if encode_start is not None:
-                metrics.observe_stage("encode", end - encode_start)
+    # Outermost last: Observe sees every answer; the exposure guard comes before anything
+    # else is decided; the gate admits before the body limit starts reading.
+    app.add_middleware(BodyLimitMiddleware, limit_for=_body_limit(settings))
+    app.add_middleware(RequestGate, path=reconstruct.ROUTE)
+    app.add_middleware(ExposureGuard)
+    app.add_middleware(ObserveMiddleware)
 
     app.include_router(health.router)
     app.include_router(reconstruct.router)

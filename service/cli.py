@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 
 
 def register(subparsers) -> None:
@@ -13,7 +14,11 @@ def register(subparsers) -> None:
         description="Run the reconstruction service. Every option also reads from JMLR_* env vars "
         "(see service/settings.py); command-line values win.",
     )
-    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to bind; anything but loopback needs JMLR_API_KEYS (or JMLR_ALLOW_UNAUTHENTICATED=true)",
+    )
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--model", dest="model_name", help="model name in the store (default: index.json)")
     p.add_argument("--model-store", help="model store folder")
@@ -30,6 +35,7 @@ def run(args: argparse.Namespace) -> int:
     import uvicorn
 
     from .app import create_app
+    from .exposure import exposure_problem
     from .settings import Settings
 
     overrides = {
@@ -39,5 +45,9 @@ def run(args: argparse.Namespace) -> int:
     }
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = Settings(**overrides)
+    problem = exposure_problem(args.host, settings)
+    if problem:
+        print(f"jmlr serve: {problem}", file=sys.stderr)
+        return 2
     uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level=args.log_level)
     return 0

@@ -42,10 +42,11 @@ def get_metrics(request: Request) -> Metrics:
     return request.app.state.metrics
 
 
-def require_api_key(
-    request: Request, api_key: Annotated[str | None, Depends(api_key_header)] = None
-) -> None:
-    keys: list[str] = request.app.state.settings.api_keys
+def check_api_key(keys: list[str], api_key: str | None) -> None:
+    """Raise the 401/403 ``ApiError`` unless ``api_key`` is one of ``keys`` (no keys: open).
+
+    Shared by the route dependency and the request gate, which checks before the body
+    of ``POST /reconstruct`` is read."""
     if not keys:
         return
     if not api_key:
@@ -56,3 +57,9 @@ def require_api_key(
         ok |= secrets.compare_digest(api_key.encode(), key.encode())
     if not ok:
         raise ApiError(403, "invalid_api_key", "the X-API-Key is not valid")
+
+
+def require_api_key(
+    request: Request, api_key: Annotated[str | None, Depends(api_key_header)] = None
+) -> None:
+    check_api_key(request.app.state.settings.api_keys, api_key)

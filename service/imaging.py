@@ -64,7 +64,26 @@ def _exif_focal_35mm(img: Image.Image) -> float | None:
     return f if f is not None and 1.0 <= f <= 5000.0 else None
 
 
-def decode_image(data: bytes, max_pixels: int) -> DecodedImage:
+@dataclass(frozen=True)
+class ImageHeader:
+    width: int
+    height: int
+    format: str
+
+    @property
+    def pixels(self) -> int:
+        return self.width * self.height
+
+
+def probe_image(data: bytes, max_pixels: int) -> ImageHeader:
+    """Format and size from the header alone (no pixel data is decoded), with every
+    check ``decode_image`` makes before decoding. Cheap: the caller reserves decode
+    memory by this size before calling ``decode_image``."""
+    img = _open_checked(data, max_pixels)
+    return ImageHeader(img.size[0], img.size[1], img.format)
+
+
+def _open_checked(data: bytes, max_pixels: int) -> Image.Image:
     if not data:
         raise ApiError(422, "empty_image", "the uploaded image is empty (0 bytes)")
     try:
@@ -83,7 +102,6 @@ def decode_image(data: bytes, max_pixels: int) -> DecodedImage:
         raise ApiError(
             415, "unsupported_media_type", f"image format {img.format} is not supported; use JPEG, PNG or WebP"
         )
-    fmt = img.format
     w, h = img.size
     if w < 1 or h < 1:
         raise ApiError(422, "invalid_image", f"image has an empty size {w}x{h}")
@@ -91,7 +109,12 @@ def decode_image(data: bytes, max_pixels: int) -> DecodedImage:
         raise ApiError(
             413, "image_too_large", f"image is {w}x{h} = {w * h} pixels; the limit is {max_pixels} pixels"
         )
+    return img
 
+
+def decode_image(data: bytes, max_pixels: int) -> DecodedImage:
+    img = _open_checked(data, max_pixels)
+    fmt = img.format
     focal = _exif_focal_35mm(img)
     try:
         # Pillow's own bomb check uses a global; ours already ran, so lift it for this decode.

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import re
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -29,12 +30,14 @@ from jmlr.geometry.crop import apply_affine, crop_transform, invert_affine, warp
 from jmlr.geometry.pnp import solve_pnp
 from jmlr.geometry.rotation import head_pose_euler, matrix_to_quaternion, matrix_to_rotvec, pose_matrix
 
-from .batcher import BatcherStoppedError, DeadlineExceededError, DynamicBatcher, QueueFullError
+from .batcher import BatcherStoppedError, DeadlineExceededError, DynamicBatcher, InferenceError, QueueFullError
 from .blendshapes import BlendshapeEstimator
 from .detect import Detection, Detector, create_detector, landmarks_in_box
 from .errors import ApiError
-from .imaging import DecodedImage, decode_image
+from .face_checks import check_client_faces
+from .imaging import ImageHeader, decode_image, probe_image
 from .metrics import Metrics
+from .pixel_budget import PixelBudget, PixelBudgetTimeout
 from .schemas import (
     CameraIn,
     CameraOut,
@@ -138,6 +141,29 @@ def _r(a: np.ndarray, nd: int = 6) -> list:
     return np.round(np.asarray(a, dtype=np.float64), nd).tolist()
 
 
+_ABS_PATH = re.compile(r"(?:/[^/\s'\"]+)+/([^/\s'\"]+)")
+
+
+def _without_paths(message: str) -> str:
+    """Absolute paths reduced to their last part: errors shown to clients must not map
+    the server's file system."""
+    return _ABS_PATH.sub(r"\1", message)
+
+
+@dataclass
+class _ImageWork:
+    """What the pixel-budgeted part of a request produced; the decoded image is gone."""
+
+    width: int
+    height: int
+    format: str
+    focal_35mm: float | None
+    faces: list[_Face]
+    Ms: list[np.ndarray]
+    crops: np.ndarray | None
+    timings: dict[str, float]
+
+
 class Engine:
     """Owns the model, the detector and the batcher; stateless per request."""
 
@@ -149,8 +175,23 @@ class Engine:
         self.batcher: DynamicBatcher | None = None
         self.blendshapes: BlendshapeEstimator | None = None
         self.device: str = "cpu"
-        self.ready = False
+        self.loaded = False
         self.error: str | None = None
+        self.pixel_budget = PixelBudget(settings.decode_pixel_budget, metrics.decode_pixels.set)
+
+    @property
+    def ready(self) -> bool:
+        """Model loaded and the inference worker alive."""
+        return self.loaded and self.batcher is not None and self.batcher.alive
+
+    def not_ready_error(self) -> ApiError:
+        if self.loaded:
+            return ApiError(503, "inference_worker_down", "the inference worker stopped (see the server log)",
+                            {"Retry-After": "5"})
+        if self.error:
+            return ApiError(503, "model_not_ready", f"model failed to load: {_without_paths(self.error)} "
+                            "(see the server log)", {"Retry-After": "5"})
+        return ApiError(503, "model_not_ready", "model is loading", {"Retry-After": "5"})
 
     # ------------------------------------------------------------------ lifecycle
     def load(self) -> None:
@@ -159,7 +200,7 @@ class Engine:
             self._load()
         except Exception as exc:
             self.error = f"{type(exc).__name__}: {exc}"
-            self.ready = False
+            self.loaded = False
             self.metrics.model_ready.set(0)
             log.error("model failed to load, the service is NOT ready: %s", self.error)
 
@@ -188,7 +229,7 @@ class Engine:
         topo = model.topology
         self.metrics.set_model(str(model.name), str(model.version), self.device, int(topo.num_vertices))
         self.metrics.model_ready.set(1)
-        self.ready, self.error = True, None
+        self.loaded, self.error = True, None
         log.info(
             "model %s v%s loaded on %s in %.1f s (%d vertices, input %d, detector %s)",
             model.name, model.version, self.device, time.perf_counter() - t0, topo.num_vertices,
@@ -198,7 +239,7 @@ class Engine:
     def close(self) -> None:
         if self.batcher is not None:
             self.batcher.stop()
-        self.ready = False
+        self.loaded = False
 
     def model_info(self) -> ModelOut:
         m, topo = self.model, self.model.topology
@@ -208,16 +249,29 @@ class Engine:
         )
 
     # ------------------------------------------------------------------ request
-    async def reconstruct(self, req: ReconstructRequest, storage: Any) -> ReconstructResponse:
-        if not self.ready or self.batcher is None:
-            raise ApiError(503, "model_not_ready", self.error and f"model not loaded: {self.error}" or "model is loading",
-                           {"Retry-After": "5"})
+    def _check_deadline(self, deadline: float, stage: str) -> None:
+        # Work whose answer would come too late is not started: it would only be a 504.
+        if time.monotonic() >= deadline:
+            self.metrics.dropped.labels(reason="deadline").inc()
+            raise ApiError(504, "deadline_exceeded",
+                           f"the request deadline ({self.settings.request_timeout_s:g} s) passed before {stage}")
+
+    async def reconstruct(
+        self, req: ReconstructRequest, storage: Any, deadline: float | None = None
+    ) -> ReconstructResponse:
+        """Run one request. ``deadline`` (``time.monotonic()`` seconds) bounds every stage;
+        by default it is ``request_timeout_s`` from now. The request gate passes the one
+        that started when the request arrived."""
+        if not self.ready:
+            raise self.not_ready_error()
         s = self.settings
-        deadline = time.monotonic() + s.request_timeout_s
+        if deadline is None:
+            deadline = time.monotonic() + s.request_timeout_s
         timings: dict[str, float] = {}
         t_start = time.perf_counter()
 
         async def stage(name: str, fn, *args):
+            self._check_deadline(deadline, name)
             t = time.perf_counter()
             out = await asyncio.to_thread(fn, *args)
             dt = time.perf_counter() - t
@@ -225,43 +279,56 @@ class Engine:
             self.metrics.observe_stage(name, dt)
             return out
 
-        img: DecodedImage = await stage("decode", decode_image, req.data, s.max_image_pixels)
-        H, W = img.height, img.width
-
         device = None
         if req.device_id is not None and req.camera is None:
-            device = await asyncio.to_thread(storage.get_device, req.device_id) if storage is not None else None
+            if storage is None:
+                raise ApiError(503, "storage_unavailable", "device records are unavailable (see the server log)",
+                               {"Retry-After": "2"})
+            device = await asyncio.to_thread(storage.get_device, req.device_id)
             if device is None:
                 raise ApiError(404, "device_not_found", f"no registered device {req.device_id!r}")
-        cam = resolve_camera(W, H, req.camera, device, img.focal_35mm, s.default_fov_deg)
 
+        header: ImageHeader = await asyncio.to_thread(probe_image, req.data, s.max_image_pixels)
         max_faces = min(req.max_faces or s.max_faces, s.max_faces)
-        faces: list[_Face] = await stage("detect", self._locate, img.rgb, req.faces, max_faces)
+        work = await self._image_stage(req, header, max_faces, deadline)
+        for name, dt in work.timings.items():
+            timings[name] = round(dt * 1000, 3)
+            self.metrics.observe_stage(name, dt)
+        W, H = work.width, work.height
+        cam = resolve_camera(W, H, req.camera, device, work.focal_35mm, s.default_fov_deg)
+        warnings = list(cam.warnings)
 
         topo = self.model.topology
         out_faces: list[FaceOut] = []
-        if faces:
-            S = int(self.model.input_size)
-            Ms, crops = await stage("crop", self._crop, img.rgb, faces, S)
+        if work.faces:
+            self._check_deadline(deadline, "inference")
             t = time.perf_counter()
             try:
-                verts, points = await self.batcher.submit(crops, req.flip_tta, deadline)
+                verts, points = await self.batcher.submit(work.crops, req.flip_tta, deadline)
             except QueueFullError as exc:
                 raise ApiError(503, "queue_full", f"server busy: {exc}; retry shortly", {"Retry-After": "1"}) from None
             except DeadlineExceededError:
+                self.metrics.dropped.labels(reason="deadline").inc()
                 raise ApiError(504, "deadline_exceeded",
                                f"the request did not finish within {s.request_timeout_s:g} s (server busy)") from None
             except BatcherStoppedError:
                 raise ApiError(503, "shutting_down", "the server is shutting down", {"Retry-After": "5"}) from None
+            except InferenceError:
+                raise ApiError(500, "inference_failed", "the model failed on this batch (logged)") from None
             dt = time.perf_counter() - t
             timings["infer"] = round(dt * 1000, 3)
             self.metrics.observe_stage("infer", dt)
-            points_img = np.stack([apply_affine(invert_affine(M), p) for M, p in zip(Ms, points)])
-            out_faces = await stage("pnp", self._solve, faces, verts, points_img, cam, req.include, topo)
+            points_img = np.stack([apply_affine(invert_affine(M), p) for M, p in zip(work.Ms, points)])
+            solved = await stage("pnp", self._solve, work.faces, verts, points_img, cam, req.include, topo)
+            keep = [k for k, f in enumerate(solved) if f is not None]
+            for k in sorted(set(range(len(solved))) - set(keep)):
+                warnings.append(f"face {k} was dropped: its pose could not be computed (non-finite result)")
+            out_faces = [solved[k] for k in keep]
             if out_faces and "blendshapes" in req.include and self.blendshapes is not None:
-                cam.warnings += await stage("blendshapes", self.blendshapes.annotate, out_faces, verts)
-            if storage is not None:
-                await stage("store", self._store, storage, out_faces, verts, topo, cam, img, req.base_url)
+                warnings += await stage("blendshapes", self.blendshapes.annotate, out_faces, verts[keep])
+            if out_faces:
+                await stage("store", self._store, storage, out_faces, verts[keep], topo, cam, (W, H), req.base_url,
+                            warnings)
 
         self.metrics.faces_per_request.observe(len(out_faces))
         K = cam.K
@@ -274,11 +341,58 @@ class Engine:
                 K=_r(K), fx=float(K[0, 0]), fy=float(K[1, 1]), cx=float(K[0, 2]), cy=float(K[1, 2]),
                 source=cam.source, distortion=cam.distortion, fov_x_deg=round(fov_x, 4), fov_y_deg=round(fov_y, 4),
             ),
-            image=ImageOut(width=W, height=H, format=img.format),
+            image=ImageOut(width=W, height=H, format=work.format),
             faces=out_faces,
             timings_ms=timings,
-            warnings=cam.warnings,
+            warnings=warnings,
         )
+
+    async def _image_stage(self, req: ReconstructRequest, header: ImageHeader, max_faces: int,
+                           deadline: float) -> _ImageWork:
+        """Decode, locate and crop while holding the image's pixels of the decode budget."""
+        try:
+            n = await self.pixel_budget.acquire(header.pixels, deadline - time.monotonic())
+        except PixelBudgetTimeout as exc:
+            self.metrics.dropped.labels(reason="deadline").inc()
+            raise ApiError(504, "deadline_exceeded", f"the request deadline passed waiting to decode: {exc}") from None
+        self._check_deadline(deadline, "decoding")
+        S = int(self.model.input_size)
+        work = asyncio.ensure_future(asyncio.to_thread(self._decode_locate_crop, req.data, req.faces, max_faces, S))
+
+        def release(fut: asyncio.Future) -> None:
+            if not fut.cancelled():
+                fut.exception()  # retrieved, so a dropped request's error is not reported as lost
+            self.pixel_budget.release(n)
+
+        try:
+            return await asyncio.shield(work)
+        finally:
+            if work.done():
+                self.pixel_budget.release(n)
+            else:
+                # Cancelled (client gone, deadline): the thread cannot be stopped and holds
+                # the image until it returns, so its pixels stay reserved until then.
+                work.add_done_callback(release)
+
+    def _decode_locate_crop(self, data: bytes, client: list[FaceIn] | None, max_faces: int, S: int) -> _ImageWork:
+        t0 = time.perf_counter()
+        img = decode_image(data, self.settings.max_image_pixels)
+        t1 = time.perf_counter()
+        if client is not None:
+            check_client_faces(client[:max_faces], img.width, img.height)
+        faces = self._locate(img.rgb, client, max_faces)
+        t2 = time.perf_counter()
+        timings = {"decode": t1 - t0, "detect": t2 - t1}
+        Ms: list[np.ndarray] = []
+        crops = None
+        if faces:
+            try:
+                Ms, crops = self._crop(img.rgb, faces, S)
+            except (np.linalg.LinAlgError, cv2.error, ValueError) as exc:
+                raise ApiError(422, "invalid_faces", f"the faces do not define a usable crop: {exc}") from None
+            timings["crop"] = time.perf_counter() - t2
+        # Only the crops leave: the full image is freed when this thread returns.
+        return _ImageWork(img.width, img.height, img.format, img.focal_35mm, faces, Ms, crops, timings)
 
     # ------------------------------------------------------------------ stages (worker threads)
     def _locate(self, rgb: np.ndarray, client: list[FaceIn] | None, max_faces: int) -> list[_Face]:
@@ -305,16 +419,26 @@ class Engine:
         return Ms, crops
 
     @staticmethod
-    def _solve(faces, verts, points_img, cam: CameraChoice, include: set[str], topo) -> list[FaceOut]:
+    def _solve(faces, verts, points_img, cam: CameraChoice, include: set[str], topo) -> list[FaceOut | None]:
+        """One FaceOut per face, None where the result is not finite."""
         lm68 = getattr(topo, "landmarks68", None)
         out = []
         dist = cam.dist if cam.dist is not None else np.zeros(5)
         for f, V, p in zip(faces, verts, points_img):
             V = np.asarray(V, dtype=np.float64)
+            if not (np.isfinite(V).all() and np.isfinite(p).all()):
+                out.append(None)
+                continue
             res = solve_pnp(V, p, cam.K, cam.dist)
             R, t = res.R_cv, np.asarray(res.t_cv, dtype=np.float64).reshape(3)
+            if not (np.isfinite(R).all() and np.isfinite(t).all()):
+                out.append(None)  # JSON has no inf/NaN: such a face would answer nulls
+                continue
             proj, _ = cv2.projectPoints(V, cv2.Rodrigues(R)[0], t, cam.K, dist)
             proj = proj.reshape(-1, 2)
+            if not np.isfinite(proj).all():
+                out.append(None)
+                continue
             yaw, pitch, roll = head_pose_euler(res.R_t)
             pose = Pose(
                 rotation=_r(R, 8), translation=_r(t, 6), rotation_vector=_r(matrix_to_rotvec(R), 8),
@@ -339,8 +463,11 @@ class Engine:
             out.append(face)
         return out
 
-    def _store(self, storage, faces: list[FaceOut], verts, topo, cam: CameraChoice, img: DecodedImage, base_url: str) -> None:
-        from .storage import new_mesh_id
+    def _store(self, storage, faces: list[FaceOut], verts, topo, cam: CameraChoice, image_size: tuple[int, int],
+               base_url: str, warnings: list[str]) -> None:
+        """Store each posed face's mesh and say per face whether it was (``mesh_status``);
+        a face whose mesh could not be stored also gets a warning, never silence."""
+        from .storage import StorageError, new_mesh_id
 
         m = self.model
         tri = np.asarray(topo.triangles, dtype=np.int32)
@@ -349,12 +476,20 @@ class Engine:
                   "cy": float(cam.K[1, 2]), "source": cam.source,
                   "distortion": cam.distortion.model_dump() if cam.distortion else None}
         base = (self.settings.public_base_url or base_url).rstrip("/")
-        for face, V in zip(faces, verts):
+        failures: dict[str, list[int]] = {}
+        reasons: dict[str, str] = {}
+        for k, (face, V) in enumerate(zip(faces, verts)):
             if not face.pose_ok:
-                continue  # a mesh with a meaningless pose would mislead more than help
+                face.mesh_status = "pose_failed"  # a mesh with a meaningless pose would mislead
+                continue
+            if storage is None:
+                face.mesh_status = "storage_unavailable"
+                failures.setdefault("storage_unavailable", []).append(k)
+                reasons["storage_unavailable"] = "storage is not configured or failed to open"
+                continue
             mesh_id = new_mesh_id()
             meta = {"model": {"name": str(m.name), "version": str(m.version)}, "created": created,
-                    "image_size": [img.width, img.height], "camera": camera}
+                    "image_size": list(image_size), "camera": camera}
             arrays = {
                 "vertices_world": np.asarray(V, dtype=np.float32),
                 "faces": tri,
@@ -363,11 +498,17 @@ class Engine:
             }
             try:
                 storage.put_mesh(mesh_id, meta, arrays, self.settings.mesh_ttl_s)
-            except Exception:
-                # The reconstruction itself succeeded; losing the download link is not worth a 500.
-                log.exception("storing mesh %s failed", mesh_id)
-                self.metrics.record_error("storage_error")
+            except StorageError as exc:
+                # The reconstruction itself succeeded: answer it, and say the link is missing.
+                face.mesh_status = exc.code
+                failures.setdefault(exc.code, []).append(k)
+                reasons[exc.code] = str(exc)
                 continue
+            face.mesh_status = "stored"
             root = f"{base}/mesh/{mesh_id}"
             face.mesh_id = mesh_id
             face.mesh_urls = MeshUrls(glb=f"{root}.glb", obj=f"{root}.obj", ply=f"{root}.ply", self_=root)
+        for code, ks in failures.items():
+            self.metrics.meshes_not_stored.labels(reason=code).inc(len(ks))
+            warnings.append(f"the mesh of face(s) {ks} was NOT stored ({code}: {_without_paths(reasons[code])}); "
+                            "pose and vertices in this response are valid, but there is no download link")

@@ -12,11 +12,18 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from .schemas_devices import Distortion, MeshUrls
 
-Finite = Annotated[float, Field(allow_inf_nan=False)]
-Point2 = Annotated[list[Finite], Field(min_length=2, max_length=2)]
+# Bounds on everything a client sends: a coordinate of 1e308 passed "finite" and then
+# overflowed in the crop's SVD or the rescaled K. strict=True: `false` is not 0.0.
+MAX_ABS_PIXEL = 1e6
+MAX_FOCAL_PX = 1e6
+Pixel = Annotated[float, Field(ge=-MAX_ABS_PIXEL, le=MAX_ABS_PIXEL, allow_inf_nan=False, strict=True)]
+FocalPx = Annotated[float, Field(ge=1.0, le=MAX_FOCAL_PX, allow_inf_nan=False, strict=True)]
+ImageSide = Annotated[int | None, Field(gt=0, le=100_000, strict=True)]
+Point2 = Annotated[list[Pixel], Field(min_length=2, max_length=2)]
 
 INCLUDE_OPTIONS = ("vertices", "vertices_camera", "landmarks_2d", "landmarks_68", "blendshapes")
 CameraSource = Literal["request", "device", "exif", "default_fov"]
+MeshStatus = Literal["stored", "pose_failed", "storage_unavailable", "storage_full", "storage_error"]
 
 
 # ----------------------------------------------------------------------------- request parts
@@ -32,12 +39,12 @@ class CameraIn(BaseModel):
         json_schema_extra={"examples": [{"fx": 1450.0, "fy": 1450.0, "cx": 960.0, "cy": 540.0, "width": 1920, "height": 1080}]},
     )
 
-    fx: Annotated[float, Field(gt=0, allow_inf_nan=False)]
-    fy: Annotated[float, Field(gt=0, allow_inf_nan=False)]
-    cx: Finite
-    cy: Finite
-    width: Annotated[int | None, Field(gt=0, le=100_000)] = None
-    height: Annotated[int | None, Field(gt=0, le=100_000)] = None
+    fx: FocalPx
+    fy: FocalPx
+    cx: Pixel
+    cy: Pixel
+    width: ImageSide = None
+    height: ImageSide = None
     distortion: Distortion | None = None
 
     @model_validator(mode="after")
@@ -52,7 +59,7 @@ class FaceIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    bbox: Annotated[list[Finite] | None, Field(min_length=4, max_length=4, description="x0, y0, x1, y1 px")] = None
+    bbox: Annotated[list[Pixel] | None, Field(min_length=4, max_length=4, description="x0, y0, x1, y1 px")] = None
     landmarks5: Annotated[
         list[Point2] | None,
         Field(min_length=5, max_length=5, description="left eye, right eye, nose, left mouth, right mouth (image order)"),
@@ -112,6 +119,11 @@ class FaceOut(BaseModel):
     )
     mesh_id: str | None = None
     mesh_urls: MeshUrls | None = None
+    mesh_status: MeshStatus | None = Field(
+        None,
+        description="'stored' (mesh_id and mesh_urls are set), 'pose_failed' (not stored: pose_ok is false), "
+        "'storage_unavailable' or 'storage_full' (not stored; the response also carries a warning)",
+    )
 
 
 class CameraOut(BaseModel):

@@ -36,15 +36,56 @@ class Settings(BaseSettings):
     )
     redis_url: str | None = None
     mesh_ttl_s: float = Field(3600.0, gt=0)
+    max_mesh_bytes: int = Field(
+        2 * 1024**3,
+        ge=1,
+        description="SQLite: cap on stored mesh files; past it the OLDEST meshes are evicted (before their TTL).",
+    )
+    redis_mesh_memory_fraction: float = Field(
+        0.9,
+        gt=0,
+        le=1,
+        description="Redis: new meshes are refused (never older ones evicted) once used_memory would pass "
+        "this fraction of maxmemory.",
+    )
+    storage_timeout_s: float = Field(2.0, gt=0, description="Redis socket timeout per call.")
+    storage_retry_s: float = Field(
+        2.0, gt=0, description="After a storage failure, fail fast for this long before trying again."
+    )
 
-    # --- auth: empty = no auth; otherwise X-API-Key is required on write routes ---
+    # --- auth: empty = no auth; otherwise X-API-Key is required on write routes and POST /reconstruct ---
     api_keys: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    allow_unauthenticated: bool = Field(
+        False,
+        description="Serve without API keys on a non-loopback address (only behind something that authenticates).",
+    )
+    rate_limit_per_minute: float = Field(
+        600.0, ge=0, description="POST /reconstruct per API key, per replica (no keys: no limit); 0 = off."
+    )
+    rate_limit_burst: int = Field(60, ge=1, description="Requests a key may send at once before the rate applies.")
+
+    # --- admission control at the door of POST /reconstruct (before the body is read) ---
+    max_in_flight: int = Field(64, ge=1, description="Admitted requests in progress at most; beyond -> 503.")
+    admission_target_s: float | None = Field(
+        None,
+        gt=0,
+        description="Refuse (503 + Retry-After) when the expected time to answer is beyond this; "
+        "None = half of request_timeout_s.",
+    )
+    decode_pixel_budget: int = Field(
+        50_000_000,
+        ge=1,
+        description="Pixels of images decoded and held at once (decode, detect, crop); others wait their turn.",
+    )
+    max_json_body_bytes: int = Field(1024 * 1024, ge=1, description="Body limit of every route but /reconstruct.")
 
     # --- dynamic batcher (Triton-like) ---
     max_batch_size: int = Field(8, ge=1)
     max_queue_delay_ms: float = Field(5.0, ge=0)
     max_queue_size: int = Field(64, ge=1, description="Crops waiting for inference; beyond it -> 503.")
-    request_timeout_s: float = Field(10.0, gt=0, description="Per-request deadline; beyond it -> 504.")
+    request_timeout_s: float = Field(
+        10.0, gt=0, description="Per-request deadline from arrival (upload included); beyond it -> 504."
+    )
 
     # --- input limits ---
     max_upload_bytes: int = Field(10 * 1024 * 1024, ge=1)
@@ -82,6 +123,9 @@ class Settings(BaseSettings):
                 return json.loads(v)
             return [k.strip() for k in v.split(",") if k.strip()]
         return v
+
+    def admission_target(self) -> float:
+        return self.admission_target_s if self.admission_target_s is not None else self.request_timeout_s / 2
 
     def storage_kind(self) -> str:
         if self.storage is not None:

@@ -73,8 +73,10 @@ def astronaut_jpeg() -> bytes:
     return _jpeg(skimage_data.astronaut())
 
 
-def _post(c, data: bytes, ctype: str = "image/jpeg", **form):
-    return c.post("/reconstruct", files={"image": ("img", data, ctype)}, data=form)
+def _post(c, data: bytes, ctype: str = "image/jpeg", headers=None, **form):
+    # POST /reconstruct stores meshes, so it needs the key like every write route.
+    headers = {"X-API-Key": API_KEY} if headers is None else headers
+    return c.post("/reconstruct", files={"image": ("img", data, ctype)}, data=form, headers=headers)
 
 
 def _error(r, status: int, code: str) -> dict:
@@ -233,7 +235,7 @@ def test_bad_inputs_get_clear_errors(client, astronaut_jpeg):
     _error(_post(client, astronaut_jpeg, include="vertices,normals"), 422, "invalid_include")
     _error(_post(client, astronaut_jpeg, device_id="nope"), 404, "device_not_found")
     _error(_post(client, astronaut_jpeg, max_faces="0"), 422, "validation_error")
-    _error(client.post("/reconstruct", data={"camera": "{}"}), 422, "validation_error")
+    _error(client.post("/reconstruct", data={"camera": "{}"}, headers={"X-API-Key": API_KEY}), 422, "validation_error")
     _error(client.get("/nothing-here"), 404, "not_found")
 
 
@@ -274,7 +276,8 @@ def test_concurrent_requests_are_batched(store, tmp_path, astronaut_jpeg):
             transport = httpx.ASGITransport(app=app)
             async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
                 rs = await asyncio.gather(*(
-                    c.post("/reconstruct", files={"image": ("a.jpg", astronaut_jpeg, "image/jpeg")}, data={"faces": faces})
+                    c.post("/reconstruct", files={"image": ("a.jpg", astronaut_jpeg, "image/jpeg")}, data={"faces": faces},
+                           headers={"X-API-Key": API_KEY})
                     for _ in range(6)
                 ))
                 return rs, (await c.get("/metrics")).text

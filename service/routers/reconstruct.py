@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
-import json
 import time
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
 from pydantic import BaseModel, ValidationError
 
-from ..deps import get_engine, get_settings
+from ..bounded_json import JsonLimitError, loads_bounded
+from ..deps import get_engine, get_settings, require_api_key
 from ..errors import ApiError, ErrorResponse
 from ..imaging import check_content_type
 from ..pipeline import Engine, ReconstructRequest
@@ -19,23 +18,37 @@ from ..settings import Settings
 
 router = APIRouter(tags=["reconstruct"])
 
+ROUTE = "/reconstruct"
+
 _ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorResponse, "description": "The multipart body cannot be parsed (`bad_request`)."},
+    401: {"model": ErrorResponse, "description": "No X-API-Key while keys are configured (`missing_api_key`)."},
+    403: {"model": ErrorResponse, "description": "The X-API-Key is not valid (`invalid_api_key`)."},
+    429: {"model": ErrorResponse, "description": "Per-key rate limit exceeded (`rate_limited`); see Retry-After."},
     404: {"model": ErrorResponse, "description": "`device_id` is not registered (`device_not_found`)."},
     413: {"model": ErrorResponse, "description": "Upload or pixel count over the limit (`payload_too_large`, `image_too_large`)."},
     415: {"model": ErrorResponse, "description": "Not a JPEG/PNG/WebP (`unsupported_media_type`)."},
     422: {"model": ErrorResponse, "description": "Unreadable image, bad `camera`/`faces`/`include` (`invalid_image`, `empty_image`, `invalid_camera`, `invalid_faces`, `invalid_include`, `validation_error`)."},
-    503: {"model": ErrorResponse, "description": "Model not loaded (`model_not_ready`) or queue full (`queue_full`); see Retry-After."},
-    504: {"model": ErrorResponse, "description": "Request deadline passed (`deadline_exceeded`)."},
+    500: {"model": ErrorResponse, "description": "The model failed on the batch (`inference_failed`; logged)."},
+    503: {"model": ErrorResponse, "description": "Refused before the upload was read: model not loaded (`model_not_ready`, "
+          "`inference_worker_down`), too busy to answer in time (`overloaded`); or later: inference queue full "
+          "(`queue_full`), device records unreachable (`storage_unavailable`). See Retry-After."},
+    504: {"model": ErrorResponse, "description": "The deadline (from arrival, upload included) passed (`deadline_exceeded`)."},
 }
+
+
+# Far above any valid value (64 faces of box + 5 points is ~15 kB, nested 4 deep).
+_JSON_LIMITS = {"camera": (4096, 3), "faces": (65536, 4)}
 
 
 def _parse_json(raw: str | None, model: type[BaseModel], code: str, field: str, wrap: str | None = None):
     if raw is None or raw.strip() == "":
         return None
+    max_chars, max_depth = _JSON_LIMITS[field]
     try:
-        value = json.loads(raw)
-    except json.JSONDecodeError as exc:
-        raise ApiError(422, code, f"`{field}` is not valid JSON: {exc}") from None
+        value = loads_bounded(raw, max_chars=max_chars, max_depth=max_depth)
+    except JsonLimitError as exc:
+        raise ApiError(422, code, f"`{field}`: {exc}") from None
     if wrap is not None:
         value = {wrap: value}
     try:
@@ -66,11 +79,14 @@ async def _read_capped(upload: UploadFile, limit: int) -> bytes:
 
 
 @router.post(
-    "/reconstruct",
+    ROUTE,
     response_model=ReconstructResponse,
     response_model_exclude_unset=True,  # optional arrays appear only when asked for
     summary="Reconstruct every face in a photo: metric 6DoF pose and a dense mesh",
     responses=_ERRORS,
+    # Checked at the door by the request gate before the upload is read; declared here too
+    # so the OpenAPI shows the key.
+    dependencies=[Depends(require_api_key)],
 )
 async def reconstruct(
     request: Request,
@@ -115,12 +131,8 @@ async def reconstruct(
         base_url=str(request.base_url),
     )
     storage = getattr(request.app.state, "storage", None)
-    try:
-        # The batcher enforces the deadline for inference; this bounds the whole request.
-        result = await asyncio.wait_for(engine.reconstruct(req, storage), timeout=settings.request_timeout_s)
-    except asyncio.TimeoutError:
-        raise ApiError(
-            504, "deadline_exceeded", f"the request did not finish within {settings.request_timeout_s:g} s"
-        ) from None
+    # The gate set the deadline when the request arrived and cancels the work past it;
+    # the engine checks it between stages so late work is not started.
+    result = await engine.reconstruct(req, storage, getattr(request.state, "deadline", None))
     request.state.encode_start = time.perf_counter()
     return result
