@@ -16,6 +16,7 @@ folded into it (``[M; 0 0 1] @ K``) both work; vertices come in OpenGL camera sp
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -28,6 +29,7 @@ __all__ = [
     "rasterize",
     "fragments_from_faces",
     "interpolate",
+    "face_normals",
     "vertex_normals",
     "shade",
     "render_mesh",
@@ -278,13 +280,47 @@ def interpolate(fragments: Fragments, faces: torch.Tensor, attributes: torch.Ten
     return torch.einsum("pkc,pk->pc", a, fragments.bary.to(a.dtype))
 
 
-def vertex_normals(verts: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
-    """Area-weighted unit vertex normals ``(B, V, 3)`` of ``verts (B, V, 3)``, CCW faces."""
-    v0, v1, v2 = (verts[:, faces[:, i]] for i in range(3))
-    fn = torch.cross(v1 - v0, v2 - v0, dim=-1)
-    n = torch.zeros_like(verts)
-    for i in range(3):
-        n.index_add_(1, faces[:, i], fn)
+def face_normals(verts: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
+    """Area-weighted face normals ``(B, F, 3)`` (length = twice the area) of CCW faces."""
+    v0, v1, v2 = (verts.index_select(1, faces[:, i]) for i in range(3))  # faster than verts[:, idx]
+    return torch.linalg.cross(v1 - v0, v2 - v0, dim=-1)
+
+
+_ADJACENCY: dict[tuple, torch.Tensor] = {}
+
+
+def _vertex_face_adjacency(faces: torch.Tensor, num_vertices: int, dtype: torch.dtype) -> torch.Tensor:
+    """Sparse CSR ``(V, F)`` incidence of vertices and faces (cached per faces tensor).
+
+    Summing face normals into vertices is a sparse product: several times faster than
+    three ``index_add_`` scatters, and deterministic.
+    """
+    key = (faces.data_ptr(), tuple(faces.shape), faces._version, num_vertices, str(faces.device), dtype)
+    hit = _ADJACENCY.get(key)
+    if hit is None:
+        F = faces.shape[0]
+        rows = faces.t().reshape(-1)
+        cols = torch.arange(F, device=faces.device).repeat(3)
+        ones = torch.ones(3 * F, dtype=dtype, device=faces.device)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "sparse CSR support is in beta"
+            hit = torch.sparse_coo_tensor(torch.stack([rows, cols]), ones, (num_vertices, F)).coalesce().to_sparse_csr()
+        if len(_ADJACENCY) > 8:
+            _ADJACENCY.clear()
+        _ADJACENCY[key] = hit
+    return hit
+
+
+def vertex_normals(verts: torch.Tensor, faces: torch.Tensor, normals_of_faces: torch.Tensor | None = None) -> torch.Tensor:
+    """Area-weighted unit vertex normals ``(B, V, 3)`` of ``verts (B, V, 3)``, CCW faces.
+
+    ``normals_of_faces``: `face_normals` of the same mesh, when already at hand.
+    """
+    B, V, _ = verts.shape
+    fn = face_normals(verts, faces) if normals_of_faces is None else normals_of_faces
+    F = faces.shape[0]
+    adj = _vertex_face_adjacency(faces, V, fn.dtype)
+    n = (adj @ fn.transpose(0, 1).reshape(F, B * 3)).view(V, B, 3).transpose(0, 1)
     return torch.nn.functional.normalize(n, dim=-1, eps=1e-12)
 
 

@@ -11,6 +11,8 @@ fixes every byte of the output.
 
 from __future__ import annotations
 
+import logging
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -32,7 +34,12 @@ from .appearance import (
 from .render import Lighting, RenderOutput, render_mesh
 from .sampler import FACIAL_ACTIONS, PoseSampler, sample_expression, sample_identity
 
-__all__ = ["SceneParams", "SyntheticFaceGenerator", "wcpa_intrinsics", "render_materials"]
+__all__ = ["SceneParams", "SyntheticFaceGenerator", "wcpa_intrinsics", "render_materials", "RENDERERS"]
+
+log = logging.getLogger(__name__)
+
+RENDERERS = ("auto", "gl", "torch")
+RENDERER_ENV = "JMLR_SYNTH_RENDERER"
 
 # Materials drawn by the renderer. ICT-FaceKit's lacrimal fluid, eye-blend, occlusion
 # and eyelash shells are transparent overlays in the original and look wrong opaque.
@@ -107,11 +114,16 @@ class SyntheticFaceGenerator:
         image_size: (W, H) of the full frame.
         pose_sampler: a `PoseSampler`.
         identity_scale: standard deviation of identity weights.
+        renderer: ``"gl"`` (OpenGL on a headless EGL context, `jmlr.synth.render_gl`),
+            ``"torch"`` (the PyTorch reference, `jmlr.synth.render`) or ``"auto"``: GL
+            when this process can create a context, else torch (the reason is logged).
+            Default: ``$JMLR_SYNTH_RENDERER`` or ``"auto"``. Resolved on first render,
+            in the process that renders (see `renderer_name`).
     """
 
     def __init__(self, facemodel, topology, device="cpu", K: np.ndarray | None = None,
                  image_size: tuple[int, int] = WCPA_IMAGE_SIZE, pose_sampler: PoseSampler | None = None,
-                 identity_scale: float = 1.0):
+                 identity_scale: float = 1.0, renderer: str | None = None):
         self.facemodel = facemodel
         self.topology = topology
         self.device = torch.device(device)
@@ -131,6 +143,38 @@ class SyntheticFaceGenerator:
         self._albedo_cache: dict[int, tuple[SubjectAppearance, np.ndarray]] = {}
         self._eyeballs = [facemodel.region(f"eyeball_{side}") for side in ("left", "right")
                           if f"eyeball_{side}" in facemodel.region_names]
+        # float32 copies of the bases on the topology's vertices: the fp16 model would
+        # otherwise be gathered and converted for every ground-truth head.
+        idx = np.asarray(topology.ict_index)
+        self._topo_neutral = np.ascontiguousarray(facemodel.neutral[idx], np.float32).reshape(-1)
+        self._topo_identity = facemodel.identity_basis[:, idx].astype(np.float32).reshape(facemodel.num_identity, -1)
+        self._topo_expression = facemodel.expression_basis[:, idx].astype(np.float32).reshape(facemodel.num_expressions, -1)
+        self.renderer = (renderer or os.environ.get(RENDERER_ENV) or "auto").lower()
+        if self.renderer not in RENDERERS:
+            raise ValueError(f"renderer must be one of {RENDERERS}, not {self.renderer!r}")
+        self._gl_fallback_logged = False
+
+    # ------------------------------------------------------------------ backend
+    def _gl(self):
+        """This process's `GLRenderer`, or None when rendering with torch."""
+        if self.renderer == "torch":
+            return None
+        from .render_gl import GLUnavailable, gl_renderer
+
+        try:
+            return gl_renderer()
+        except GLUnavailable as exc:
+            if self.renderer == "gl":
+                raise
+            if not self._gl_fallback_logged:
+                log.warning("synthetic renderer: OpenGL unavailable, using the PyTorch renderer (%s)", exc)
+                self._gl_fallback_logged = True
+            return None
+
+    @property
+    def renderer_name(self) -> str:
+        """``"gl"`` or ``"torch"``: the backend this process renders with."""
+        return "torch" if self._gl() is None else "gl"
 
     # ------------------------------------------------------------------ sampling
     def sample_subject(self, rng: np.random.Generator) -> tuple[np.ndarray, SubjectAppearance]:
@@ -187,10 +231,17 @@ class SyntheticFaceGenerator:
         return out
 
     def topology_vertices_np(self, identity: np.ndarray, expression: np.ndarray) -> np.ndarray:
-        """Ground-truth vertices (B, N, 3) float32 world metres in the topology (one head
-        at a time, see `head_vertices`)."""
-        idx = np.asarray(self.topology.ict_index)
-        return np.stack([self.facemodel.vertices(identity[k], expression[k], index=idx) for k in range(len(identity))])
+        """Ground-truth vertices (B, N, 3) float32 world metres in the topology.
+
+        One head at a time (see `head_vertices`), with the same arithmetic as
+        ``FaceModel.vertices(..., index=topology.ict_index)`` on cached float32 bases.
+        """
+        identity = np.asarray(identity, np.float32)
+        expression = np.asarray(expression, np.float32)
+        bi = self._topo_identity[: identity.shape[1]]
+        be = self._topo_expression[: expression.shape[1]]
+        out = np.stack([self._topo_neutral + identity[k] @ bi + expression[k] @ be for k in range(len(identity))])
+        return out.reshape(len(identity), -1, 3)
 
     # ------------------------------------------------------------------ rendering
     def albedo(self, appearance: SubjectAppearance) -> np.ndarray:
@@ -225,8 +276,10 @@ class SyntheticFaceGenerator:
         K_t = torch.as_tensor(self.K if K is None else K, dtype=torch.float32, device=self.device)
         w, h = size or self.image_size
         R_t = torch.as_tensor(params.R_t, dtype=torch.float32, device=self.device)
-        return render_mesh(verts, self.faces, R_t, K_t, (h, w), albedo, lighting,
-                           specular_mask=self.specular.expand(B, -1), occlusion=self.occlusion.expand(B, -1))
+        gl = self._gl()
+        return (render_mesh if gl is None else gl.render_mesh)(
+            verts, self.faces, R_t, K_t, (h, w), albedo, lighting,
+            specular_mask=self.specular.expand(B, -1), occlusion=self.occlusion.expand(B, -1))
 
     def _recess_eyeballs(self, verts: torch.Tensor, shrink: float = 0.97) -> torch.Tensor:
         """Shrink the eyeballs about their centres by ~0.5 mm for rendering only.

@@ -82,16 +82,19 @@ class SyntheticCropStream:
         seed: seeds the stream; the same seed gives the same batches.
         jitter: `CropJitter` (``CropJitter.none()`` for exact alignment).
         effects: apply blur/noise/colour cast/JPEG.
-        generator: an existing `SyntheticFaceGenerator` to share (its device wins).
+        generator: an existing `SyntheticFaceGenerator` to share (its device and
+            renderer win).
         zoom: scale of the aligned face about the crop centre before jitter (< 1 leaves
             a margin around the JMLR template, so that stored crops can be re-jittered
             and resized later, see `jmlr.data.packed`).
+        renderer: ``"gl"``, ``"torch"`` or ``"auto"`` (see `SyntheticFaceGenerator`).
     """
 
     def __init__(self, facemodel, topology, size: int = 256, batch_size: int = 32, device="cpu",
                  seed: int = 0, jitter: CropJitter | None = None, effects: bool = True,
-                 generator: SyntheticFaceGenerator | None = None, zoom: float = 1.0):
-        self.generator = generator or SyntheticFaceGenerator(facemodel, topology, device=device)
+                 generator: SyntheticFaceGenerator | None = None, zoom: float = 1.0,
+                 renderer: str | None = None):
+        self.generator = generator or SyntheticFaceGenerator(facemodel, topology, device=device, renderer=renderer)
         self.device = self.generator.device
         self.size = int(size)
         self.batch_size = int(batch_size)
