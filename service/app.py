@@ -25,7 +25,7 @@ from .metrics import Metrics
 from .observe import ObserveMiddleware
 from .pipeline import Engine
 from .ratelimit import RateLimiter
-from .routers import devices, health, meshes, reconstruct
+from .routers import demo, devices, health, meshes, reconstruct
 from .settings import Settings, get_settings
 from .storage_guard import GuardedStorage
 
@@ -131,6 +131,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(reconstruct.router)
     app.include_router(devices.router)
     app.include_router(meshes.router)
+    demo.install(app)
     return app
 
 

@@ -1,0 +1,273 @@
+// The demo page: one POST /reconstruct per photo, drawn over the photo, the mesh's GLB in
+// <model-viewer>, pose and blendshapes as text and bars. No framework, no network beyond
+// this server. Elements carry data-* attributes that tests (and curious users) can read.
+
+const $ = (id) => document.getElementById(id);
+
+// iBUG-68 contours: [first, last, closed]
+const CONTOURS = [[0, 16, false], [17, 21, false], [22, 26, false], [27, 30, false], [31, 35, false],
+  [36, 41, true], [42, 47, true], [48, 59, true], [60, 67, true]];
+const AXES = [["#e5383b", [0.06, 0, 0]], ["#2da44e", [0, 0.06, 0]], ["#1f6feb", [0, 0, 0.06]]];
+
+const state = { file: null, bitmap: null, response: null, face: 0 };
+
+function setStatus(kind, text) {
+  const s = $("status");
+  s.dataset.state = kind;
+  s.textContent = text;
+}
+
+function number(id) {
+  const v = $(id).value.trim();
+  return v === "" ? null : Number(v);
+}
+
+// The optional intrinsics as the API's `camera` JSON, or null when none are given.
+function cameraJson() {
+  const k = { fx: number("fx"), fy: number("fy"), cx: number("cx"), cy: number("cy") };
+  const size = { width: number("cw"), height: number("ch") };
+  const given = Object.values(k).filter((v) => v !== null).length;
+  if (given === 0 && size.width === null && size.height === null) return null;
+  if (given < 4) throw new Error("give all of fx, fy, cx and cy (or none)");
+  if ((size.width === null) !== (size.height === null)) throw new Error("give both calibrated width and height (or neither)");
+  return JSON.stringify(size.width === null ? k : { ...k, ...size });
+}
+
+async function choose(file) {
+  if (!file) return;
+  state.file = file;
+  try {
+    // The server applies EXIF orientation; so does createImageBitmap by default.
+    state.bitmap = await createImageBitmap(file);
+  } catch {
+    state.bitmap = null;  // the server will say what is wrong with it
+  }
+  $("run").disabled = false;
+  await reconstruct();
+}
+
+async function reconstruct() {
+  if (!state.file) return;
+  let camera;
+  try {
+    camera = cameraJson();
+  } catch (e) {
+    setStatus("error", e.message);
+    return;
+  }
+  const form = new FormData();
+  form.append("image", state.file, state.file.name || "photo");
+  form.append("include", "landmarks_2d,blendshapes");
+  if (camera) form.append("camera", camera);
+  if ($("flip").checked) form.append("flip_tta", "true");
+  const headers = {};
+  const key = $("apikey").value.trim();
+  if (key) headers["X-API-Key"] = key;
+
+  setStatus("busy", "Reconstructing…");
+  $("run").disabled = true;
+  let response, body;
+  try {
+    response = await fetch("/reconstruct", { method: "POST", body: form, headers });
+    body = await response.json().catch(() => null);
+  } catch (e) {
+    setStatus("error", `The server did not answer: ${e.message}`);
+    return;
+  } finally {
+    $("run").disabled = false;
+  }
+  if (!response.ok) {
+    const err = body && body.error ? `${body.error.code}: ${body.error.message}` : response.statusText;
+    setStatus("error", `Error ${response.status}: ${err}`);
+    return;
+  }
+  state.response = body;
+  state.face = 0;
+  show();
+}
+
+function show() {
+  const r = state.response;
+  $("results").hidden = false;
+  const tabs = $("faces");
+  tabs.replaceChildren(...r.faces.map((f, i) => {
+    const b = document.createElement("button");
+    b.type = "button";
+    b.textContent = `face ${i + 1}`;
+    b.setAttribute("role", "tab");
+    b.setAttribute("aria-selected", String(i === state.face));
+    b.onclick = () => { state.face = i; show(); };
+    return b;
+  }));
+  drawOverlay(r);
+  const face = r.faces[state.face];
+  showPose(r, face);
+  showBlendshapes(face);
+  showMesh(face);
+  const n = r.faces.length;
+  const ms = r.timings_ms && r.timings_ms.total;
+  setStatus(n ? "done" : "done-empty",
+    n ? `${n} face${n > 1 ? "s" : ""} in ${ms ? Math.round(ms) + " ms" : "?"} (${r.model.name}).` : "No face found in this photo.");
+}
+
+// Pinhole projection of a head-frame point with the face's OpenCV pose (no distortion).
+function project(K, pose, p) {
+  const R = pose.rotation, t = pose.translation;
+  const X = [0, 1, 2].map((i) => R[i][0] * p[0] + R[i][1] * p[1] + R[i][2] * p[2] + t[i]);
+  return [K[0][0] * X[0] / X[2] + K[0][2], K[1][1] * X[1] / X[2] + K[1][2]];
+}
+
+function drawOverlay(r) {
+  const canvas = $("overlay");
+  const W = r.image.width, H = r.image.height;
+  canvas.width = W;
+  canvas.height = H;
+  const g = canvas.getContext("2d");
+  if (state.bitmap) g.drawImage(state.bitmap, 0, 0, W, H);
+  else { g.fillStyle = "#333"; g.fillRect(0, 0, W, H); }
+  const s = Math.max(W, H) / 800;  // line widths that read at any image size
+  let points = 0;
+  r.faces.forEach((f, i) => {
+    const selected = i === state.face;
+    g.globalAlpha = selected ? 0.85 : 0.4;
+    g.fillStyle = "#30e070";
+    for (const [x, y] of f.landmarks_2d || []) {
+      g.fillRect(x - 1.2 * s, y - 1.2 * s, 2.4 * s, 2.4 * s);
+      points += 1;
+    }
+    g.globalAlpha = selected ? 1 : 0.5;
+    g.strokeStyle = "#ffd23f";
+    g.lineWidth = 1.5 * s;
+    const lm = f.landmarks_68 || [];
+    for (const [a, b, closed] of CONTOURS) {
+      if (lm.length < 68) break;
+      g.beginPath();
+      g.moveTo(...lm[a]);
+      for (let k = a + 1; k <= b; k++) g.lineTo(...lm[k]);
+      if (closed) g.closePath();
+      g.stroke();
+    }
+    if (f.pose_ok) {
+      const o = project(r.camera.K, f.pose, [0, 0, 0]);
+      g.lineWidth = 3 * s;
+      for (const [color, p] of AXES) {
+        g.strokeStyle = color;
+        g.beginPath();
+        g.moveTo(...o);
+        g.lineTo(...project(r.camera.K, f.pose, p));
+        g.stroke();
+      }
+    }
+    g.strokeStyle = selected ? "#1f6feb" : "#9aa4b1";
+    g.lineWidth = 2 * s;
+    const [x0, y0, x1, y1] = f.bbox;
+    g.strokeRect(x0, y0, x1 - x0, y1 - y0);
+  });
+  g.globalAlpha = 1;
+  canvas.dataset.points = String(points);
+  canvas.dataset.faces = String(r.faces.length);
+}
+
+function showPose(r, face) {
+  const c = r.camera;
+  const fmt = (v, d = 1) => Number(v).toFixed(d);
+  const rows = face ? [
+    ["yaw / pitch / roll", `${fmt(face.pose.yaw)}° / ${fmt(face.pose.pitch)}° / ${fmt(face.pose.roll)}°`],
+    ["distance", `${fmt(face.distance_m * 100)} cm`],
+    ["translation (m, OpenCV)", face.pose.translation.map((v) => fmt(v, 3)).join(", ")],
+    ["reprojection RMS", face.reprojection_rms_px == null ? "–" : `${fmt(face.reprojection_rms_px, 2)} px`],
+    ["pose ok", face.pose_ok ? "yes" : "no"],
+  ] : [];
+  rows.push(
+    ["intrinsics source", c.source],
+    ["fx, fy / cx, cy", `${fmt(c.fx)}, ${fmt(c.fy)} / ${fmt(c.cx)}, ${fmt(c.cy)} px`],
+    ["field of view", `${fmt(c.fov_x_deg)}° × ${fmt(c.fov_y_deg)}°`],
+    ["image", `${r.image.width} × ${r.image.height} ${r.image.format}`],
+    ["model", `${r.model.name} v${r.model.version} (${r.model.num_vertices} vertices, ${r.model.device})`],
+  );
+  const dl = $("pose");
+  dl.replaceChildren(...rows.flatMap(([k, v]) => {
+    const dt = document.createElement("dt");
+    dt.textContent = k;
+    const dd = document.createElement("dd");
+    dd.textContent = v;
+    dd.dataset.key = k;
+    return [dt, dd];
+  }));
+  dl.dataset.source = c.source;
+  $("warnings").replaceChildren(...(r.warnings || []).map((w) => {
+    const li = document.createElement("li");
+    li.textContent = w;
+    return li;
+  }));
+}
+
+function showBlendshapes(face) {
+  const bars = $("bars");
+  const shapes = (face && face.blendshapes) || {};
+  bars.replaceChildren(...Object.entries(shapes).map(([name, v]) => {
+    const row = document.createElement("div");
+    row.className = "bar" + (v > 0.1 ? " on" : "");
+    row.dataset.name = name;
+    row.dataset.value = String(v);
+    const label = document.createElement("span");
+    label.textContent = name;
+    const track = document.createElement("span");
+    track.className = "track";
+    const fill = document.createElement("span");
+    fill.className = "fill";
+    fill.style.display = "block";
+    fill.style.width = `${Math.round(Math.min(Math.max(v, 0), 1) * 100)}%`;
+    track.append(fill);
+    const value = document.createElement("span");
+    value.className = "value";
+    value.textContent = v.toFixed(2);
+    row.append(label, track, value);
+    return row;
+  }));
+  bars.dataset.count = String(Object.keys(shapes).length);
+}
+
+function showMesh(face) {
+  const viewer = $("viewer");
+  const link = $("download");
+  const url = face && face.mesh_urls ? face.mesh_urls.glb : null;
+  viewer.dataset.loaded = "false";
+  if (!url) {
+    viewer.removeAttribute("src");
+    link.hidden = true;
+    $("viewer-note").dataset.reason = face ? face.mesh_status || "no mesh stored" : "no face";
+    return;
+  }
+  link.hidden = false;
+  link.href = url;
+  if (viewer.getAttribute("src") === url) viewer.dataset.loaded = "true";
+  else viewer.src = url;
+}
+
+// ------------------------------------------------------------------ wiring
+$("viewer").addEventListener("load", (e) => {
+  // The GLB has no material (colours would be invented); tint it so the shape reads.
+  const material = e.target.model && e.target.model.materials[0];
+  if (material) {
+    material.pbrMetallicRoughness.setBaseColorFactor([0.86, 0.68, 0.58, 1]);
+    material.pbrMetallicRoughness.setRoughnessFactor(0.7);
+    material.pbrMetallicRoughness.setMetallicFactor(0);
+  }
+  e.target.dataset.loaded = "true";
+});
+$("viewer").addEventListener("error", (e) => {
+  e.target.dataset.loaded = "error";
+  setStatus("error", "The 3D viewer could not load the mesh (it may have expired: reconstruct again).");
+});
+$("file").addEventListener("change", (e) => choose(e.target.files[0]));
+$("form").addEventListener("submit", (e) => { e.preventDefault(); reconstruct(); });
+const drop = $("drop");
+for (const type of ["dragenter", "dragover"]) {
+  drop.addEventListener(type, (e) => { e.preventDefault(); drop.classList.add("over"); });
+}
+for (const type of ["dragleave", "drop"]) {
+  drop.addEventListener(type, (e) => { e.preventDefault(); drop.classList.remove("over"); });
+}
+drop.addEventListener("drop", (e) => choose(e.dataTransfer.files[0]));
+document.body.dataset.ready = "true";
