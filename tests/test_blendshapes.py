@@ -183,3 +183,21 @@ def test_shipped_basis_is_what_the_face_model_gives(facemodel_path, basis):
     assert np.array_equal(rebuilt.ict_index, basis.ict_index)
     assert np.abs(rebuilt.expression - basis.expression).max() < 1e-6  # the model stores float16 too
     assert np.abs(rebuilt.identity - basis.identity).max() < 1e-6
+
+
+@pytest.mark.facemodel
+def test_cli_rebuilds_the_shipped_file_byte_for_byte(facemodel_path, tmp_path):
+    from jmlr.cli import main
+
+    out = tmp_path / "basis.npz"
+    assert main(["facemodel", "blendshapes", "--facemodel", str(facemodel_path), "--out", str(out)]) == 0
+    assert out.read_bytes() == default_blendshape_basis_path().read_bytes()
+
+
+def test_cli_without_a_face_model_says_how_to_get_one(tmp_path, capsys):
+    from jmlr.cli import main
+
+    assert main(["facemodel", "blendshapes", "--facemodel", str(tmp_path / "missing.npz"),
+                 "--out", str(tmp_path / "b.npz")]) == 1
+    assert "jmlr facemodel build" in capsys.readouterr().err
+    assert not (tmp_path / "b.npz").exists()

@@ -23,14 +23,22 @@ def _build(args: argparse.Namespace) -> int:
     return 0
 
 
-def _topology(args: argparse.Namespace) -> int:
+def _load_facemodel(path, command: str):
+    """The face model, or None after telling the user how to get one."""
     from jmlr.facemodel.model import FaceModel, FaceModelNotFound
-    from jmlr.facemodel.topology import boundary_loops, build_topology, default_topology_path
 
     try:
-        model = FaceModel.load(args.facemodel)
+        return FaceModel.load(path)
     except FaceModelNotFound as exc:
-        print(f"jmlr facemodel topology: {exc}", file=sys.stderr)
+        print(f"jmlr facemodel {command}: {exc}", file=sys.stderr)
+        return None
+
+
+def _topology(args: argparse.Namespace) -> int:
+    from jmlr.facemodel.topology import boundary_loops, build_topology, default_topology_path
+
+    model = _load_facemodel(args.facemodel, "topology")
+    if model is None:
         return 1
     topo = build_topology(model, num_vertices=args.num_vertices)
     out = topo.save(args.out or default_topology_path())
@@ -46,13 +54,10 @@ def _topology(args: argparse.Namespace) -> int:
 
 def _blendshapes(args: argparse.Namespace) -> int:
     from jmlr.facemodel.blendshapes import BlendshapeBasis, default_blendshape_basis_path
-    from jmlr.facemodel.model import FaceModel, FaceModelNotFound
     from jmlr.facemodel.topology import Topology
 
-    try:
-        model = FaceModel.load(args.facemodel)
-    except FaceModelNotFound as exc:
-        print(f"jmlr facemodel blendshapes: {exc}", file=sys.stderr)
+    model = _load_facemodel(args.facemodel, "blendshapes")
+    if model is None:
         return 1
     basis = BlendshapeBasis.from_facemodel(model, Topology.load(args.topology), args.identity_modes)
     out = basis.save(args.out or default_blendshape_basis_path())
