@@ -21,6 +21,7 @@ from .body_limit import BodyLimitMiddleware
 from .errors import install_error_handlers
 from .exposure import ExposureGuard
 from .gate import RequestGate
+from .memory import return_large_blocks_to_os
 from .metrics import Metrics
 from .observe import ObserveMiddleware
 from .pipeline import Engine
@@ -62,6 +63,8 @@ async def _purge_loop(app: FastAPI) -> None:
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
     from .storage import StorageError, create_storage
+
+    return_large_blocks_to_os()
 
     # The guard opens the backend on first use and again after a failure, so a storage
     # that is down at start does not need a restart once it is back.

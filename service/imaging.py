@@ -121,7 +121,8 @@ def decode_image(data: bytes, max_pixels: int) -> DecodedImage:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             img.load()
-            img = ImageOps.exif_transpose(img)
+            # in_place: the default returns a full copy even when nothing rotates (+4 B/px).
+            ImageOps.exif_transpose(img, in_place=True)
             if img.mode != "RGB":
                 # Palette/LA/RGBA/16-bit: composite alpha over black and drop it; faces do not need it.
                 img = img.convert("RGBA").convert("RGB") if "A" in img.mode or img.mode == "P" else img.convert("RGB")
