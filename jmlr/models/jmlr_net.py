@@ -1,4 +1,5 @@
-"""The JMLR network: a ResNet-D regressing, per face, N world vertices and N crop points.
+"""The JMLR network: a CNN (ResNet-D or MobileNetV2) regressing, per face, N world vertices
+and N crop points.
 
 Output layout (per sample, ``N = num_vertices``, ``S = input_size``), as in the
 reference code of the paper so that its checkpoints import 1:1:
@@ -14,20 +15,73 @@ reference code of the paper so that its checkpoints import 1:1:
 from __future__ import annotations
 
 import torch
+from torch import nn
 
+from .mobilenet import MobileNetV2
 from .resnet import ResNet
 
-__all__ = ["VERTEX_SCALE", "OUTPUTS_PER_VERTEX", "JMLRNet", "decode_output", "encode_targets"]
+__all__ = ["VERTEX_SCALE", "OUTPUTS_PER_VERTEX", "JMLRHead", "JMLRNet", "JMLRMobileNet", "decode_output",
+           "encode_targets"]
 
 VERTEX_SCALE = 10.0
 OUTPUTS_PER_VERTEX = 5
 
 
-class JMLRNet(ResNet):
-    """ResNet-D with an ``fc`` of ``num_vertices * 5`` outputs.
+class JMLRHead(nn.Module):
+    """What every JMLR network shares, whatever its backbone: an ``fc`` of ``5 N`` outputs
+    and an output affine ``y = fc(f) * out_scale + out_mean`` (buffers, saved with the
+    weights).
+
+    Why the affine: a face's vertices differ from the mean face by a few millimetres,
+    while a randomly initialised ``fc`` outputs values of the order of the whole range;
+    the network would spend its first thousands of steps unlearning that noise. With
+    ``out_mean`` the training set's mean output and ``out_scale`` the spread of each
+    block (vertices, 2D points), the ``fc`` regresses offsets from the mean face in
+    units of their spread, which also balances the loss terms
+    (``jmlr.train.loss.jmlr_loss`` divides by the same scale). The defaults (0, 1) are the
+    raw layout, as in the paper's code and imported checkpoints.
+    """
+
+    num_vertices: int
+    input_size: int
+
+    def _init_head(self, num_vertices: int, input_size: int, config: dict | None) -> None:
+        self.num_vertices = int(num_vertices)
+        self.input_size = int(input_size)
+        self.config = dict(config or {})
+        n5 = self.num_vertices * OUTPUTS_PER_VERTEX
+        self.register_buffer("out_mean", torch.zeros(n5))
+        self.register_buffer("out_scale", torch.ones(n5))
+
+    def forward_head(self, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        return self.fc(self.global_pool(x).flatten(1)) * self.out_scale + self.out_mean
+
+    def decode(self, out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return decode_output(out, self.num_vertices, self.input_size)
+
+    @torch.no_grad()
+    def set_output_statistics(self, mean: torch.Tensor, scale: torch.Tensor, fc_std: float = 1e-3) -> None:
+        """Centre the outputs on ``mean`` (5N,) with spread ``scale`` (5N,) and restart the
+        ``fc`` small, so that the untrained network predicts the mean face."""
+        self.out_mean.copy_(mean.to(self.out_mean))
+        self.out_scale.copy_(scale.to(self.out_scale))
+        nn.init.normal_(self.fc.weight, std=fc_std)
+        nn.init.zeros_(self.fc.bias)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # Checkpoints from before the output affine (and the paper's) are in the raw layout.
+        for name, fill in (("out_mean", 0.0), ("out_scale", 1.0)):
+            key = prefix + name
+            if key not in state_dict:
+                state_dict[key] = torch.full_like(getattr(self, name), fill)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+
+class JMLRNet(JMLRHead, ResNet):
+    """ResNet-D with the JMLR head (``fc`` of ``num_vertices * 5`` outputs + output affine).
 
     Subclasses ``ResNet`` (instead of wrapping it) so the state-dict keys stay those of a
-    timm ResNet: ``conv1.0.weight`` ... ``fc.bias``.
+    timm ResNet: ``conv1.0.weight`` ... ``fc.bias`` (plus ``out_mean``, ``out_scale``).
 
     Args:
         num_vertices: N, the topology's vertex count.
@@ -41,13 +95,21 @@ class JMLRNet(ResNet):
 
     def __init__(self, num_vertices: int, input_size: int, config: dict | None = None,
                  **resnet_kwargs) -> None:
-        super().__init__(num_classes=num_vertices * OUTPUTS_PER_VERTEX, **resnet_kwargs)
-        self.num_vertices = int(num_vertices)
-        self.input_size = int(input_size)
-        self.config = dict(config or {})
+        ResNet.__init__(self, num_classes=num_vertices * OUTPUTS_PER_VERTEX, **resnet_kwargs)
+        self._init_head(num_vertices, input_size, config)
 
-    def decode(self, out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return decode_output(out, self.num_vertices, self.input_size)
+
+class JMLRMobileNet(JMLRHead, MobileNetV2):
+    """MobileNetV2 with the JMLR head; the CPU-class network (see ``docs/training.md``).
+
+    Args as :class:`JMLRNet`; ``**mobilenet_kwargs`` go to
+    `jmlr.models.mobilenet.MobileNetV2` (``settings``, ``stem_width``, ``head_width``).
+    """
+
+    def __init__(self, num_vertices: int, input_size: int, config: dict | None = None,
+                 **mobilenet_kwargs) -> None:
+        MobileNetV2.__init__(self, num_classes=num_vertices * OUTPUTS_PER_VERTEX, **mobilenet_kwargs)
+        self._init_head(num_vertices, input_size, config)
 
 
 def decode_output(out: torch.Tensor, num_vertices: int,

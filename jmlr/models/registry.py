@@ -3,8 +3,11 @@
 A config is a dict::
 
     name: jmlr_resnet34d
-    backbone: {block: basic|bottleneck, depths: [..], widths: [..], stem_width: 32,
-               zero_init_last: false}
+    backbone: {family: resnet, block: basic|bottleneck, depths: [..], widths: [..],
+               stem_width: 32, zero_init_last: false}
+    # or
+    backbone: {family: mobilenetv2, stem_width: 32, head_width: 1280}
+    init: {centerface: true}   # optional pretrained initialisation (jmlr.models.pretrained)
     input_size: 256
     normalisation: {mean: [r, g, b], std: [r, g, b], color: RGB}
 
@@ -17,14 +20,15 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import yaml
 from torch import nn
 
 from jmlr.paths import configs_dir
 
-from .jmlr_net import JMLRNet
+from .jmlr_net import JMLRHead, JMLRMobileNet, JMLRNet
+from .mobilenet import MobileNetV2
 from .resnet import BLOCKS, ResNet
 
 __all__ = ["models_dir", "list_models", "load_model_config", "create_model", "create_backbone"]
@@ -53,10 +57,7 @@ def _resolve(name: str) -> Path:
     raise KeyError(f"unknown model {name!r}: not a YAML file and not one of {list_models()}")
 
 
-def _validate(cfg: dict[str, Any], origin: str) -> dict[str, Any]:
-    bb = cfg.get("backbone")
-    if not isinstance(bb, Mapping):
-        raise ValueError(f"model config {origin}: missing 'backbone' mapping")
+def _validate_resnet(bb: Mapping[str, Any], origin: str) -> None:
     for key in ("block", "depths", "widths"):
         if key not in bb:
             raise ValueError(f"model config {origin}: backbone.{key} missing")
@@ -64,6 +65,51 @@ def _validate(cfg: dict[str, Any], origin: str) -> dict[str, Any]:
         raise ValueError(f"model config {origin}: backbone.block {bb['block']!r} not in {list(BLOCKS)}")
     if len(bb["depths"]) != len(bb["widths"]):
         raise ValueError(f"model config {origin}: depths and widths differ in length")
+
+
+def _validate_mobilenetv2(bb: Mapping[str, Any], origin: str) -> None:
+    unknown = set(bb) - {"family", "stem_width", "head_width", "settings"}
+    if unknown:
+        raise ValueError(f"model config {origin}: unknown mobilenetv2 keys {sorted(unknown)}")
+
+
+def _resnet_kwargs(bb: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "block": bb["block"],
+        "depths": list(bb["depths"]),
+        "widths": list(bb["widths"]),
+        "stem_width": int(bb.get("stem_width", 32)),
+        "zero_init_last": bool(bb.get("zero_init_last", False)),
+    }
+
+
+def _mobilenetv2_kwargs(bb: Mapping[str, Any]) -> dict[str, Any]:
+    kw: dict[str, Any] = {"stem_width": int(bb.get("stem_width", 32)), "head_width": int(bb.get("head_width", 1280))}
+    if "settings" in bb:
+        kw["settings"] = [tuple(int(v) for v in row) for row in bb["settings"]]
+    return kw
+
+
+# One entry per backbone family: config check, the JMLR network class, the bare backbone
+# class, and the constructor keywords from the config's ``backbone`` mapping.
+FAMILIES: dict[str, tuple[Callable, type[nn.Module], type[nn.Module], Callable]] = {
+    "resnet": (_validate_resnet, JMLRNet, ResNet, _resnet_kwargs),
+    "mobilenetv2": (_validate_mobilenetv2, JMLRMobileNet, MobileNetV2, _mobilenetv2_kwargs),
+}
+
+
+def _family(cfg: Mapping[str, Any]) -> tuple[Callable, type[nn.Module], type[nn.Module], Callable]:
+    return FAMILIES[cfg["backbone"].get("family", "resnet")]
+
+
+def _validate(cfg: dict[str, Any], origin: str) -> dict[str, Any]:
+    bb = cfg.get("backbone")
+    if not isinstance(bb, Mapping):
+        raise ValueError(f"model config {origin}: missing 'backbone' mapping")
+    family = bb.get("family", "resnet")
+    if family not in FAMILIES:
+        raise ValueError(f"model config {origin}: backbone.family {family!r} not in {sorted(FAMILIES)}")
+    FAMILIES[family][0](bb, origin)
     cfg.setdefault("input_size", DEFAULT_INPUT_SIZE)
     norm = {**DEFAULT_NORMALISATION, **(cfg.get("normalisation") or {})}
     if len(norm["mean"]) != 3 or len(norm["std"]) != 3:
@@ -86,19 +132,8 @@ def load_model_config(name_or_path: str | Path | Mapping[str, Any]) -> dict[str,
     return _validate(cfg, origin)
 
 
-def _resnet_kwargs(cfg: Mapping[str, Any]) -> dict[str, Any]:
-    bb = cfg["backbone"]
-    return {
-        "block": bb["block"],
-        "depths": list(bb["depths"]),
-        "widths": list(bb["widths"]),
-        "stem_width": int(bb.get("stem_width", 32)),
-        "zero_init_last": bool(bb.get("zero_init_last", False)),
-    }
-
-
 def create_model(name_or_path: str | Path | Mapping[str, Any], num_vertices: int,
-                 input_size: int | None = None) -> JMLRNet:
+                 input_size: int | None = None) -> JMLRHead:
     """Build a randomly initialised JMLR network.
 
     Args:
@@ -107,12 +142,15 @@ def create_model(name_or_path: str | Path | Mapping[str, Any], num_vertices: int
         input_size: crop side S; default the config's ``input_size``.
 
     Returns:
-        ``JMLRNet`` whose ``.config`` is the resolved config (with ``input_size`` = S).
+        A `JMLRHead` network (``JMLRNet``, ``JMLRMobileNet``) whose ``.config`` is the
+        resolved config (with ``input_size`` = S). A config's ``init`` (pretrained
+        weights) is applied by the trainer, not here: a stored model loads its own weights.
     """
     cfg = load_model_config(name_or_path)
     if input_size is not None:
         cfg["input_size"] = int(input_size)
-    return JMLRNet(num_vertices, cfg["input_size"], config=cfg, **_resnet_kwargs(cfg))
+    _, net_cls, _, kwargs = _family(cfg)
+    return net_cls(num_vertices, cfg["input_size"], config=cfg, **kwargs(cfg["backbone"]))
 
 
 def create_backbone(name_or_config: str | Path | Mapping[str, Any]) -> tuple[nn.Module, int]:
@@ -123,5 +161,6 @@ def create_backbone(name_or_config: str | Path | Mapping[str, Any]) -> tuple[nn.
         ``(B, feature_dim)``; ``module.forward_features`` gives the ``(B, C, H/32, W/32)`` map.
     """
     cfg = load_model_config(name_or_config)
-    net = ResNet(num_classes=0, **_resnet_kwargs(cfg))
+    _, _, backbone_cls, kwargs = _family(cfg)
+    net = backbone_cls(num_classes=0, **kwargs(cfg["backbone"]))
     return net, net.num_features
