@@ -15,6 +15,7 @@ import sys
 COMMAND_MODULES: list[str] = [
     "jmlr.facemodel.cli",   # facemodel build | topology
     "jmlr.synth.cli",       # synth
+    "jmlr.data.cli",        # pack
     "jmlr.models.cli",      # model-info
     "jmlr.train.cli",       # train
     "jmlr.eval.cli",        # eval

@@ -1,0 +1,145 @@
+"""Packed training crops (`jmlr pack`, `jmlr.data.packed`) and the output affine of the
+JMLR head that makes the 3D shape learnable."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from jmlr.cli import main as cli_main
+from jmlr.data.align import AlignJitter
+from jmlr.data.packed import PackedCrops, read_pack_info
+from jmlr.geometry.camera import project_points
+from jmlr.geometry.crop import apply_affine, crop_transform, landmarks5_from_68
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """Procedural head + its topology + a 2-chunk pack of 10 crops."""
+    from jmlr.facemodel import FaceModel, build_topology, make_procedural_head
+
+    torch.set_num_threads(2)
+    root = tmp_path_factory.mktemp("packworld")
+    head = make_procedural_head(root / "head.npz")
+    topo_path = build_topology(FaceModel.load(head)).save(root / "topology.npz")
+    pack = root / "pack"
+    args = ["pack", "--out", str(pack), "--images", "10", "--chunk-size", "6", "--size", "96", "--seed", "4",
+            "--batch", "4", "--workers", "1", "--facemodel", str(head), "--topology", str(topo_path), "--no-progress"]
+    assert cli_main(args) == 0
+    return {"head": head, "topology": Path(topo_path), "pack": pack, "args": args}
+
+
+def test_pack_layout_and_resume(world):
+    info = read_pack_info(world["pack"])
+    assert info["complete"] == ["chunk_00000", "chunk_00001"]
+    counts = [json.loads((world["pack"] / c / "chunk.json").read_text())["count"] for c in info["complete"]]
+    assert counts == [6, 4]
+    seeds = [json.loads((world["pack"] / c / "chunk.json").read_text())["seed"] for c in info["complete"]]
+    assert len(set(seeds)) == 2
+    images = np.load(world["pack"] / "chunk_00000" / "images.npy", mmap_mode="r")
+    assert images.shape == (6, 96, 96, 3) and images.dtype == np.uint8
+    # A second run with the same arguments finds everything done and changes nothing.
+    before = (world["pack"] / "chunk_00000" / "images.npy").stat().st_mtime_ns
+    assert cli_main(world["args"]) == 0
+    assert (world["pack"] / "chunk_00000" / "images.npy").stat().st_mtime_ns == before
+    # Another spec in the same folder is refused rather than mixed in.
+    with pytest.raises(ValueError, match="size"):
+        cli_main(world["args"][:-1] + ["--size", "64", "--no-progress"])
+
+
+def test_targets_are_consistent_with_the_crop(world):
+    from jmlr.facemodel import Topology
+
+    topo = Topology.load(world["topology"])
+    crops = PackedCrops(world["pack"], 64)
+    assert len(crops) == 10
+    for i in range(len(crops)):
+        s = crops.sample(i)
+        uv = project_points(s["verts"].astype(np.float64), s["R_t"].astype(np.float64), s["K"].astype(np.float64))
+        # points2d are the projections of the (fp16-stored) vertices through M ...
+        assert np.abs(apply_affine(s["M"], uv) - s["points2d"]).max() < 0.05
+        # ... and without jitter M is exactly the JMLR crop of the face's 5 points at 64 px.
+        lm = apply_affine(np.linalg.inv(np.vstack([s["M"], [0, 0, 1]]))[:2], s["points2d"][topo.landmarks68])
+        assert np.abs(crop_transform(landmarks5_from_68(lm), 64) - s["M"]).max() < 1e-3
+
+
+def test_jitter_flip_colour_batches(world):
+    from jmlr.facemodel import Topology
+
+    topo = Topology.load(world["topology"])
+    plain = PackedCrops(world["pack"], 64)
+    jittered = PackedCrops(world["pack"], 64, jitter=AlignJitter(0.05, 5.0, 0.03), seed=1)
+    b = next(jittered.batches(4))
+    assert b["image"].shape == (4, 3, 64, 64) and b["points2d"].shape == (4, topo.num_vertices, 2)
+    for k, i in enumerate(b["index"].tolist()):
+        d = np.abs(b["points2d"][k].numpy() - plain.sample(i)["points2d"]).max()
+        assert 0.05 < d < 0.1 * 64  # moved, by no more than the jitter allows
+
+    flipped = PackedCrops(world["pack"], 64, flip=1.0, color=0.2, flip_index=topo.flip_index, seed=1)
+    b = next(flipped.batches(4))
+    assert b["image"].dtype == torch.float32 and 0.0 <= float(b["image"].min()) <= float(b["image"].max()) <= 1.0
+    for k, i in enumerate(b["index"].tolist()):
+        ref = plain.sample(i)
+        p = ref["points2d"].copy()
+        p[:, 0] = 63 - p[:, 0]
+        assert np.allclose(b["points2d"][k].numpy(), p[topo.flip_index], atol=1e-4)
+        v = ref["verts"].copy()
+        v[:, 0] = -v[:, 0]
+        assert np.allclose(b["verts"][k].numpy(), v[topo.flip_index], atol=1e-6)
+
+
+def test_refresh_picks_up_new_chunks(world, tmp_path):
+    import shutil
+
+    pack = tmp_path / "pack"
+    shutil.copytree(world["pack"], pack)
+    shutil.rmtree(pack / "chunk_00001")
+    crops = PackedCrops(pack, 64)
+    assert len(crops) == 6
+    shutil.copytree(world["pack"] / "chunk_00001", pack / "chunk_00001")
+    assert crops.refresh() == 10 and len(crops) == 10
+
+
+def test_output_affine_centres_predictions_and_old_weights_still_load():
+    from jmlr.models import create_model
+    from jmlr.train.trainer import output_statistics
+
+    torch.manual_seed(0)
+    N, S = 30, 64
+    net = create_model({"name": "t", "backbone": {"family": "mobilenetv2", "head_width": 64}}, N, S)
+    targets = torch.randn(64, 5 * N) * 0.01 + torch.linspace(-1, 1, 5 * N)
+    mean, scale = output_statistics(targets, N)
+    assert torch.allclose(mean, targets.mean(0), atol=1e-6)
+    assert scale[: 3 * N].unique().numel() == 1 and scale[3 * N:].unique().numel() == 1
+    net.set_output_statistics(mean, scale)
+    net.eval()
+    with torch.no_grad():
+        out = net(torch.randn(4, 3, S, S))
+    # An untrained network with the affine predicts the mean (to a small fraction of the spread).
+    assert ((out - mean).abs() / scale).mean() < 0.1
+    # A state dict from before the affine (raw layout) loads as the identity affine.
+    state = {k: v for k, v in net.state_dict().items() if k not in ("out_mean", "out_scale")}
+    net2 = create_model({"name": "t", "backbone": {"family": "mobilenetv2", "head_width": 64}}, N, S)
+    net2.load_state_dict(state, strict=True)
+    assert torch.equal(net2.out_mean, torch.zeros(5 * N)) and torch.equal(net2.out_scale, torch.ones(5 * N))
+
+
+def test_loss_in_output_units():
+    from jmlr.train.loss import jmlr_loss, unique_edges
+
+    N, S = 4, 64
+    tri = np.array([[0, 1, 2], [1, 2, 3]])
+    edges = torch.from_numpy(unique_edges(tri))
+    v = torch.zeros(1, N, 3)
+    p = torch.full((1, N, 2), S / 2.0)
+    out = torch.cat([v.reshape(1, -1) * 10 + 0.02, torch.zeros(1, 2 * N) + 0.1], 1)
+    scale = torch.cat([torch.full((3 * N,), 0.01), torch.full((2 * N,), 0.05)])
+    res = jmlr_loss(out, v, p, edges, S, out_scale=scale)
+    assert res["vert"].item() == pytest.approx(2.0, rel=1e-4)   # 0.02 / 0.01
+    assert res["land"].item() == pytest.approx(2.0, rel=1e-4)   # 0.1 / 0.05 (p_norm of S/2 is 0)
+    assert res["vert_mm"].item() == pytest.approx(2.0 * np.sqrt(3), rel=1e-4)
+    assert res["land_px"].item() == pytest.approx(0.1 * np.sqrt(2) * S / 2, rel=1e-4)
