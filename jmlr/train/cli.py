@@ -20,7 +20,10 @@ def register(subparsers) -> None:
     p.add_argument("--seed", type=int)
     p.add_argument("--device", choices=["auto", "cpu", "cuda"])
     p.add_argument("--data-root", help="challenge-layout folder (sets data.source=disk)")
+    p.add_argument("--packs", nargs="+", metavar="DIR", help="pack folders made by `jmlr pack` (sets data.source=packed)")
     p.add_argument("--resume", help="checkpoint folder, or 'auto' for <out>/ckpt if present")
+    p.add_argument("--init", metavar="MODEL_DIR",
+                   help="start from a model-store model (e.g. model_store/NAME): continues its training")
     p.add_argument("--export", metavar="NAME", help="export to the model store under NAME at the end")
     p.add_argument("--store-dir", help="model store (default $JMLR_MODEL_STORE or ./model_store)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -35,13 +38,15 @@ def overrides_from_args(args: argparse.Namespace) -> dict:
     o: dict = {}
     for flag, key in (("max_steps", "max_steps"), ("max_minutes", "max_minutes"), ("out", "out"),
                       ("batch_size", "batch_size"), ("seed", "seed"), ("device", "device"),
-                      ("resume", "resume"), ("export", "export"), ("store_dir", "store_dir")):
+                      ("resume", "resume"), ("export", "export"), ("store_dir", "store_dir"), ("init", "init")):
         v = getattr(args, flag, None)
         if v is not None:
             o[key] = v
     if getattr(args, "data_root", None):
         # List files belong to a root: a new root drops the config's lists (default: all of its own).
         o["data"] = {"source": "disk", "root": args.data_root, "lists": None}
+    if getattr(args, "packs", None):
+        o.setdefault("data", {}).update({"source": "packed", "packs": list(args.packs)})
     for item in args.set:
         if "=" not in item:
             raise SystemExit(f"--set expects KEY=VALUE, got {item!r}")

@@ -55,32 +55,53 @@ def encode_points(points_px: torch.Tensor, input_size: int) -> torch.Tensor:
     return points_px / input_size * 2.0 - 1.0
 
 
-def vertex_edge_loss(pred_v10: torch.Tensor, gt_verts_m: torch.Tensor,
-                     edges: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(L_vert, L_edge) of predicted vertices (B, N, 3) already ×10 against gt in metres."""
+def vertex_edge_loss(pred_v10: torch.Tensor, gt_verts_m: torch.Tensor, edges: torch.Tensor,
+                     scale: torch.Tensor | float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """(L_vert, L_edge) of predicted vertices (B, N, 3) already ×10 against gt in metres.
+
+    ``scale``: the spread of the vertex outputs (a scalar, or (N, 3) per coordinate);
+    errors are divided by it (edge errors by its mean), see `jmlr.models.JMLRHead`.
+    """
     gt10 = gt_verts_m * VERT_SCALE
-    l_vert = F.l1_loss(pred_v10, gt10)
-    l_edge = F.l1_loss(edge_lengths(pred_v10, edges), edge_lengths(gt10, edges))
+    l_vert = ((pred_v10 - gt10).abs() / scale).mean()
+    edge_scale = scale.mean() if isinstance(scale, torch.Tensor) else scale
+    l_edge = F.l1_loss(edge_lengths(pred_v10, edges), edge_lengths(gt10, edges)) / edge_scale
     return l_vert, l_edge
 
 
 def jmlr_loss(out: torch.Tensor, verts: torch.Tensor, points2d: torch.Tensor, edges: torch.Tensor,
-              input_size: int, weights: LossWeights = LossWeights()) -> dict[str, torch.Tensor]:
+              input_size: int, weights: LossWeights = LossWeights(),
+              out_scale: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """The JMLR loss of a raw network output.
 
     out (B, N*5): N*3 vertices (m ×10) then N*2 normalised crop points, as the network
     gives them; verts (B, N, 3) gt world m; points2d (B, N, 2) gt crop px; edges (E, 2)
-    long from :func:`unique_edges`; input_size S. Computed in float32.
-    Returns ``loss`` (scalar to minimise) and its terms ``vert``, ``edge``, ``land``.
+    long from :func:`unique_edges`; input_size S; out_scale (N*5,) the network's output
+    spread (`jmlr.models.JMLRHead.out_scale`): each term is measured in those units, so
+    that 3D and 2D weigh by their spread, not by their units. None: the paper's units.
+    Computed in float32.
+    Returns ``loss`` (scalar to minimise), its terms ``vert``, ``edge``, ``land``, and,
+    for logging, ``vert_mm`` (mean vertex L2 error, mm) and ``land_px`` (mean 2D L2
+    error, crop px).
     """
     out = out.float()
     B, N = verts.shape[:2]
     pred_v = out[:, : N * 3].reshape(B, N, 3)
     pred_p = out[:, N * 3 : N * 5].reshape(B, N, 2)
-    l_vert, l_edge = vertex_edge_loss(pred_v, verts.float(), edges)
-    l_land = F.l1_loss(pred_p, encode_points(points2d.float(), input_size))
+    v_scale: torch.Tensor | float = 1.0
+    p_scale: torch.Tensor | float = 1.0
+    if out_scale is not None:
+        v_scale = out_scale[: N * 3].float().reshape(N, 3)
+        p_scale = out_scale[N * 3 : N * 5].float().reshape(N, 2)
+    l_vert, l_edge = vertex_edge_loss(pred_v, verts.float(), edges, v_scale)
+    gt_p = encode_points(points2d.float(), input_size)
+    l_land = ((pred_p - gt_p).abs() / p_scale).mean()
     loss = l_vert + weights.lambda_edge * l_edge + weights.lambda_land * l_land
-    return {"loss": loss, "vert": l_vert.detach(), "edge": l_edge.detach(), "land": l_land.detach()}
+    with torch.no_grad():
+        vert_mm = (pred_v / VERT_SCALE - verts.float()).norm(dim=-1).mean() * 1000.0
+        land_px = (pred_p - gt_p).norm(dim=-1).mean() * (input_size / 2.0)
+    return {"loss": loss, "vert": l_vert.detach(), "edge": l_edge.detach(), "land": l_land.detach(),
+            "vert_mm": vert_mm, "land_px": land_px}
 
 
 def baseline_loss(out: torch.Tensor, verts: torch.Tensor, pose6: torch.Tensor, edges: torch.Tensor,

@@ -1,0 +1,92 @@
+"""Equal-wall-time training runs of candidate CPU networks, evaluated on the held-out set.
+
+Each candidate trains as one process on both cores for the same number of minutes on the
+same packed data (`jmlr pack`), then `jmlr eval` scores it on the held-out challenge-layout
+set. The point is accuracy per CPU-hour, which decides the CPU model's backbone and input
+size (docs/training.md). Run nothing else heavy beside it.
+
+    python bench/backbone_comparison.py --minutes 10 --packs data/pack_v1 --heldout data/synth_test
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# name -> (model, input size, extra --set overrides, what it tests)
+CANDIDATES: dict[str, tuple[str, int, list[str], str]] = {
+    "mnv2_cf_128": ("jmlr_mobilenetv2_centerface", 128, [], "MobileNetV2, CenterFace init, 128 px"),
+    "mnv2_rand_128": ("jmlr_mobilenetv2", 128, [], "MobileNetV2, random init, 128 px"),
+    "mnv2_cf_96": ("jmlr_mobilenetv2_centerface", 96, [], "MobileNetV2, CenterFace init, 96 px"),
+    "r18d_128": ("jmlr_resnet18d", 128, [], "ResNet-18-D, random init, 128 px"),
+    "r18d_96": ("jmlr_resnet18d", 96, [], "ResNet-18-D, random init, 96 px"),
+    "r18d_128_paper_units": ("jmlr_resnet18d", 128, ["output_stats=0", "loss.lambda_land=2.0"],
+                             "ResNet-18-D 128 px, without the output affine (the shipped model's recipe)"),
+}
+
+
+def run(cmd: list[str], log: Path) -> None:
+    with open(log, "w") as f:
+        subprocess.run(cmd, check=True, stdout=f, stderr=subprocess.STDOUT, cwd=ROOT)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--minutes", type=float, default=10.0)
+    ap.add_argument("--packs", nargs="+", default=["data/pack_v1"])
+    ap.add_argument("--limit", type=int, default=None, help="train on the first N pack samples only")
+    ap.add_argument("--heldout", default="data/synth_test")
+    ap.add_argument("--out", default="runs/backbones")
+    ap.add_argument("--results", default="docs/eval/backbones")
+    ap.add_argument("--only", nargs="*", help="candidate names (default all)")
+    args = ap.parse_args()
+    out, results = ROOT / args.out, ROOT / args.results
+    results.mkdir(parents=True, exist_ok=True)
+    jmlr = [sys.executable, "-m", "jmlr.cli"]
+    rows = []
+    for name in args.only or list(CANDIDATES):
+        model, size, extra, what = CANDIDATES[name]
+        run_dir = out / name
+        run_dir.mkdir(parents=True, exist_ok=True)
+        sets = [f"model={model}", f"input_size={size}", "progress=false", *extra]
+        if args.limit:
+            sets.append(f"data.limit={args.limit}")
+        cmd = jmlr + ["train", "--config", "cpu_mnv2_128", "--max-minutes", str(args.minutes), "--out", str(run_dir),
+                      "--packs", *args.packs, "--store-dir", str(out / "store"), "--export", name]
+        for s in sets:
+            cmd += ["--set", s]
+        t0 = time.time()
+        run(cmd, run_dir / "train.log")
+        train_s = time.time() - t0
+        ev = results / f"{name}.json"
+        run(jmlr + ["eval", "--model", str(out / "store" / name), "--data", args.heldout, "--json", str(ev)],
+            run_dir / "eval.log")
+        metrics = json.loads(ev.read_text())
+        ckpt = json.loads((run_dir / "ckpt" / "last.json").read_text())
+        log = (run_dir / "log.csv").read_text().strip().splitlines()
+        last = dict(zip(log[0].split(","), log[-1].split(",")))
+        row = {"name": name, "what": what, "minutes": args.minutes, "train_wall_s": round(train_s, 1),
+               "steps": ckpt["step"], "images_seen": ckpt["images_seen"],
+               "train_images_per_s": round(float(last["images_per_s"]), 1),
+               "eval_inference_images_per_s": round(metrics["inference_images_per_s"], 1),
+               **{k: round(metrics[k], 3) for k in ("score", "vertex_mean_mm", "mae_r_deg", "mae_t_mm",
+                                                     "term_pose_shape", "term_pose", "term_shape")}}
+        (results / f"{name}.row.json").write_text(json.dumps(row, indent=1))
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    head = ("| candidate | train img/s | images in {m:g} min | vertex mean mm | MAE_r ° | MAE_t mm | score |\n"
+            "| --- | --- | --- | --- | --- | --- | --- |").format(m=args.minutes)
+    lines = [head] + [f"| {r['what']} | {r['train_images_per_s']} | {r['images_seen']:,} | {r['vertex_mean_mm']:.2f} | "
+                      f"{r['mae_r_deg']:.2f} | {r['mae_t_mm']:.1f} | {r['score']:.1f} |" for r in rows]
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
