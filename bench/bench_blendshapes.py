@@ -152,7 +152,8 @@ def main() -> None:
         "",
         "MAE of the ARKit weights, active (truth > 0.1) / inactive (truth < 0.05):",
         "",
-        "| case | noise_m (mm), l1 | " + " | ".join(groups) + " | fit RMS (mm) | CPU ms/face: 1 per call | 1 per call, with identity + RMS | batch of 32 |",
+        "| case | noise_m (mm), l1 | " + " | ".join(groups)
+        + " | fit RMS (mm) | CPU ms/face: 1 per call | 1 per call, with identity + RMS | batch of 32 |",
         "| --- | --- | " + " | ".join("---" for _ in groups) + " | --- | --- | --- | --- |",
     ]
     for case, mm, e, cost, rms in rows:

@@ -110,7 +110,8 @@ def register(subparsers) -> None:
         description="Restrict the face model's neutral, identity and expression bases to a topology's "
         "vertices, so that the service can fit ARKit blendshape weights without the face model.",
     )
-    s.add_argument("--out", type=Path, default=None, help="npz to write (default: jmlr/facemodel/data/arkit_like_blendshapes.npz)")
+    s.add_argument("--out", type=Path, default=None,
+                   help="npz to write (default: jmlr/facemodel/data/arkit_like_blendshapes.npz)")
     s.add_argument("--facemodel", type=Path, default=None, help="face model npz (default: $JMLR_FACEMODEL or ../shared)")
     s.add_argument("--topology", type=Path, default=None, help="topology npz (default: the packaged one)")
     s.add_argument("--identity-modes", type=int, default=None, help="keep the first K identity modes (default: all)")
