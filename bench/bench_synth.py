@@ -1,93 +1,116 @@
-"""Speed of the synthetic data generator (not a test).
+"""Speed of the synthetic data generator, OpenGL vs PyTorch renderer (not a test).
 
-Measures, per device:
-  * full frames: 800x800 render + background + camera effects + JPEG encode (what
-    ``jmlr synth`` does per image, without file writes), images/s;
-  * crop stream: ``SyntheticCropStream`` batches at S x S, images/s;
-and, on CPU, the CPU time per image (process time, so the figure is per core even
-on a shared machine).
+Measures the whole crop pipeline, ``SyntheticCropStream.next_batch`` (sample a person,
+expression and pose; render straight into the S x S crop; composite over a background;
+camera effects with a JPEG round trip; tensors), at several crop sizes, with 1 and with
+N worker processes, and the 800x800 full frame that ``jmlr synth`` writes (sample,
+render, composite, effects, JPEG encode). Each worker is a fresh spawned process with
+one torch/BLAS/OpenCV thread, like the training-set generator's workers.
 
-    python bench/bench_synth.py --threads 1 --batch 8 --iters 4 [--device cuda] [--markdown docs/bench_synth.md]
+Reported per configuration: crops/s (wall clock, all workers together) and CPU ms per
+crop (process CPU time, llvmpipe's threads included, summed over workers). On a machine
+shared with other jobs the wall figures drop and the CPU figures rise: compare rows of
+one run, not runs.
+
+    python bench/bench_synth.py --sizes 128 160 256 --renderers gl torch --procs 1 2 \\
+        --batch 32 --batches 4 --full [--markdown docs/bench_synth.md]
 """
 
 from __future__ import annotations
 
 import argparse
+import multiprocessing as mp
+import os
 import platform
 import time
 
-import numpy as np
-import torch
-
-from jmlr.facemodel import FaceModel, Topology
-from jmlr.synth.appearance import encode_jpeg
-from jmlr.synth.scene import SyntheticFaceGenerator
-from jmlr.synth.stream import SyntheticCropStream
+# llvmpipe's rasterizer threads: none per worker by default (workers scale the work;
+# see docs/bench_synth.md). Set before any GL context exists.
+os.environ.setdefault("LP_NUM_THREADS", "0")
 
 
-def _sync(device):
-    if torch.device(device).type == "cuda":
-        torch.cuda.synchronize()
+def _worker(args) -> tuple[int, float, float]:
+    """Render ``batches`` batches after one warm-up batch; returns (crops, wall s, CPU s)."""
+    kind, renderer, size, batch, batches, seed, facemodel, barrier = args
+    import cv2
+    import numpy as np
+    import torch
 
+    torch.set_num_threads(1)
+    cv2.setNumThreads(1)
+    from jmlr.facemodel import FaceModel, Topology
+    from jmlr.synth.appearance import encode_jpeg
+    from jmlr.synth.scene import SyntheticFaceGenerator, numpy_threads_like_torch
+    from jmlr.synth.stream import SyntheticCropStream
 
-def bench_full(gen, batch, iters, seed=0):
-    rng = np.random.default_rng(seed)
-    subjects = [gen.sample_subject(rng) for _ in range(batch)]
+    gen = SyntheticFaceGenerator(FaceModel.load(facemodel), Topology.load(), renderer=renderer)
+    if kind == "crop":
+        stream = SyntheticCropStream(None, None, size=size, batch_size=batch, seed=seed, generator=gen)
+        step = stream.next_batch
+    else:
+        rng = np.random.default_rng(seed)
 
-    def step():
-        params = gen.sample_params(rng, batch, subjects=subjects)
-        with torch.no_grad():
-            out = gen.render(params, rng=rng)
-        for im in gen.finish(out, rng, jpeg=False):
-            encode_jpeg(im, 90)
+        def step():
+            with numpy_threads_like_torch():
+                params = gen.sample_params(rng, batch)
+                out = gen.render(params, rng=rng)
+                for im in gen.finish(out, rng, jpeg=False):
+                    encode_jpeg(im, 90)
 
-    step()  # warm-up
-    _sync(gen.device)
-    t0, c0 = time.perf_counter(), time.process_time()
-    for _ in range(iters):
-        step()
-    _sync(gen.device)
-    n = batch * iters
-    return n / (time.perf_counter() - t0), (time.process_time() - c0) / n
-
-
-def bench_stream(gen, size, batch, iters, seed=0):
-    stream = SyntheticCropStream(None, None, size=size, batch_size=batch, seed=seed, generator=gen)
     with torch.no_grad():
-        stream.next_batch()
-        _sync(gen.device)
+        step()  # warm-up: GL context, shader compilation, caches
+        if gen.renderer_name != renderer:
+            raise RuntimeError(f"asked for {renderer}, rendering with {gen.renderer_name}")
+        if barrier is not None:
+            barrier.wait()
         t0, c0 = time.perf_counter(), time.process_time()
-        for _ in range(iters):
-            stream.next_batch()
-        _sync(gen.device)
-    n = batch * iters
-    return n / (time.perf_counter() - t0), (time.process_time() - c0) / n
+        for _ in range(batches):
+            step()
+        return batch * batches, time.perf_counter() - t0, time.process_time() - c0
+
+
+def measure(kind: str, renderer: str, size: int, procs: int, batch: int, batches: int,
+            facemodel: str | None) -> tuple[float, float]:
+    """(crops/s over all workers, CPU ms per crop) of ``procs`` concurrent workers."""
+    ctx = mp.get_context("spawn")
+    with ctx.Manager() as manager:
+        barrier = manager.Barrier(procs)
+        with ctx.Pool(procs) as pool:
+            res = pool.map(_worker, [(kind, renderer, size, batch, batches, 1000 + k, facemodel, barrier)
+                                     for k in range(procs)])
+    n = sum(r[0] for r in res)
+    return n / max(r[1] for r in res), 1000 * sum(r[2] for r in res) / n
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--device", default="cpu")
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--batch", type=int, default=8)
-    ap.add_argument("--crop-batch", type=int, default=32)
-    ap.add_argument("--iters", type=int, default=4)
-    ap.add_argument("--size", type=int, default=256)
+    ap.add_argument("--sizes", type=int, nargs="+", default=[128, 160, 256])
+    ap.add_argument("--renderers", nargs="+", default=["gl", "torch"], choices=["gl", "torch"])
+    ap.add_argument("--procs", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--batches", type=int, default=4, help="timed batches per worker")
+    ap.add_argument("--full", action="store_true", help="also the 800x800 frames of `jmlr synth` (batch 8)")
     ap.add_argument("--facemodel", default=None)
-    ap.add_argument("--markdown", default=None, help="append a result row to this file")
+    ap.add_argument("--markdown", default=None, help="append the table to this file")
     args = ap.parse_args()
-    torch.set_num_threads(args.threads)
-    gen = SyntheticFaceGenerator(FaceModel.load(args.facemodel), Topology.load(), device=args.device)
-    full_ips, full_cpu = bench_full(gen, args.batch, args.iters)
-    crop_ips, crop_cpu = bench_stream(gen, args.size, args.crop_batch, args.iters)
-    dev = torch.cuda.get_device_name() if gen.device.type == "cuda" else platform.processor() or platform.machine()
-    row = (f"| {args.device} ({dev}) | {args.threads} | {full_ips:.2f} | {1000 * full_cpu:.0f} | "
-           f"{crop_ips:.2f} | {1000 * crop_cpu:.0f} |")
-    print("| device | torch threads | 800x800 images/s (wall) | CPU ms/image | "
-          f"{args.size}x{args.size} crops/s (wall) | CPU ms/crop |")
-    print(row)
+    cpu = platform.processor() or platform.machine()
+    print(f"# {cpu}, {os.cpu_count()} CPUs, LP_NUM_THREADS={os.environ['LP_NUM_THREADS']}, "
+          f"batch {args.batch} x {args.batches} per worker, {time.strftime('%Y-%m-%d %H:%M')}")
+    rows = ["| pipeline | renderer | processes | crops/s (wall) | CPU ms/crop |", "| --- | --- | --- | --- | --- |"]
+    print("\n".join(rows), flush=True)
+    jobs = [("crop", s, args.batch, args.batches) for s in args.sizes]
+    if args.full:
+        jobs.append(("full", 800, 8, max(1, args.batches)))
+    for kind, size, batch, batches in jobs:
+        for renderer in args.renderers:
+            for procs in args.procs:
+                ips, cpu_ms = measure(kind, renderer, size, procs, batch, batches, args.facemodel)
+                name = f"{size}x{size} crops" if kind == "crop" else "800x800 frames"
+                rows.append(f"| {name} | {renderer} | {procs} | {ips:.1f} | {cpu_ms:.1f} |")
+                print(rows[-1], flush=True)
     if args.markdown:
         with open(args.markdown, "a") as f:
-            f.write(row + "\n")
+            f.write("\n".join(rows) + "\n")
     return 0
 
 

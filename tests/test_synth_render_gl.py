@@ -206,3 +206,20 @@ def test_crop_stream_on_gl_keeps_its_contract(gl, procedural):
         assert torch.equal(a[k], ref[k]), k  # ground truth does not depend on the renderer
     iou = (a["mask"] & ref["mask"]).sum() / (a["mask"] | ref["mask"]).sum()
     assert iou > 0.999
+
+
+def _probe_in_child(queue):
+    queue.put(render_gl.gl_available())
+
+
+def test_forked_child_refuses_instead_of_hanging(gl):
+    import multiprocessing as mp
+
+    ctx = mp.get_context("fork")
+    queue = ctx.Queue()
+    child = ctx.Process(target=_probe_in_child, args=(queue,))
+    child.start()
+    child.join(60)
+    assert child.exitcode == 0
+    ok, why = queue.get(timeout=5)
+    assert not ok and "spawn" in why

@@ -263,9 +263,10 @@ def albedo_from_appearance(regions: HeadRegions, appearance: SubjectAppearance) 
     r = regions
     sup = r.support
     a = appearance
-    phase = r.positions @ a.noise_freq.T.astype(np.float32) + a.noise_phase.astype(np.float32)  # (V, K)
+    freq = np.ascontiguousarray(a.noise_freq.T, np.float32)  # (3, K)
+    phase = r.positions @ freq + a.noise_phase.astype(np.float32)  # (V, K)
     noise = np.sin(phase) @ a.noise_amp.astype(np.float32)  # (V, 3), roughly unit variance
-    lum = np.clip(noise.mean(1), 0, None)
+    lum = np.clip((noise[:, 0] + noise[:, 1] + noise[:, 2]) / 3, 0, None)  # mean(1) is 15x slower
     # Unevenness, redness where it peaks (cheeks, nose), freckles as dark speckles.
     alb = a.skin.astype(np.float32)[None] * (1 + np.float32(a.blotch) * noise)
     alb *= 1 + np.float32(a.blotch) * lum[:, None] * np.array([0.3, -0.25, -0.25], np.float32)

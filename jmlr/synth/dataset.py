@@ -16,7 +16,7 @@ import torch
 from .appearance import encode_jpeg
 from .layout import write_lists, write_resources, write_sample
 from .sampler import FACIAL_ACTIONS
-from .scene import SceneParams, SyntheticFaceGenerator, _project
+from .scene import SceneParams, SyntheticFaceGenerator, _project, numpy_threads_like_torch
 
 __all__ = ["synthesize_dataset", "action_folder", "subject_id"]
 
@@ -59,12 +59,13 @@ def synthesize_dataset(out: str | Path, generator: SyntheticFaceGenerator, subje
             rngs.append(np.random.default_rng([seed, s, k]))
             subj.append(subjects_cache[s])
             acts.append(FACIAL_ACTIONS[k % len(FACIAL_ACTIONS)])
-        params: SceneParams = generator.sample_params(rngs, len(chunk), subjects=subj, actions=acts)
-        with torch.no_grad():
+        with numpy_threads_like_torch(), torch.no_grad():
+            params: SceneParams = generator.sample_params(rngs, len(chunk), subjects=subj, actions=acts)
             render = generator.render(params, rng=rngs)
-        images = generator.finish(render, rngs, jpeg=False)
-        verts = generator.topology_vertices_np(params.identity, params.expression)
-        lm = _project(verts[:, generator.landmarks68].astype(np.float64), params.R_t.astype(np.float64), generator.K)
+            images = generator.finish(render, rngs, jpeg=False)
+            verts = generator.topology_vertices_np(params.identity, params.expression)
+            lm = _project(verts[:, generator.landmarks68].astype(np.float64), params.R_t.astype(np.float64),
+                          generator.K)
         for i, (s, k) in enumerate(chunk):
             row = (subject_id(s), action_folder(acts[i]), f"{k:06d}")
             quality = int(rngs[i].integers(60, 96))

@@ -19,8 +19,9 @@ Two entry points on `GLRenderer`:
 Each image of a batch is drawn into a framebuffer of its own (one draw call each) and
 all are read back at the end. On llvmpipe the per-triangle work (vertex fetch, clipping, setup, binning)
 is single-threaded and pixel work is spread over ``LP_NUM_THREADS`` threads: scale with
-processes. A context belongs to one process (`gl_renderer` makes one lazily per
-process id, so nothing is inherited through ``fork``).
+processes. A context belongs to one process: `gl_renderer` makes one lazily per process,
+and refuses in a child forked from a process that has one (EGL does not survive
+``fork``; use the ``spawn`` start method, or render only in the workers).
 """
 
 from __future__ import annotations
@@ -351,10 +352,10 @@ class GLRenderer:
         normals = vertex_normals(v, f, fn)
         # Faces that turn away from the eye are culled by GL anyway; leaving them out
         # here halves the per-triangle work, which is what llvmpipe spends its time on.
-        # The slack keeps faces seen edge-on (GL decides those).
+        # The slack (cos > -1e-3 at the farthest vertex) leaves faces seen edge-on to GL.
         eye = -(T[:, None] @ R.transpose(1, 2))  # (B, 1, 3) camera centre in the world
-        to_eye = eye - v.index_select(1, f[:, 0])
-        facing = (fn * to_eye).sum(-1) > -1e-3 * fn.norm(dim=-1) * to_eye.norm(dim=-1)
+        reach = (v - eye).norm(dim=-1).amax(1, keepdim=True)  # (B, 1)
+        facing = (fn * (eye - v.index_select(1, f[:, 0]))).sum(-1) > -1e-3 * reach * fn.norm(dim=-1)
         b_idx, f_idx = facing.nonzero(as_tuple=True)
         counts = facing.sum(1).tolist()
         firsts = np.concatenate([[0], np.cumsum(counts)[:-1]]) * 3
@@ -418,6 +419,12 @@ def gl_renderer(device_index: int | None = None) -> GLRenderer:
         if hit is not None:
             return hit
         if key in _failures:
+            raise GLUnavailable(_failures[key])
+        if any(pid != key[0] for pid, _ in _renderers):
+            # Inherited through fork: EGL and Mesa's threads do not survive it, and a new
+            # context in the child hangs.
+            _failures[key] = ("this process was forked from one that had made an OpenGL context; start "
+                              "workers with the 'spawn' method, or render only in the workers")
             raise GLUnavailable(_failures[key])
         try:
             r = GLRenderer(device_index)

@@ -34,7 +34,8 @@ from .appearance import (
 from .render import Lighting, RenderOutput, render_mesh
 from .sampler import FACIAL_ACTIONS, PoseSampler, sample_expression, sample_identity
 
-__all__ = ["SceneParams", "SyntheticFaceGenerator", "wcpa_intrinsics", "render_materials", "RENDERERS"]
+__all__ = ["SceneParams", "SyntheticFaceGenerator", "wcpa_intrinsics", "render_materials", "RENDERERS",
+           "numpy_threads_like_torch"]
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +46,24 @@ RENDERER_ENV = "JMLR_SYNTH_RENDERER"
 # and eyelash shells are transparent overlays in the original and look wrong opaque.
 RENDER_MATERIALS = ("M_Face", "M_BackHead", "M_GumsTongue", "M_Teeth", "M_ScleraLeft",
                     "M_IrisLeft", "M_ScleraRight", "M_IrisRight")
+
+
+_threadpools = None
+
+
+def numpy_threads_like_torch():
+    """Context in which numpy's BLAS and LAPACK use ``torch.get_num_threads()`` threads.
+
+    The generator's numpy products are small, yet OpenBLAS starts a thread per core for
+    them and the threads spin: on a loaded 2-core machine that cost the per-subject
+    albedo 2.5x its single-thread CPU time. Data generation scales with processes.
+    """
+    global _threadpools
+    if _threadpools is None:
+        from threadpoolctl import ThreadpoolController
+
+        _threadpools = ThreadpoolController()
+    return _threadpools.limit(limits=torch.get_num_threads(), user_api="blas")
 
 
 def wcpa_intrinsics() -> np.ndarray:

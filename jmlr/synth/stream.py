@@ -18,7 +18,7 @@ import torch
 
 from jmlr.geometry.crop import apply_affine, compose_affine, crop_transform, landmarks5_from_68, similarity_scale
 
-from .scene import SyntheticFaceGenerator, _project
+from .scene import SyntheticFaceGenerator, _project, numpy_threads_like_torch
 
 __all__ = ["CropJitter", "SyntheticCropStream", "crop_projection", "jitter_similarity", "zoom_about_centre"]
 
@@ -110,6 +110,10 @@ class SyntheticCropStream:
     def next_batch(self, return_params: bool = False) -> dict:
         """One batch (see the class docstring); with ``return_params`` also ``params``,
         the batch's `SceneParams` (identity and expression weights, ...)."""
+        with numpy_threads_like_torch():
+            return self._next_batch(return_params)
+
+    def _next_batch(self, return_params: bool) -> dict:
         g, B, S, rng = self.generator, self.batch_size, self.size, self.rng
         params = g.sample_params(rng, B)
         verts = g.topology_vertices_np(params.identity, params.expression)  # (B, N, 3)
