@@ -355,7 +355,11 @@ class Engine:
         except PixelBudgetTimeout as exc:
             self.metrics.dropped.labels(reason="deadline").inc()
             raise ApiError(504, "deadline_exceeded", f"the request deadline passed waiting to decode: {exc}") from None
-        self._check_deadline(deadline, "decoding")
+        try:
+            self._check_deadline(deadline, "decoding")
+        except ApiError:
+            self.pixel_budget.release(n)
+            raise
         S = int(self.model.input_size)
         work = asyncio.ensure_future(asyncio.to_thread(self._decode_locate_crop, req.data, req.faces, max_faces, S))
 

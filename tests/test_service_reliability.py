@@ -566,3 +566,29 @@ def test_readyz_does_not_show_server_paths(store, tmp_path):
     with TestClient(create_app(_settings(store, tmp_path, model_name=str(tmp_path / "nowhere" / "model")))) as c:
         r = c.get("/readyz")
     assert r.status_code == 503 and str(tmp_path) not in r.text and "model" in r.json()["error"]["message"]
+
+
+def test_dropped_request_keeps_its_pixels_reserved_until_its_decode_ends():
+    # A cancelled request (client gone, deadline) cannot stop its decoding thread; the
+    # image is still in memory until the thread returns, so its pixels stay counted.
+    from service.imaging import ImageHeader
+    from service.pipeline import Engine, ReconstructRequest
+
+    engine = Engine(Settings(_env_file=None, decode_pixel_budget=1000), Metrics())
+    engine.model = SimpleNamespace(input_size=64)
+    release = __import__("threading").Event()
+    engine._decode_locate_crop = lambda *a: release.wait(5)
+
+    async def go():
+        task = asyncio.ensure_future(engine._image_stage(
+            ReconstructRequest(data=b""), ImageHeader(30, 30, "PNG"), 1, time.monotonic() + 5))
+        await asyncio.sleep(0.05)
+        task.cancel()
+        await asyncio.sleep(0.05)
+        held = engine.pixel_budget.in_use
+        release.set()
+        await asyncio.sleep(0.1)
+        return held, engine.pixel_budget.in_use
+
+    held, after = asyncio.run(go())
+    assert (held, after) == (900, 0)
