@@ -6,10 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from jmlr.data.align import (AlignJitter, align_sample, alignment_from_landmarks68, compose_affine,
-                             crop_points, jitter_similarity, masked_full_image)
+from jmlr.data.align import AlignJitter, align_sample, alignment_from_landmarks68, crop_points, masked_full_image
 from jmlr.data.augment import color_jitter, flip_batch, flip_sample
-from jmlr.geometry.crop import apply_affine, jmlr_template
+from jmlr.geometry.crop import apply_affine, compose_affine, jmlr_template
 
 
 def _landmarks68_from_5(p5: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -55,7 +54,7 @@ def test_alignment_maps_template_onto_template(size):
 
 def test_jitter_is_a_bounded_similarity_about_the_centre():
     rng = np.random.default_rng(1)
-    J = jitter_similarity(100, rng, AlignJitter(scale=0.1, rotate_deg=10, shift=0.05))
+    J = AlignJitter(scale=0.1, rotate_deg=10, shift=0.05).sample(rng, 100)
     A = J[:, :2]
     s = np.sqrt(abs(np.linalg.det(A)))
     assert 0.9 <= s <= 1.1 and not np.allclose(J, [[1, 0, 0], [0, 1, 0]])

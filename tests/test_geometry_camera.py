@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from jmlr.geometry import camera as cam
+from jmlr.geometry.torch_ops import project_points_torch
 from jmlr.geometry.rotation import euler_to_matrix
 
 
@@ -132,13 +133,34 @@ def test_project_points_torch_matches_numpy_and_grads():
     K = np.broadcast_to(cam.wcpa_intrinsics(), (2, 3, 3))
     ref = cam.project_points(V, R_t, K)
     Vt = torch.tensor(V, requires_grad=True)
-    out = cam.project_points_torch(Vt, torch.tensor(R_t), torch.tensor(K))
+    out = project_points_torch(Vt, torch.tensor(R_t), torch.tensor(K))
     np.testing.assert_allclose(out.detach().numpy(), ref, atol=1e-9)
     out.sum().backward()
     assert torch.isfinite(Vt.grad).all() and Vt.grad.abs().sum() > 0
     # float32 and a shared K broadcast
-    out32 = cam.project_points_torch(
+    out32 = project_points_torch(
         torch.tensor(V, dtype=torch.float32), torch.tensor(R_t, dtype=torch.float32),
         torch.tensor(cam.wcpa_intrinsics(), dtype=torch.float32),
     )
     np.testing.assert_allclose(out32.numpy(), ref, atol=1e-2)
+
+
+def test_transform_points_numpy_and_torch_agree():
+    rng = np.random.default_rng(5)
+    R_t = random_rt(rng, (2,))
+    V = rng.normal(scale=0.05, size=(2, 7, 3))
+    ref = np.einsum("bnk,bkj->bnj", V, R_t[:, :3, :3]) + R_t[:, None, 3, :3]
+    np.testing.assert_allclose(cam.transform_points(V, R_t), ref, atol=1e-12)
+    out = cam.transform_points(torch.tensor(V), torch.tensor(R_t))
+    assert isinstance(out, torch.Tensor)
+    np.testing.assert_allclose(out.numpy(), ref, atol=1e-12)
+
+
+def test_world_to_opencv_matches_rt_convention():
+    rng = np.random.default_rng(6)
+    R_t = random_rt(rng)
+    V = rng.normal(scale=0.05, size=(9, 3))
+    R_cv, t_cv = cam.rt_to_opencv(R_t)
+    X = cam.world_to_opencv(V, R_cv, t_cv)
+    np.testing.assert_allclose(X, cam.opengl_to_opencv_points(cam.transform_points(V, R_t)), atol=1e-12)
+    assert np.all(X[:, 2] > 0)  # in front of the camera

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from jmlr.geometry import crop
+from jmlr.geometry.torch_ops import apply_affine_torch, invert_affine_torch
 
 
 def similarity(scale, angle_deg, tx, ty):
@@ -95,6 +96,27 @@ def test_torch_affine_matches_numpy():
     rng = np.random.default_rng(2)
     M = np.stack([similarity(1.3, 40, 5, 6), similarity(0.2, -5, 1, 2)])
     pts = rng.normal(size=(2, 9, 2))
-    out = crop.apply_affine_torch(torch.tensor(M), torch.tensor(pts)).numpy()
+    out = apply_affine_torch(torch.tensor(M), torch.tensor(pts)).numpy()
     np.testing.assert_allclose(out, crop.apply_affine(M, pts), atol=1e-12)
-    np.testing.assert_allclose(crop.invert_affine_torch(torch.tensor(M)).numpy(), crop.invert_affine(M), atol=1e-12)
+    np.testing.assert_allclose(invert_affine_torch(torch.tensor(M)).numpy(), crop.invert_affine(M), atol=1e-12)
+
+
+def test_jitter_similarity_is_a_bounded_similarity_about_the_centre():
+    rng = np.random.default_rng(7)
+    J = crop.jitter_similarity(rng, 200, 256, 0.1, 10.0, 0.05)
+    assert J.shape == (200, 2, 3)
+    scale = crop.similarity_scale(J)
+    assert np.all(np.abs(scale - 1) <= 0.1 + 1e-12) and np.ptp(scale) > 0.1
+    angle = np.degrees(np.arctan2(J[:, 1, 0], J[:, 0, 0]))
+    assert np.all(np.abs(angle) <= 10 + 1e-9) and np.ptp(angle) > 10
+    np.testing.assert_allclose(J[:, 0, 0], J[:, 1, 1])  # rotation + uniform scale, no shear
+    np.testing.assert_allclose(J[:, 0, 1], -J[:, 1, 0])
+    c = np.array([127.5, 127.5])
+    moved = crop.apply_affine(J, np.broadcast_to(c, (200, 1, 2)))[:, 0] - c
+    assert np.all(np.abs(moved) <= 0.05 * 256 + 1e-9)  # the centre moves by the shift only
+    none = crop.jitter_similarity(np.random.default_rng(0), 3, 64, 0.0, 0.0, 0.0)
+    np.testing.assert_allclose(none, np.broadcast_to(np.eye(2, 3), (3, 2, 3)), atol=1e-12)
+    # the same draws batched or one at a time
+    a = crop.jitter_similarity(np.random.default_rng(1), 1, 64, 0.05, 5.0, 0.03)
+    b = crop.jitter_similarity(np.random.default_rng(1), 4, 64, 0.05, 5.0, 0.03)
+    assert a.shape == (1, 2, 3) and not np.allclose(b[0], b[1])

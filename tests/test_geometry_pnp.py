@@ -7,6 +7,7 @@ import pytest
 from jmlr.geometry import camera as cam
 from jmlr.geometry import pnp
 from jmlr.geometry import rotation as rot
+from jmlr.geometry.intrinsics import Intrinsics
 
 
 def face_cloud(rng, n=1300):
@@ -37,6 +38,8 @@ def test_pnp_exact_without_noise():
         np.testing.assert_allclose(res.R_cv, R_cv, atol=1e-6)
         np.testing.assert_allclose(res.t_cv, t_cv, atol=1e-6)
         assert res.rms_px < 1e-6
+        np.testing.assert_allclose(res.rvec, rot.matrix_to_rotvec(res.R_cv), atol=1e-9)
+        np.testing.assert_allclose(res.projected, cam.project_points(V, R_t, K), atol=1e-6)
 
 
 def test_pnp_with_half_pixel_noise_is_bounded():
@@ -64,6 +67,10 @@ def test_pnp_with_distortion():
     uv, _ = cv2.projectPoints(V, cv2.Rodrigues(R_cv)[0], t_cv, K, dist)
     res = pnp.solve_pnp(V, uv.reshape(-1, 2), K, dist)
     np.testing.assert_allclose(res.R_t, R_t, atol=1e-6)
+    np.testing.assert_allclose(res.projected, uv.reshape(-1, 2), atol=1e-6)  # distortion applied
+    # the same through Intrinsics, which carries its distortion to PnP
+    intr = Intrinsics.from_K(K, 1920, 1080, dist)
+    np.testing.assert_allclose(pnp.solve_pnp(V, uv.reshape(-1, 2), intr).R_t, R_t, atol=1e-6)
     # ignoring the distortion leaves a visible residual
     assert pnp.solve_pnp(V, uv.reshape(-1, 2), K).rms_px > 0.1
 
@@ -93,3 +100,12 @@ def test_pnp_on_real_face_model(facemodel_path):
     res = pnp.solve_pnp(V, cam.project_points(V, R_t, K) + rng.normal(scale=0.5, size=(1000, 2)), K)
     assert rot.geodesic_angle_deg(res.R_t[:3, :3], R_t[:3, :3]) < 1.0
     assert np.linalg.norm(res.R_t[3, :3] - R_t[3, :3]) * 1000 < 5.0
+
+
+def test_pnp_rotation_vector_is_canonical_and_failure_is_nan():
+    np.testing.assert_allclose(pnp._canonical_rvec(np.array([0.0, 0.0, 1.5 * np.pi])), [0, 0, -0.5 * np.pi])
+    np.testing.assert_allclose(pnp._canonical_rvec(np.array([0.3, 0.0, 0.0])), [0.3, 0, 0])
+    V = np.zeros((6, 3))  # degenerate: every point the same
+    res = pnp.solve_pnp(V, np.zeros((6, 2)), cam.wcpa_intrinsics())
+    if not res.success:
+        assert res.projected.shape == (6, 2)

@@ -17,7 +17,8 @@ import cv2
 import numpy as np
 
 from jmlr.geometry.camera import project_points
-from jmlr.geometry.crop import apply_affine, crop_transform, landmarks5_from_68
+from jmlr.geometry.crop import (apply_affine, compose_affine, crop_transform, jitter_similarity,
+                                landmarks5_from_68, warp_crop)
 
 
 @dataclass(frozen=True)
@@ -39,14 +40,10 @@ class AlignJitter:
             return None
         return cls(**{k: float(v) for k, v in d.items()})
 
-
-def to_3x3(M: np.ndarray) -> np.ndarray:
-    """(…,2,3) affine -> (…,3,3) homogeneous matrix."""
-    M = np.asarray(M, dtype=np.float64)
-    out = np.zeros(M.shape[:-2] + (3, 3))
-    out[..., :2, :] = M
-    out[..., 2, 2] = 1.0
-    return out
+    def sample(self, rng: np.random.Generator, size: int) -> np.ndarray:
+        """One random similarity (2, 3) of ``size`` crop px about the crop centre
+        (`jmlr.geometry.crop.jitter_similarity`)."""
+        return jitter_similarity(rng, 1, size, self.scale, self.rotate_deg, self.shift)[0]
 
 
 def alignment_from_landmarks68(landmarks68: np.ndarray, size: int) -> np.ndarray:
@@ -59,22 +56,6 @@ def alignment_from_landmarks68(landmarks68: np.ndarray, size: int) -> np.ndarray
                       dtype=np.float64)
 
 
-def jitter_similarity(size: int, rng: np.random.Generator, jitter: AlignJitter) -> np.ndarray:
-    """A random similarity (2, 3) of crop px about the crop centre ((size-1)/2 each axis)."""
-    s = 1.0 + rng.uniform(-jitter.scale, jitter.scale)
-    a = np.deg2rad(rng.uniform(-jitter.rotate_deg, jitter.rotate_deg))
-    shift = rng.uniform(-jitter.shift, jitter.shift, size=2) * size
-    c = (size - 1) / 2.0
-    R = s * np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]])
-    t = np.array([c, c]) + shift - R @ np.array([c, c])
-    return np.concatenate([R, t[:, None]], axis=1)
-
-
-def compose_affine(A: np.ndarray, B: np.ndarray) -> np.ndarray:
-    """A ∘ B for 2×3 affines (apply B first). Returns (2, 3)."""
-    return (to_3x3(A) @ to_3x3(B))[:2]
-
-
 def crop_points(verts: np.ndarray, R_t: np.ndarray, K: np.ndarray, M: np.ndarray) -> np.ndarray:
     """Crop-pixel projections of world vertices.
 
@@ -83,12 +64,6 @@ def crop_points(verts: np.ndarray, R_t: np.ndarray, K: np.ndarray, M: np.ndarray
     """
     uv = project_points(np.asarray(verts, np.float64), np.asarray(R_t, np.float64), np.asarray(K, np.float64))
     return np.asarray(apply_affine(M, uv), dtype=np.float32)
-
-
-def warp(image: np.ndarray, M: np.ndarray, size: int) -> np.ndarray:
-    """Warp an (H, W, 3) uint8 image into a ``size``×``size`` crop with ``M`` (bilinear, black border)."""
-    return cv2.warpAffine(image, np.asarray(M, np.float64), (size, size), flags=cv2.INTER_LINEAR,
-                          borderMode=cv2.BORDER_CONSTANT, borderValue=0)
 
 
 def align_sample(image: np.ndarray, landmarks68: np.ndarray, verts: np.ndarray, R_t: np.ndarray,
@@ -103,9 +78,9 @@ def align_sample(image: np.ndarray, landmarks68: np.ndarray, verts: np.ndarray, 
     """
     M = alignment_from_landmarks68(landmarks68, size)
     if rng is not None and jitter is not None:
-        M = compose_affine(jitter_similarity(size, rng, jitter), M)
+        M = compose_affine(jitter.sample(rng, size), M)
     return {
-        "image": warp(image, M, size),
+        "image": warp_crop(image, M, size),
         "points2d": crop_points(verts, R_t, K, M),
         "verts": np.asarray(verts, np.float32),
         "R_t": np.asarray(R_t, np.float32),

@@ -46,7 +46,7 @@ import torch
 from jmlr.geometry.crop import (apply_affine, compose_affine, crop_transform, invert_affine,
                                 landmarks5_from_68)
 
-from .align import AlignJitter, jitter_similarity
+from .align import AlignJitter
 
 __all__ = ["PACK_FORMAT", "PackSpec", "write_chunk", "generate_pack", "PackedCrops", "read_pack_info"]
 
@@ -323,7 +323,7 @@ class PackedCrops:
         A = compose_affine(np.asarray(chunk["M_align"][j], np.float64), invert_affine(np.asarray(chunk["M"][j], np.float64)))
         A = compose_affine(_similarity_about_origin(self.size / self.stored_size), A)
         if rng is not None and self.jitter is not None:
-            A = compose_affine(jitter_similarity(self.size, rng, self.jitter), A)
+            A = compose_affine(self.jitter.sample(rng, self.size), A)
         return A
 
     def sample(self, i: int, rng: np.random.Generator | None = None) -> dict[str, np.ndarray]:

@@ -23,7 +23,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from jmlr.data.align import alignment_from_landmarks68, crop_points, masked_full_image, warp
+from jmlr.data.align import alignment_from_landmarks68, crop_points, masked_full_image
+from jmlr.geometry.crop import warp_crop
 from jmlr.data.datasets import load_challenge_samples, read_image_rgb
 from jmlr.geometry.crop import apply_affine, invert_affine
 from jmlr.geometry.metrics import challenge_score, pose_metrics, vertex_errors
@@ -58,7 +59,7 @@ class _EvalImages(torch.utils.data.Dataset):
                 "width": image.shape[1], "height": image.shape[0]}
         for S in self.sizes:
             M = alignment_from_landmarks68(lm, S)
-            item[f"crop{S}"] = warp(image, M, S)
+            item[f"crop{S}"] = warp_crop(image, M, S)
             item[f"M{S}"] = M
             if self.whole:
                 item[f"whole{S}"] = masked_full_image(image, lm, S)

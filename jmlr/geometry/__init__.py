@@ -1,7 +1,8 @@
 """Camera geometry: WCPA conventions, intrinsics, the JMLR crop, PnP, rotations, metrics.
 
 See ``docs/design.md`` for the conventions (row-vector ``R_t``, OpenGL vs OpenCV
-cameras, pixel centres, crop transform ``M``).
+cameras, pixel centres, crop transform ``M``). Numpy and OpenCV only: importing this
+package never imports torch (the torch versions are in ``jmlr.geometry.torch_ops``).
 """
 
 from jmlr.geometry.camera import (
@@ -15,26 +16,26 @@ from jmlr.geometry.camera import (
     make_intrinsics,
     opencv_to_rt,
     project_points,
-    project_points_torch,
     projection_from_intrinsics,
     rescale_intrinsics,
     rt_from_rotation_translation,
     rt_to_opencv,
     transform_points,
-    transform_points_torch,
     wcpa_intrinsics,
+    world_to_opencv,
 )
 from jmlr.geometry.crop import (
     ARCFACE_TEMPLATE_112,
     apply_affine,
-    apply_affine_torch,
     crop_transform,
     estimate_similarity,
     invert_affine,
+    jitter_similarity,
     jmlr_template,
     landmarks5_from_68,
     warp_crop,
 )
+from jmlr.geometry.intrinsics import Intrinsics
 from jmlr.geometry.metrics import challenge_score, pose_metrics, vertex_errors
 from jmlr.geometry.pnp import PnPResult, solve_pnp, solve_pnp_batch
 from jmlr.geometry.rotation import (
@@ -54,9 +55,9 @@ __all__ = [
     "OPENGL_TO_OPENCV",
     "WCPA_IMAGE_SIZE",
     "WCPA_PROJECTION_MATRIX",
+    "Intrinsics",
     "PnPResult",
     "apply_affine",
-    "apply_affine_torch",
     "challenge_score",
     "crop_intrinsics",
     "crop_transform",
@@ -68,6 +69,7 @@ __all__ = [
     "intrinsics_from_fov",
     "intrinsics_from_projection",
     "invert_affine",
+    "jitter_similarity",
     "jmlr_template",
     "landmarks5_from_68",
     "make_intrinsics",
@@ -78,7 +80,6 @@ __all__ = [
     "pose_matrix",
     "pose_metrics",
     "project_points",
-    "project_points_torch",
     "projection_from_intrinsics",
     "quaternion_to_matrix",
     "rescale_intrinsics",
@@ -88,8 +89,8 @@ __all__ = [
     "solve_pnp",
     "solve_pnp_batch",
     "transform_points",
-    "transform_points_torch",
     "vertex_errors",
     "wcpa_intrinsics",
     "warp_crop",
+    "world_to_opencv",
 ]

@@ -14,7 +14,8 @@ Conventions (see ``docs/design.md``):
   ``v = (1 - ndc_y) * H / 2``, so a centred projection matrix gives ``cx = W / 2``
   (not ``(W - 1) / 2``). This is what makes WCPA ``cx = cy = 400``.
 
-All functions are numpy and broadcast over leading dimensions unless stated.
+All functions are numpy and broadcast over leading dimensions unless stated; torch
+counterparts live in ``jmlr.geometry.torch_ops`` so that this package imports without torch.
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ import math
 from typing import Literal
 
 import numpy as np
-import torch
 
 #: The WCPA challenge ``projection_matrix.txt``: OpenGL-style, row-vector
 #: (``clip = [x, y, z, 1] @ P``), for 800×800 images.
@@ -225,10 +225,26 @@ opencv_to_opengl_points = opengl_to_opencv_points
 # --------------------------------------------------------------------------- projection
 
 
-def transform_points(V: np.ndarray, R_t: np.ndarray) -> np.ndarray:
-    """World points V (…, N, 3) m → OpenGL camera points (…, N, 3) m: ``V @ R + T``."""
-    R_t = np.asarray(R_t)
-    return np.asarray(V) @ R_t[..., :3, :3] + R_t[..., None, 3, :3]
+def transform_points(V, R_t):
+    """World points V (…, N, 3) m → OpenGL camera points (…, N, 3) m: ``V @ R + T``.
+
+    Numpy arrays (or anything ``np.asarray`` takes) or torch tensors (kept as tensors,
+    on their device, differentiable): the one place the challenge's row-vector pose is
+    applied.
+    """
+    if not hasattr(R_t, "shape"):
+        R_t = np.asarray(R_t)
+    if not hasattr(V, "shape"):
+        V = np.asarray(V)
+    return V @ R_t[..., :3, :3] + R_t[..., None, 3, :3]
+
+
+def world_to_opencv(V: np.ndarray, R_cv: np.ndarray, t_cv: np.ndarray) -> np.ndarray:
+    """World points V (…, N, 3) m → OpenCV camera points (…, N, 3) m: ``R_cv @ V + t_cv``
+    per point, R_cv (…, 3, 3), t_cv (…, 3)."""
+    R_cv = np.asarray(R_cv, dtype=np.float64)
+    t_cv = np.asarray(t_cv, dtype=np.float64)
+    return np.asarray(V, dtype=np.float64) @ np.swapaxes(R_cv, -1, -2) + t_cv[..., None, :]
 
 
 def project_camera_points(X_cv: np.ndarray, K: np.ndarray) -> np.ndarray:
@@ -257,27 +273,3 @@ def project_points_opengl(V: np.ndarray, R_t: np.ndarray, P: np.ndarray, width: 
     u = (ndc[..., 0] + 1.0) * 0.5 * width
     v = (1.0 - ndc[..., 1]) * 0.5 * height
     return np.stack([u, v], axis=-1)
-
-
-def transform_points_torch(V: torch.Tensor, R_t: torch.Tensor) -> torch.Tensor:
-    """Torch :func:`transform_points`: V (…, N, 3) m, R_t (…, 4, 4) → OpenGL camera points (…, N, 3)."""
-    return V @ R_t[..., :3, :3] + R_t[..., None, 3, :3]
-
-
-def project_points_torch(V: torch.Tensor, R_t: torch.Tensor, K: torch.Tensor, eps: float = 1e-9) -> torch.Tensor:
-    """Differentiable :func:`project_points` in torch.
-
-    Args:
-        V: (…, N, 3) world points, metres.
-        R_t: (…, 4, 4) challenge row-vector world → OpenGL camera transform.
-        K: (…, 3, 3) intrinsics, pixels.
-        eps: clamp on the OpenCV depth so points at/behind the camera do not divide by 0.
-
-    Returns:
-        (…, N, 2) pixel coordinates (OpenCV pixel-centre convention).
-    """
-    X = transform_points_torch(V, R_t)
-    flip = X.new_tensor([1.0, -1.0, -1.0])
-    p = (X * flip) @ K.transpose(-1, -2)
-    z = p[..., 2:3].clamp_min(eps)
-    return p[..., :2] / z

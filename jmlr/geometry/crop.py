@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
-import torch
 
 #: ArcFace 5-point template for 112×112 crops, pixels.
 ARCFACE_TEMPLATE_112 = np.array(
@@ -128,18 +127,26 @@ def apply_affine(M: np.ndarray, points: np.ndarray) -> np.ndarray:
     return np.asarray(points) @ np.swapaxes(M[..., :2, :2], -1, -2) + M[..., None, :2, 2]
 
 
-def apply_affine_torch(M: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
-    """Torch :func:`apply_affine`: M (…, 2, 3), points (…, N, 2) → (…, N, 2); differentiable."""
-    return points @ M[..., :2, :2].transpose(-1, -2) + M[..., None, :2, 2]
-
-
-def invert_affine_torch(M: torch.Tensor) -> torch.Tensor:
-    """Torch :func:`invert_affine` for M (…, 2, 3)."""
-    A_inv = torch.linalg.inv(M[..., :2, :2])
-    return torch.cat([A_inv, -(A_inv @ M[..., :2, 2:3])], dim=-1)
-
-
 def similarity_scale(M: np.ndarray) -> np.ndarray:
     """Uniform scale (…,) of a similarity M (…, 2, 3): crop px per image px."""
     M = np.asarray(M, dtype=np.float64)
     return np.sqrt(np.abs(np.linalg.det(M[..., :2, :2])))
+
+
+def jitter_similarity(rng: np.random.Generator, batch: int, size: int, scale: float, rotate_deg: float,
+                      shift: float) -> np.ndarray:
+    """Random similarities (B, 2, 3) of crop px about the crop centre ((size - 1) / 2 each axis).
+
+    Per sample, uniformly: a scale factor in ``1 ± scale``, a rotation in ``± rotate_deg``
+    degrees, a shift in ``± shift * size`` px per axis (drawn in that order, for the whole
+    batch at a time). Composed after a crop transform it perturbs the alignment, which
+    teaches a network to tolerate a real detector's landmark error.
+    """
+    s = 1 + rng.uniform(-scale, scale, batch)
+    a = np.deg2rad(rng.uniform(-rotate_deg, rotate_deg, batch))
+    t = rng.uniform(-shift, shift, (batch, 2)) * size
+    c = (size - 1) / 2.0
+    A = np.stack([np.stack([s * np.cos(a), -s * np.sin(a)], -1), np.stack([s * np.sin(a), s * np.cos(a)], -1)], -2)
+    centre = np.array([c, c])
+    trans = centre - A @ centre + t
+    return np.concatenate([A, trans[..., None]], -1)

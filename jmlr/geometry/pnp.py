@@ -13,6 +13,7 @@ import cv2
 import numpy as np
 
 from jmlr.geometry.camera import opencv_to_rt
+from jmlr.geometry.intrinsics import Intrinsics
 
 
 @dataclass
@@ -25,6 +26,9 @@ class PnPResult:
         R_t: (4, 4) the same pose as a challenge row-vector world → OpenGL-camera matrix.
         rms_px: root-mean-square reprojection error in pixels (NaN on failure).
         success: False when OpenCV found no solution or it is not finite / in front of the camera.
+        rvec: (3,) rotation vector of ``R_cv`` (axis × angle, radians, angle in [0, π]).
+        projected: (N, 2) the object points projected with this pose, K and the
+            distortion, pixels (NaN on failure): the reprojection behind ``rms_px``.
     """
 
     R_cv: np.ndarray
@@ -32,16 +36,26 @@ class PnPResult:
     R_t: np.ndarray
     rms_px: float
     success: bool
+    rvec: np.ndarray
+    projected: np.ndarray
 
 
-def _failed() -> PnPResult:
-    return PnPResult(np.eye(3), np.zeros(3), np.eye(4), float("nan"), False)
+def _failed(n: int) -> PnPResult:
+    return PnPResult(np.eye(3), np.zeros(3), np.eye(4), float("nan"), False, np.zeros(3), np.full((n, 2), np.nan))
+
+
+def _canonical_rvec(rvec: np.ndarray) -> np.ndarray:
+    # The LM refinement may leave the angle past π; the same rotation has angle 2π - θ
+    # about the opposite axis, which is what every other rotation vector here reports.
+    r = np.asarray(rvec, dtype=np.float64).reshape(3)
+    theta = float(np.linalg.norm(r))
+    return r * (1.0 - 2.0 * np.pi / theta) if theta > np.pi else r
 
 
 def solve_pnp(
     object_points: np.ndarray,
     image_points: np.ndarray,
-    K: np.ndarray,
+    K: np.ndarray | Intrinsics,
     dist: np.ndarray | None = None,
     refine: bool = True,
     method: int = cv2.SOLVEPNP_SQPNP,
@@ -51,7 +65,8 @@ def solve_pnp(
     Args:
         object_points: (N, 3) world points, metres (N ≥ 3; ≥ 4 for the EPnP fallback).
         image_points: (N, 2) pixel coordinates (OpenCV pixel-centre convention).
-        K: (3, 3) intrinsics, pixels.
+        K: (3, 3) intrinsics, pixels, or an :class:`Intrinsics` (whose distortion is
+            used when ``dist`` is None).
         dist: OpenCV distortion coefficients (k1, k2, p1, p2[, k3, …]) or None for none.
         refine: run ``cv2.solvePnPRefineLM`` after the initial solve.
         method: initial solver flag (default ``cv2.SOLVEPNP_SQPNP``).
@@ -59,6 +74,9 @@ def solve_pnp(
     Returns:
         :class:`PnPResult` in both the OpenCV and the challenge convention.
     """
+    if isinstance(K, Intrinsics):
+        dist = K.dist_coeffs if dist is None else dist
+        K = K.K
     obj = np.ascontiguousarray(object_points, dtype=np.float64).reshape(-1, 3)
     img = np.ascontiguousarray(image_points, dtype=np.float64).reshape(-1, 2)
     K = np.asarray(K, dtype=np.float64).reshape(3, 3)
@@ -76,16 +94,17 @@ def solve_pnp(
             break
         ok = False
     if not ok:
-        return _failed()
+        return _failed(len(obj))
     if refine:
         rvec, tvec = cv2.solvePnPRefineLM(obj, img, K, dist, rvec, tvec)
     proj, _ = cv2.projectPoints(obj, rvec, tvec, K, dist)
-    rms = float(np.sqrt(np.mean(np.sum((proj.reshape(-1, 2) - img) ** 2, axis=1))))
+    proj = proj.reshape(-1, 2)
+    rms = float(np.sqrt(np.mean(np.sum((proj - img) ** 2, axis=1))))
     R_cv, _ = cv2.Rodrigues(rvec)
     t_cv = tvec.reshape(3)
     depth = obj @ R_cv[2] + t_cv[2]
     success = bool(np.isfinite(rms) and np.median(depth) > 0)
-    return PnPResult(R_cv, t_cv, opencv_to_rt(R_cv, t_cv), rms, success)
+    return PnPResult(R_cv, t_cv, opencv_to_rt(R_cv, t_cv), rms, success, _canonical_rvec(rvec), proj)
 
 
 def solve_pnp_batch(
