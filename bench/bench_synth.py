@@ -5,7 +5,8 @@ expression and pose; render straight into the S x S crop; composite over a backg
 camera effects with a JPEG round trip; tensors), at several crop sizes, with 1 and with
 N worker processes, and the 800x800 full frame that ``jmlr synth`` writes (sample,
 render, composite, effects, JPEG encode). Each worker is a fresh spawned process with
-one torch/BLAS/OpenCV thread, like the training-set generator's workers.
+one thread (`set_worker_threads(1)`: torch, BLAS, OpenCV, no llvmpipe rasterizer
+threads), like the training-set generator's workers.
 
 Reported per configuration: crops/s (wall clock, all workers together) and CPU ms per
 crop (process CPU time, llvmpipe's threads included, summed over workers). On a machine
@@ -24,24 +25,19 @@ import os
 import platform
 import time
 
-# llvmpipe's rasterizer threads: none per worker by default (workers scale the work;
-# see docs/bench_synth.md). Set before any GL context exists.
-os.environ.setdefault("LP_NUM_THREADS", "0")
-
 
 def _worker(args) -> tuple[int, float, float]:
     """Render ``batches`` batches after one warm-up batch; returns (crops, wall s, CPU s)."""
     kind, renderer, size, batch, batches, seed, facemodel, barrier = args
-    import cv2
     import numpy as np
     import torch
 
-    torch.set_num_threads(1)
-    cv2.setNumThreads(1)
     from jmlr.facemodel import FaceModel, Topology
     from jmlr.synth.appearance import encode_jpeg
-    from jmlr.synth.scene import SyntheticFaceGenerator, numpy_threads_like_torch
+    from jmlr.synth.scene import SyntheticFaceGenerator, numpy_threads_like_torch, set_worker_threads
     from jmlr.synth.stream import SyntheticCropStream
+
+    set_worker_threads(1)
 
     gen = SyntheticFaceGenerator(FaceModel.load(facemodel), Topology.load(), renderer=renderer)
     if kind == "crop":
@@ -94,7 +90,7 @@ def main() -> int:
     ap.add_argument("--markdown", default=None, help="append the table to this file")
     args = ap.parse_args()
     cpu = platform.processor() or platform.machine()
-    print(f"# {cpu}, {os.cpu_count()} CPUs, LP_NUM_THREADS={os.environ['LP_NUM_THREADS']}, "
+    print(f"# {cpu}, {os.cpu_count()} CPUs, 1 thread per worker (set_worker_threads), "
           f"batch {args.batch} x {args.batches} per worker, {time.strftime('%Y-%m-%d %H:%M')}")
     rows = ["| pipeline | renderer | processes | crops/s (wall) | CPU ms/crop |", "| --- | --- | --- | --- | --- |"]
     print("\n".join(rows), flush=True)

@@ -5,6 +5,7 @@ crop and full-frame sizes, on the procedural head (always) and the real head (wi
 from __future__ import annotations
 
 import logging
+import os
 
 import numpy as np
 import pytest
@@ -223,3 +224,22 @@ def test_forked_child_refuses_instead_of_hanging(gl):
     assert child.exitcode == 0
     ok, why = queue.get(timeout=5)
     assert not ok and "spawn" in why
+
+
+def test_worker_threads_and_blas_follow_torch(monkeypatch):
+    import cv2
+    from threadpoolctl import threadpool_info
+
+    from jmlr.synth.scene import numpy_threads_like_torch, set_worker_threads
+
+    before = torch.get_num_threads(), cv2.getNumThreads()
+    monkeypatch.setenv("LP_NUM_THREADS", "2")  # restored (unset) afterwards
+    try:
+        set_worker_threads(1)
+        assert torch.get_num_threads() == 1 and cv2.getNumThreads() == 1
+        assert os.environ["LP_NUM_THREADS"] == "0"
+        with numpy_threads_like_torch():
+            assert all(p["num_threads"] == 1 for p in threadpool_info() if p["user_api"] == "blas")
+    finally:
+        torch.set_num_threads(before[0])
+        cv2.setNumThreads(before[1])

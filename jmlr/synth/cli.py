@@ -27,7 +27,10 @@ def register(subparsers) -> None:
     p.add_argument("--first-subject", type=int, default=0, help="index of the first subject (to shard runs)")
     p.add_argument("--facemodel", type=Path, default=None, help="ICT-FaceKit npz (default $JMLR_FACEMODEL or ../shared)")
     p.add_argument("--topology", type=Path, default=None, help="topology npz (default the packaged one)")
-    p.add_argument("--device", default="cpu", help="torch device for rasterization, e.g. cuda")
+    p.add_argument("--device", default="cpu", help="torch device of the geometry (and of the torch renderer), e.g. cuda")
+    p.add_argument("--renderer", choices=("auto", "gl", "torch"), default=None,
+                   help="gl: OpenGL on a headless EGL context; torch: the PyTorch reference; auto (default, "
+                        "or $JMLR_SYNTH_RENDERER): gl when a context can be made. The output depends on it.")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     p.add_argument("--preview", type=Path, default=None, help="also write a 4x4 contact sheet PNG here")
     p.add_argument("--no-progress", action="store_true")
@@ -75,12 +78,13 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     facemodel = FaceModel.load(args.facemodel)
     topology = Topology.load(args.topology)
-    generator = SyntheticFaceGenerator(facemodel, topology, device=args.device)
+    generator = SyntheticFaceGenerator(facemodel, topology, device=args.device, renderer=args.renderer)
     t0 = time.perf_counter()
     rows = synthesize_dataset(args.out, generator, args.subjects, args.per_subject, seed=args.seed,
                               batch=args.batch, progress=not args.no_progress, first_subject=args.first_subject)
     dt = time.perf_counter() - t0
-    print(f"wrote {len(rows)} images to {args.out} in {dt:.1f} s ({len(rows) / max(dt, 1e-9):.2f} images/s)")
+    print(f"wrote {len(rows)} images to {args.out} in {dt:.1f} s ({len(rows) / max(dt, 1e-9):.2f} images/s, "
+          f"{generator.renderer_name} renderer)")
     if args.preview:
         print(f"preview: {preview_from_layout(args.out, args.preview, topology)}")
     return 0

@@ -286,29 +286,30 @@ def face_normals(verts: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
     return torch.linalg.cross(v1 - v0, v2 - v0, dim=-1)
 
 
-_ADJACENCY: dict[tuple, torch.Tensor] = {}
+_ADJACENCY: list[tuple[torch.Tensor, int, torch.dtype, torch.Tensor]] = []  # (faces, V, dtype, CSR)
 
 
 def _vertex_face_adjacency(faces: torch.Tensor, num_vertices: int, dtype: torch.dtype) -> torch.Tensor:
-    """Sparse CSR ``(V, F)`` incidence of vertices and faces (cached per faces tensor).
+    """Sparse CSR ``(V, F)`` incidence of vertices and faces (the last few are cached).
 
     Summing face normals into vertices is a sparse product: several times faster than
     three ``index_add_`` scatters, and deterministic.
     """
-    key = (faces.data_ptr(), tuple(faces.shape), faces._version, num_vertices, str(faces.device), dtype)
-    hit = _ADJACENCY.get(key)
-    if hit is None:
-        F = faces.shape[0]
-        rows = faces.t().reshape(-1)
-        cols = torch.arange(F, device=faces.device).repeat(3)
-        ones = torch.ones(3 * F, dtype=dtype, device=faces.device)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # "sparse CSR support is in beta"
-            hit = torch.sparse_coo_tensor(torch.stack([rows, cols]), ones, (num_vertices, F)).coalesce().to_sparse_csr()
-        if len(_ADJACENCY) > 8:
-            _ADJACENCY.clear()
-        _ADJACENCY[key] = hit
-    return hit
+    for f, v, dt, adj in _ADJACENCY:
+        if v == num_vertices and dt == dtype and f.device == faces.device and f.shape == faces.shape \
+                and torch.equal(f, faces):
+            return adj
+    F = faces.shape[0]
+    rows = faces.t().reshape(-1)
+    cols = torch.arange(F, device=faces.device).repeat(3)
+    ones = torch.ones(3 * F, dtype=dtype, device=faces.device)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "sparse CSR support is in beta"
+        adj = torch.sparse_coo_tensor(torch.stack([rows, cols]), ones, (num_vertices, F)).coalesce().to_sparse_csr()
+    if len(_ADJACENCY) >= 4:
+        _ADJACENCY.pop(0)
+    _ADJACENCY.append((faces.clone(), num_vertices, dtype, adj))
+    return adj
 
 
 def vertex_normals(verts: torch.Tensor, faces: torch.Tensor, normals_of_faces: torch.Tensor | None = None) -> torch.Tensor:

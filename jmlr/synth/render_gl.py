@@ -35,7 +35,7 @@ import torch
 
 from .render import Fragments, Lighting, RenderOutput, face_normals, fragments_from_faces, vertex_normals
 
-__all__ = ["GLRenderer", "GLUnavailable", "gl_renderer", "gl_available"]
+__all__ = ["GLRenderer", "GLUnavailable", "gl_renderer", "gl_available", "has_context"]
 
 log = logging.getLogger(__name__)
 
@@ -179,7 +179,7 @@ class GLRenderer:
         self._ids = ctx.program(vertex_shader=_IDS_VERTEX, fragment_shader=_IDS_FRAGMENT)
         self._shade = ctx.program(vertex_shader=_SHADE_VERTEX, fragment_shader=_SHADE_FRAGMENT)
         self._buffers: dict[str, object] = {}
-        self._replicated = None  # (faces key, batch capacity) of the "ids_index" buffer
+        self._replicated = None  # (faces, V, batch capacity) of the "ids_index" buffer
         self._vaos: dict[str, object] = {}
         self._fbos: dict[tuple, list] = {}
         ctx.enable(moderngl.DEPTH_TEST | moderngl.CULL_FACE)
@@ -209,14 +209,14 @@ class GLRenderer:
         """Index buffer ``ids_index``: one copy of ``faces`` per image, offset by b * V
         (cached while faces and V stay the same). Returns the (first, count) index
         range of each image."""
-        key = (faces.data_ptr(), tuple(faces.shape), faces._version, num_vertices)
-        if self._replicated is None or self._replicated[0] != key or self._replicated[1] < batch:
+        f = faces.detach().cpu()
+        hit = self._replicated
+        if hit is None or hit[1] != num_vertices or hit[2] < batch or not torch.equal(hit[0], f):
             if num_vertices * batch >= 1 << 31:
                 raise ValueError("too many vertices in one batch for 32-bit indices")
-            f = faces.detach().cpu().numpy().astype(np.int64)
-            idx = (f[None] + (np.arange(batch) * num_vertices)[:, None, None]).astype(np.int32)
-            self._upload("ids_index", idx)
-            self._replicated = (key, batch)
+            idx = f.numpy().astype(np.int64)[None] + (np.arange(batch) * num_vertices)[:, None, None]
+            self._upload("ids_index", idx.astype(np.int32))
+            self._replicated = (f.clone(), num_vertices, batch)
         n = 3 * int(faces.shape[0])
         return [(b * n, n) for b in range(batch)]
 
@@ -434,6 +434,11 @@ def gl_renderer(device_index: int | None = None) -> GLRenderer:
         log.info("OpenGL renderer: %s (pid %d)", r.renderer, key[0])
         _renderers[key] = r
         return r
+
+
+def has_context() -> bool:
+    """Whether this process has made a GL context already."""
+    return any(pid == os.getpid() for pid, _ in _renderers)
 
 
 def gl_available(device_index: int | None = None) -> tuple[bool, str]:

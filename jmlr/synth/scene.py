@@ -35,7 +35,7 @@ from .render import Lighting, RenderOutput, render_mesh
 from .sampler import FACIAL_ACTIONS, PoseSampler, sample_expression, sample_identity
 
 __all__ = ["SceneParams", "SyntheticFaceGenerator", "wcpa_intrinsics", "render_materials", "RENDERERS",
-           "numpy_threads_like_torch"]
+           "numpy_threads_like_torch", "set_worker_threads"]
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +64,25 @@ def numpy_threads_like_torch():
 
         _threadpools = ThreadpoolController()
     return _threadpools.limit(limits=torch.get_num_threads(), user_api="blas")
+
+
+def set_worker_threads(threads: int = 1) -> None:
+    """Give this process ``threads`` CPU threads for data generation.
+
+    Sets torch's threads (numpy's BLAS follows them inside the generator), OpenCV's, and
+    Mesa llvmpipe's rasterizer threads (``LP_NUM_THREADS``; none besides the caller when
+    ``threads`` is 1, which costs the least CPU per image). Call it first in each worker
+    process: llvmpipe reads its setting when the process's GL context is made.
+    """
+    import cv2
+
+    torch.set_num_threads(threads)
+    cv2.setNumThreads(threads)
+    os.environ["LP_NUM_THREADS"] = "0" if threads <= 1 else str(threads)
+    from .render_gl import has_context
+
+    if has_context():
+        log.warning("set_worker_threads: this process already has a GL context; LP_NUM_THREADS applies to new ones")
 
 
 def wcpa_intrinsics() -> np.ndarray:
