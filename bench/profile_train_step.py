@@ -24,7 +24,7 @@ def main() -> int:
     from jmlr.data.packed import PackedCrops
     from jmlr.facemodel import Topology
     from jmlr.models import create_model
-    from jmlr.train.loss import jmlr_loss, unique_edges
+    from jmlr.models.loss import jmlr_loss, unique_edges
     from jmlr.train.trainer import output_statistics
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])

@@ -35,7 +35,7 @@ def tiny_world(tmp_path_factory):
 
 def _export_tiny(world, name: str, task: str = "jmlr", topology=None, seed: int = 0) -> Path:
     from jmlr.facemodel import Topology
-    from jmlr.models.baselines import create_task_model
+    from jmlr.models.tasks import create_task_model
     from jmlr.store import export_model
 
     topo_path = topology or world["topology"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from jmlr.train.loss import LossWeights, baseline_loss, jmlr_loss, unique_edges
+from jmlr.models.loss import LossWeights, baseline_loss, jmlr_loss, unique_edges
 
 
 def test_unique_edges_of_two_triangles():

@@ -151,3 +151,59 @@ def test_model_info_cli(capsys):
     out = capsys.readouterr().out
     expected_params = count_parameters(create_model("jmlr_resnet18d", 10))
     assert f"{expected_params:,}" in out and "jmlr_resnet18d" in out
+
+
+class _TinyBackbone(nn.Module):
+    """A backbone family that is not in the package: two convs, timm-like attributes."""
+
+    def __init__(self, width: int = 8, num_classes: int = 0) -> None:
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv2d(3, width, 3, 4, 1), nn.ReLU(), nn.Conv2d(width, width, 3, 8, 1))
+        self.num_features = width
+        self.global_pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(width, num_classes) if num_classes > 0 else nn.Identity()
+
+    def forward_features(self, x):
+        return self.features(x)
+
+    def forward_head(self, x):
+        return self.fc(self.global_pool(x).flatten(1))
+
+    def forward(self, x):
+        return self.forward_head(self.forward_features(x))
+
+
+def test_a_new_backbone_family_is_one_registration_and_a_yaml_file(tmp_path):
+    from jmlr.facemodel.topology import default_topology_path
+    from jmlr.models import FAMILIES, JMLRHead, create_task_model, register_family
+    from jmlr.store import export_model, load_model
+
+    def kwargs(bb, origin):
+        if set(bb) - {"family", "width"}:
+            raise ValueError(f"model config {origin}: unknown tiny keys")
+        return {"width": int(bb.get("width", 8))}
+
+    register_family("tiny_test", _TinyBackbone, kwargs)
+    try:
+        yaml_path = tmp_path / "jmlr_tiny_test.yaml"
+        yaml_path.write_text("backbone: {family: tiny_test, width: 12}\ninput_size: 64\n")
+        net = create_model(str(yaml_path), N)
+        assert isinstance(net, JMLRHead) and isinstance(net, _TinyBackbone)
+        assert net(torch.zeros(2, 3, 64, 64)).shape == (2, 5 * N)
+        assert "out_mean" in net.state_dict() and "features.0.weight" in net.state_dict()
+        for task in ("baseline_a", "baseline_b"):  # the baselines take the family too
+            create_task_model(task, str(yaml_path), N, 64)
+        with pytest.raises(ValueError, match="unknown tiny keys"):
+            create_model({"backbone": {"family": "tiny_test", "depth": 3}}, N)
+        # and it goes through the model store like any other
+        from jmlr.facemodel.topology import Topology
+
+        topo = default_topology_path()
+        big = create_model(str(yaml_path), Topology.load(topo).num_vertices)
+        out = export_model(big, str(yaml_path), topo, tmp_path / "store", "tiny", dtype=torch.float32)
+        loaded = load_model(out)
+        crops = np.zeros((1, 64, 64, 3), np.uint8)
+        v, p = loaded.predict(crops)
+        assert v.shape == (1, Topology.load(topo).num_vertices, 3) and np.isfinite(p).all()
+    finally:
+        FAMILIES.pop("tiny_test", None)

@@ -129,7 +129,7 @@ def test_output_affine_centres_predictions_and_old_weights_still_load():
 
 
 def test_loss_in_output_units():
-    from jmlr.train.loss import jmlr_loss, unique_edges
+    from jmlr.models.loss import jmlr_loss, unique_edges
 
     N, S = 4, 64
     tri = np.array([[0, 1, 2], [1, 2, 3]])

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from jmlr.models.baselines import (DirectRegressionNet, TwoStreamNet, create_task_model, decode_baseline_output,
-                                   decode_pose, encode_pose)
+from jmlr.models.baselines import DirectRegressionNet, TwoStreamNet, decode_baseline_output, decode_pose, encode_pose
+from jmlr.models.tasks import create_task_model, get_task
 from jmlr.train.trainer import (deep_update, load_checkpoint, load_train_config, lr_at, save_checkpoint,
                                 scaled_lr)
 
@@ -59,15 +59,20 @@ def test_checkpoint_roundtrip_restores_net_and_momentum(tmp_path):
 def test_baselines_build_and_output_shapes():
     N, S = 50, 64
     x = torch.rand(2, 3, S, S)
-    a = DirectRegressionNet(TINY, N, S)
-    assert a(x).shape == (2, 3 * N + 6) and a.inputs == ("whole",)
-    b = TwoStreamNet(TINY, N, S)
-    assert b(x, x).shape == (2, 3 * N + 6) and b.inputs == ("image", "whole")
+    a = create_task_model("baseline_a", TINY, N, S)
+    assert isinstance(a, DirectRegressionNet) and get_task("baseline_a").inputs == ("whole",)
+    assert a(x).shape == (2, 3 * N + 6)
+    b = create_task_model("baseline_b", TINY, N, S)
+    assert isinstance(b, TwoStreamNet) and get_task("baseline_b").inputs == ("image", "whole")
+    assert b(x, x).shape == (2, 3 * N + 6)
     j = create_task_model("jmlr", TINY, N, S)
-    assert j(x).shape == (2, 5 * N) and j.inputs == ("image",)
+    assert j(x).shape == (2, 5 * N) and get_task("jmlr").inputs == ("image",)
     verts, R_t = decode_baseline_output(b(x, x), N)
     assert verts.shape == (2, N, 3) and R_t.shape == (2, 4, 4)
-    with pytest.raises(ValueError):
+    out = get_task("baseline_b").decode(b(x, x), N, S)
+    assert out.points is None and out.R_t.shape == (2, 4, 4)
+    assert [sl for _, sl in get_task("baseline_b").output_layers(b)] == [slice(0, 3 * N), slice(3 * N, 3 * N + 6)]
+    with pytest.raises(KeyError, match="unknown task"):
         create_task_model("nope", TINY, N, S)
 
 

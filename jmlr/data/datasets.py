@@ -131,6 +131,10 @@ class ChallengeDataset(torch.utils.data.Dataset):
         self.flip_index = None if flip_index is None else np.asarray(flip_index)
         self.seed = int(seed)
         self.mask_dilate = float(mask_dilate)
+        from jmlr.models.tasks import get_task
+
+        # Tasks that regress the pose see the masked whole image and learn pose6.
+        self.whole_and_pose = not get_task(task).pose_by_pnp
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -158,7 +162,7 @@ class ChallengeDataset(torch.utils.data.Dataset):
                 for k, v in out.items() if k != "image"}
         item["image"] = _hwc_to_chw(out["image"])
         item["index"] = torch.tensor(index, dtype=torch.int64)
-        if self.task != "jmlr":
+        if self.whole_and_pose:
             from jmlr.models.baselines import encode_pose
 
             full = image[:, ::-1] if flipped else image

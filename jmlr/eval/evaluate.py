@@ -76,14 +76,8 @@ def _same_topology(a, b) -> bool:
 
 
 def _predict_baseline(model, crops: np.ndarray | None, whole: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    from jmlr.models.baselines import decode_baseline_output
-
-    xs = {"whole": model.preprocess(whole)}
-    if crops is not None:
-        xs["image"] = model.preprocess(crops)
-    with torch.inference_mode():
-        out = model.net(*(xs[k] for k in model.net.inputs))
-    return decode_baseline_output(out, model.num_vertices)
+    out = model.run({"whole": whole} if crops is None else {"image": crops, "whole": whole})
+    return out.verts, out.R_t
 
 
 def _summarise(per: dict[str, np.ndarray], mask: np.ndarray | None = None) -> dict:
@@ -124,7 +118,7 @@ def evaluate(model_dirs: Sequence[str | Path], data_root: str | Path, lists: Seq
         if not _same_topology(models[0].topology, m.topology):
             raise EvalDataError(f"ensemble needs one topology: {models[0].name} and {m.name} differ")
     tasks = {m.task for m in models}
-    if len(models) > 1 and tasks != {"jmlr"}:
+    if len(models) > 1 and not all(m.task_spec.pose_by_pnp for m in models):
         raise EvalDataError(f"only JMLR models can be ensembled, got tasks {sorted(tasks)}")
 
     samples, K = load_challenge_samples(data_root, lists, models[0].topology.landmarks68 if models else None)
@@ -139,7 +133,7 @@ def evaluate(model_dirs: Sequence[str | Path], data_root: str | Path, lists: Seq
             f"{models[0].num_vertices} (its topology): evaluate on data written with that topology")
     K = np.asarray(K, np.float64)
     sizes = [m.input_size for m in models] or [256]
-    whole = any(m.task != "jmlr" for m in models)
+    whole = any(not m.task_spec.pose_by_pnp for m in models)
     loader = torch.utils.data.DataLoader(_EvalImages(samples, K, sizes, whole), batch_size=batch_size,
                                          shuffle=False, num_workers=num_workers, collate_fn=_collate)
     if progress:
@@ -160,10 +154,11 @@ def evaluate(model_dirs: Sequence[str | Path], data_root: str | Path, lists: Seq
             verts = gv
             crop_pts = np.stack([crop_points(gv[i], gR[i], K, Ms[i]).astype(np.float64) for i in range(B)])
             pts = np.stack([apply_affine(invert_affine(Ms[i]), crop_pts[i]) for i in range(B)])
-        elif models[0].task != "jmlr":
+        elif not models[0].task_spec.pose_by_pnp:
             m = models[0]
             S = m.input_size
-            verts, pose = _predict_baseline(m, b[f"crop{S}"] if m.task == "baseline_b" else None, b[f"whole{S}"])
+            verts, pose = _predict_baseline(m, b[f"crop{S}"] if "image" in m.task_spec.inputs else None,
+                                            b[f"whole{S}"])
         else:
             vs, ps = [], []
             for m in models:

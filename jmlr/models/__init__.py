@@ -1,17 +1,19 @@
-"""Networks: ResNet-D backbones, the JMLR head and the architecture registry.
-
-``jmlr.models.baselines`` (the paper's baselines) is deliberately not imported here: it
-imports from this package, not the other way round.
+"""Networks: backbone families (ResNet-D, MobileNetV2), the JMLR head, the paper's
+baselines, their losses, the architecture registry (`registry`: one YAML file per
+architecture, one entry per backbone family) and the task registry (`tasks`: what each
+kind of network predicts and how it learns it).
 """
 
-from .jmlr_net import OUTPUTS_PER_VERTEX, VERTEX_SCALE, JMLRNet, decode_output, encode_targets
-from .registry import create_backbone, create_model, list_models, load_model_config
+from .jmlr_net import OUTPUTS_PER_VERTEX, VERTEX_SCALE, JMLRHead, JMLRNet, decode_output, encode_targets
+from .registry import FAMILIES, create_backbone, create_model, list_models, load_model_config, register_family
 from .resnet import BasicBlock, Bottleneck, ResNet
+from .tasks import TASKS, Task, TaskOutput, create_task_model, get_task, register_task
 
 __all__ = [
-    "BasicBlock", "Bottleneck", "ResNet", "JMLRNet",
+    "BasicBlock", "Bottleneck", "ResNet", "JMLRHead", "JMLRNet",
     "VERTEX_SCALE", "OUTPUTS_PER_VERTEX", "decode_output", "encode_targets",
-    "create_model", "create_backbone", "list_models", "load_model_config",
+    "create_model", "create_backbone", "list_models", "load_model_config", "FAMILIES", "register_family",
+    "TASKS", "Task", "TaskOutput", "get_task", "register_task", "create_task_model",
     "count_parameters", "count_flops",
 ]
 

@@ -12,8 +12,8 @@ normalised pose vector ``pose6`` of :func:`encode_pose`:
 ``(T - T_MEAN) / T_STD`` with ``T = R_t[3, :3]`` the OpenGL-camera translation in metres.
 The constants centre WCPA-like selfie distances (≈ 0.3–1 m in front of the camera).
 
-Each network names the batch keys its ``forward`` takes in ``.inputs``, so one training
-loop serves all tasks: ``net(*(batch[k] for k in net.inputs))``.
+``jmlr.models.tasks`` registers both as tasks (their inputs, targets, loss and decoder),
+so one training loop and one evaluation serve every task.
 """
 
 from __future__ import annotations
@@ -29,7 +29,6 @@ from jmlr.geometry.rotation import euler_to_matrix, head_pose_euler
 from .jmlr_net import VERTEX_SCALE
 from .registry import create_backbone, load_model_config
 
-TASKS = ("jmlr", "baseline_a", "baseline_b")
 ANGLE_SCALE_DEG = 90.0
 T_MEAN = np.array([0.0, 0.0, -0.6])
 T_STD = 0.2
@@ -82,9 +81,6 @@ def _init_common(net: nn.Module, config: Mapping[str, Any] | str, num_vertices: 
 class DirectRegressionNet(nn.Module):
     """Baseline (a): ``forward(whole (B, 3, S, S))`` -> (B, 3N + 6)."""
 
-    inputs = ("whole",)
-    task = "baseline_a"
-
     def __init__(self, config: Mapping[str, Any] | str, num_vertices: int, input_size: int | None = None):
         super().__init__()
         cfg = _init_common(self, config, num_vertices, input_size)
@@ -101,9 +97,6 @@ class TwoStreamNet(nn.Module):
     The crop stream regresses the vertices, the whole-image stream the pose.
     """
 
-    inputs = ("image", "whole")
-    task = "baseline_b"
-
     def __init__(self, config: Mapping[str, Any] | str, num_vertices: int, input_size: int | None = None):
         super().__init__()
         cfg = _init_common(self, config, num_vertices, input_size)
@@ -115,40 +108,3 @@ class TwoStreamNet(nn.Module):
     def forward(self, image: torch.Tensor, whole: torch.Tensor) -> torch.Tensor:
         return torch.cat([self.fc_verts(self.crop_backbone(image)),
                           self.fc_pose(self.whole_backbone(whole))], dim=1)
-
-
-def create_task_model(task: str, config: Mapping[str, Any] | str, num_vertices: int,
-                      input_size: int | None = None) -> nn.Module:
-    """The network of a training task: ``jmlr`` (``jmlr.models.create_model``),
-    ``baseline_a`` or ``baseline_b``. Every returned module has ``.inputs`` (batch keys)."""
-    if task == "jmlr":
-        from .registry import create_model
-
-        net = create_model(config, num_vertices, input_size)
-        net.inputs = ("image",)
-        return net
-    if task == "baseline_a":
-        return DirectRegressionNet(config, num_vertices, input_size)
-    if task == "baseline_b":
-        return TwoStreamNet(config, num_vertices, input_size)
-    raise ValueError(f"unknown task {task!r}; expected one of {TASKS}")
-
-
-def model_inputs(task: str) -> tuple[str, ...]:
-    """Batch keys the network of ``task`` takes, in order."""
-    return {"jmlr": ("image",), "baseline_a": ("whole",), "baseline_b": ("image", "whole")}[task]
-
-
-def _register_with_store() -> None:
-    # The store builds networks by task name; baselines have no vertex/point decoder
-    # (eval reads their pose directly with decode_baseline_output).
-    from jmlr.store.load import register_task
-
-    register_task("baseline_a", DirectRegressionNet, None)
-    register_task("baseline_b", TwoStreamNet, None)
-
-
-try:
-    _register_with_store()
-except ImportError:  # the store is optional for training
-    pass

@@ -20,8 +20,8 @@ from torch import nn
 from .mobilenet import MobileNetV2
 from .resnet import ResNet
 
-__all__ = ["VERTEX_SCALE", "OUTPUTS_PER_VERTEX", "JMLRHead", "JMLRNet", "JMLRMobileNet", "decode_output",
-           "encode_targets"]
+__all__ = ["VERTEX_SCALE", "OUTPUTS_PER_VERTEX", "JMLRHead", "JMLRNet", "JMLRMobileNet", "jmlr_network_class",
+           "decode_output", "encode_targets"]
 
 VERTEX_SCALE = 10.0
 OUTPUTS_PER_VERTEX = 5
@@ -38,7 +38,7 @@ class JMLRHead(nn.Module):
     ``out_mean`` the training set's mean output and ``out_scale`` the spread of each
     block (vertices, 2D points), the ``fc`` regresses offsets from the mean face in
     units of their spread, which also balances the loss terms
-    (``jmlr.train.loss.jmlr_loss`` divides by the same scale). The defaults (0, 1) are the
+    (``jmlr.models.loss.jmlr_loss`` divides by the same scale). The defaults (0, 1) are the
     raw layout, as in the paper's code and imported checkpoints.
     """
 
@@ -110,6 +110,22 @@ class JMLRMobileNet(JMLRHead, MobileNetV2):
                  **mobilenet_kwargs) -> None:
         MobileNetV2.__init__(self, num_classes=num_vertices * OUTPUTS_PER_VERTEX, **mobilenet_kwargs)
         self._init_head(num_vertices, input_size, config)
+
+
+def jmlr_network_class(backbone: type[nn.Module]) -> type[JMLRHead]:
+    """The JMLR network over a backbone class, as :class:`JMLRNet` is over ``ResNet``.
+
+    ``backbone`` is built with ``num_classes = 5 N`` (plus its own keywords) and must have
+    ``global_pool``, ``fc`` and ``forward_features`` (see
+    `jmlr.models.registry.BackboneFamily`); its state-dict keys stay its own.
+    """
+
+    def __init__(self, num_vertices: int, input_size: int, config: dict | None = None, **backbone_kwargs) -> None:
+        backbone.__init__(self, num_classes=num_vertices * OUTPUTS_PER_VERTEX, **backbone_kwargs)
+        self._init_head(num_vertices, input_size, config)
+
+    return type(f"JMLR{backbone.__name__}", (JMLRHead, backbone),
+                {"__init__": __init__, "__doc__": f"{backbone.__name__} with the JMLR head (see JMLRNet)."})
 
 
 def decode_output(out: torch.Tensor, num_vertices: int,

@@ -11,6 +11,9 @@
 
 The baselines replace ``L_land`` by ``λ_pose·L_pose``, the mean absolute error of the
 normalised 6DoF vector (see ``jmlr.models.baselines``).
+
+The losses live beside the output layouts they read; ``jmlr.models.tasks`` names the
+loss of each task, so the trainer never branches on the task itself.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-VERT_SCALE = 10.0
+from .jmlr_net import VERTEX_SCALE
 
 
 @dataclass(frozen=True)
@@ -62,7 +65,7 @@ def vertex_edge_loss(pred_v10: torch.Tensor, gt_verts_m: torch.Tensor, edges: to
     ``scale``: the spread of the vertex outputs (a scalar, or (N, 3) per coordinate);
     errors are divided by it (edge errors by its mean), see `jmlr.models.JMLRHead`.
     """
-    gt10 = gt_verts_m * VERT_SCALE
+    gt10 = gt_verts_m * VERTEX_SCALE
     l_vert = ((pred_v10 - gt10).abs() / scale).mean()
     edge_scale = scale.mean() if isinstance(scale, torch.Tensor) else scale
     l_edge = F.l1_loss(edge_lengths(pred_v10, edges), edge_lengths(gt10, edges)) / edge_scale
@@ -98,7 +101,7 @@ def jmlr_loss(out: torch.Tensor, verts: torch.Tensor, points2d: torch.Tensor, ed
     l_land = ((pred_p - gt_p).abs() / p_scale).mean()
     loss = l_vert + weights.lambda_edge * l_edge + weights.lambda_land * l_land
     with torch.no_grad():
-        vert_mm = (pred_v / VERT_SCALE - verts.float()).norm(dim=-1).mean() * 1000.0
+        vert_mm = (pred_v / VERTEX_SCALE - verts.float()).norm(dim=-1).mean() * 1000.0
         land_px = (pred_p - gt_p).norm(dim=-1).mean() * (input_size / 2.0)
     return {"loss": loss, "vert": l_vert.detach(), "edge": l_edge.detach(), "land": l_land.detach(),
             "vert_mm": vert_mm, "land_px": land_px}

@@ -19,19 +19,22 @@ in a model-store manifest, so a stored model never depends on the registry's fil
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import yaml
 from torch import nn
 
 from jmlr.paths import configs_dir
 
-from .jmlr_net import JMLRHead, JMLRMobileNet, JMLRNet
+from .jmlr_net import JMLRHead, JMLRMobileNet, JMLRNet, jmlr_network_class
 from .mobilenet import MobileNetV2
 from .resnet import BLOCKS, ResNet
 
-__all__ = ["models_dir", "list_models", "load_model_config", "create_model", "create_backbone"]
+__all__ = ["models_dir", "list_models", "load_model_config", "create_model", "create_backbone", "BackboneFamily",
+           "FAMILIES", "register_family"]
 
 DEFAULT_NORMALISATION = {"mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5], "color": "RGB"}
 DEFAULT_INPUT_SIZE = 256
@@ -57,7 +60,7 @@ def _resolve(name: str) -> Path:
     raise KeyError(f"unknown model {name!r}: not a YAML file and not one of {list_models()}")
 
 
-def _validate_resnet(bb: Mapping[str, Any], origin: str) -> None:
+def _resnet_kwargs(bb: Mapping[str, Any], origin: str) -> dict[str, Any]:
     for key in ("block", "depths", "widths"):
         if key not in bb:
             raise ValueError(f"model config {origin}: backbone.{key} missing")
@@ -65,15 +68,6 @@ def _validate_resnet(bb: Mapping[str, Any], origin: str) -> None:
         raise ValueError(f"model config {origin}: backbone.block {bb['block']!r} not in {list(BLOCKS)}")
     if len(bb["depths"]) != len(bb["widths"]):
         raise ValueError(f"model config {origin}: depths and widths differ in length")
-
-
-def _validate_mobilenetv2(bb: Mapping[str, Any], origin: str) -> None:
-    unknown = set(bb) - {"family", "stem_width", "head_width", "settings"}
-    if unknown:
-        raise ValueError(f"model config {origin}: unknown mobilenetv2 keys {sorted(unknown)}")
-
-
-def _resnet_kwargs(bb: Mapping[str, Any]) -> dict[str, Any]:
     return {
         "block": bb["block"],
         "depths": list(bb["depths"]),
@@ -83,22 +77,56 @@ def _resnet_kwargs(bb: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def _mobilenetv2_kwargs(bb: Mapping[str, Any]) -> dict[str, Any]:
+def _mobilenetv2_kwargs(bb: Mapping[str, Any], origin: str) -> dict[str, Any]:
+    unknown = set(bb) - {"family", "stem_width", "head_width", "settings"}
+    if unknown:
+        raise ValueError(f"model config {origin}: unknown mobilenetv2 keys {sorted(unknown)}")
     kw: dict[str, Any] = {"stem_width": int(bb.get("stem_width", 32)), "head_width": int(bb.get("head_width", 1280))}
     if "settings" in bb:
         kw["settings"] = [tuple(int(v) for v in row) for row in bb["settings"]]
     return kw
 
 
-# One entry per backbone family: config check, the JMLR network class, the bare backbone
-# class, and the constructor keywords from the config's ``backbone`` mapping.
-FAMILIES: dict[str, tuple[Callable, type[nn.Module], type[nn.Module], Callable]] = {
-    "resnet": (_validate_resnet, JMLRNet, ResNet, _resnet_kwargs),
-    "mobilenetv2": (_validate_mobilenetv2, JMLRMobileNet, MobileNetV2, _mobilenetv2_kwargs),
-}
+@dataclass(frozen=True)
+class BackboneFamily:
+    """How a config's ``backbone: {family: NAME, ...}`` becomes networks.
+
+    Attributes:
+        backbone: the bare backbone class. Its constructor takes ``num_classes`` (0: no
+            ``fc``, ``forward`` returns pooled features) plus the keywords below; an instance
+            has ``num_features``, ``global_pool``, ``fc``, ``forward_features`` and
+            ``forward_head`` (as timm's models have).
+        kwargs: ``(backbone mapping, origin) -> constructor keywords``; raises
+            ``ValueError`` naming ``origin`` for a bad mapping.
+        network: the JMLR network, `JMLRHead` on top of ``backbone``.
+    """
+
+    backbone: type[nn.Module]
+    kwargs: Callable[[Mapping[str, Any], str], dict[str, Any]]
+    network: type[JMLRHead]
 
 
-def _family(cfg: Mapping[str, Any]) -> tuple[Callable, type[nn.Module], type[nn.Module], Callable]:
+FAMILIES: dict[str, BackboneFamily] = {}
+
+
+def register_family(name: str, backbone: type[nn.Module], kwargs: Callable[[Mapping[str, Any], str], dict[str, Any]],
+                    network: type[JMLRHead] | None = None) -> BackboneFamily:
+    """Register a backbone family under ``name`` (what configs write as ``backbone.family``).
+
+    Every task can use it at once: the JMLR network (``network``, by default
+    `jmlr_network_class(backbone)`) and the baselines (`create_backbone`). A new family
+    is this call plus a YAML file in ``jmlr/configs/models/``.
+    """
+    family = BackboneFamily(backbone, kwargs, network or jmlr_network_class(backbone))
+    FAMILIES[name] = family
+    return family
+
+
+register_family("resnet", ResNet, _resnet_kwargs, JMLRNet)
+register_family("mobilenetv2", MobileNetV2, _mobilenetv2_kwargs, JMLRMobileNet)
+
+
+def _family(cfg: Mapping[str, Any]) -> BackboneFamily:
     return FAMILIES[cfg["backbone"].get("family", "resnet")]
 
 
@@ -109,7 +137,7 @@ def _validate(cfg: dict[str, Any], origin: str) -> dict[str, Any]:
     family = bb.get("family", "resnet")
     if family not in FAMILIES:
         raise ValueError(f"model config {origin}: backbone.family {family!r} not in {sorted(FAMILIES)}")
-    FAMILIES[family][0](bb, origin)
+    FAMILIES[family].kwargs(bb, origin)
     cfg.setdefault("input_size", DEFAULT_INPUT_SIZE)
     norm = {**DEFAULT_NORMALISATION, **(cfg.get("normalisation") or {})}
     if len(norm["mean"]) != 3 or len(norm["std"]) != 3:
@@ -149,8 +177,8 @@ def create_model(name_or_path: str | Path | Mapping[str, Any], num_vertices: int
     cfg = load_model_config(name_or_path)
     if input_size is not None:
         cfg["input_size"] = int(input_size)
-    _, net_cls, _, kwargs = _family(cfg)
-    return net_cls(num_vertices, cfg["input_size"], config=cfg, **kwargs(cfg["backbone"]))
+    family = _family(cfg)
+    return family.network(num_vertices, cfg["input_size"], config=cfg, **family.kwargs(cfg["backbone"], repr(cfg.get("name", "<dict>"))))
 
 
 def create_backbone(name_or_config: str | Path | Mapping[str, Any]) -> tuple[nn.Module, int]:
@@ -161,6 +189,6 @@ def create_backbone(name_or_config: str | Path | Mapping[str, Any]) -> tuple[nn.
         ``(B, feature_dim)``; ``module.forward_features`` gives the ``(B, C, H/32, W/32)`` map.
     """
     cfg = load_model_config(name_or_config)
-    _, _, backbone_cls, kwargs = _family(cfg)
-    net = backbone_cls(num_classes=0, **kwargs(cfg["backbone"]))
-    return net, net.num_features
+    family = _family(cfg)
+    net = family.backbone(num_classes=0, **family.kwargs(cfg["backbone"], repr(cfg.get("name", "<dict>"))))
+    return net, int(net.num_features)

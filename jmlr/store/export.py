@@ -48,10 +48,6 @@ def clean_state_dict(state: Mapping[str, torch.Tensor],
 
 
 def _resolve_arch(arch: str | Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
-    if isinstance(arch, Mapping) and "backbone" not in arch:
-        # A non-JMLR task (a baseline) may carry any config; it is stored as given.
-        cfg = json.loads(json.dumps(dict(arch)))
-        return str(cfg.get("name", "custom")), cfg
     from jmlr.models import load_model_config
 
     cfg = load_model_config(arch)
@@ -97,8 +93,8 @@ def export_model(
     Args:
         state_dict_or_module: the trained network or its state dict (wrapper prefixes
             such as ``module.`` are stripped).
-        arch: registry name, YAML path or config dict. For ``task="jmlr"`` the weights
-            are checked by loading them into ``create_model(arch, N, input_size)``.
+        arch: registry name, YAML path or config dict. The weights are checked by
+            loading them into the task's network (`jmlr.models.tasks`) built from it.
         topology_path: the ``Topology`` npz the outputs index (copied byte for byte).
         store_dir: the store (default ``jmlr.paths.default_model_store()``).
         name: folder name; must not exist unless ``overwrite``.
@@ -129,17 +125,18 @@ def export_model(
     topo = load_topology(topology_path)
     n = int(topo.num_vertices)
 
-    if task == "jmlr":
-        from jmlr.models import create_model
+    from jmlr.models.tasks import TASKS, get_task
 
-        net = create_model(cfg, n, size)
-        try:
-            net.load_state_dict(state, strict=True)
-        except RuntimeError as exc:
-            raise ModelStoreError(
-                f"weights do not fit {arch_name} with N={n} vertices (topology "
-                f"{topology_path}): {exc}") from exc
-        cfg = net.config
+    if task not in TASKS:
+        raise ModelStoreError(f"task {task!r} unknown to this code (known: {sorted(TASKS)})")
+    net = get_task(task).build(cfg, n, size)
+    try:
+        net.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise ModelStoreError(
+            f"weights do not fit {arch_name} ({task}) with N={n} vertices (topology "
+            f"{topology_path}): {exc}") from exc
+    cfg = net.config
 
     store.mkdir(parents=True, exist_ok=True)
     # Build in a temporary sibling folder and rename at the end, so a crash never

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import importlib
 import json
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -14,12 +14,13 @@ from safetensors.torch import load_file
 from torch import nn
 
 from jmlr.facemodel.topology import Topology
+from jmlr.models.tasks import TASKS, Task, TaskOutput, get_task
 from jmlr.paths import default_model_store
 
 from .manifest import MANIFEST_NAME, ModelStoreError, read_manifest, sha256_file
 
 __all__ = ["LoadedModel", "load_model", "list_models", "default_model_name", "load_topology",
-           "register_task", "unflip_predictions"]
+           "unflip_predictions"]
 
 
 def load_topology(path: str | Path) -> Topology:
@@ -30,30 +31,11 @@ def load_topology(path: str | Path) -> Topology:
         raise ModelStoreError(f"{path}: not a readable topology npz ({exc!r})") from exc
 
 
-# task -> (build(config, num_vertices, input_size) -> nn.Module,
-#          decode(out, num_vertices, input_size) -> (verts (B,N,3) m, points (B,N,2) px) or None)
-_TASKS: dict[str, tuple[Callable[..., nn.Module], Callable | None]] = {}
-
-
-def register_task(task: str, build: Callable[..., nn.Module], decode: Callable | None = None) -> None:
-    """Teach ``load_model`` to build networks of another ``task`` (e.g. a baseline)."""
-    _TASKS[task] = (build, decode)
-
-
-def _task(task: str):
-    if task == "jmlr" and task not in _TASKS:
-        from jmlr.models import create_model, decode_output
-
-        register_task("jmlr", create_model, decode_output)
-    if task not in _TASKS:
-        # Baselines register their tasks on import; try them before giving up.
-        try:
-            importlib.import_module("jmlr.models.baselines")
-        except ImportError:
-            pass
-    if task not in _TASKS:
-        raise ModelStoreError(f"task {task!r} unknown to this code (known: {sorted(_TASKS)})")
-    return _TASKS[task]
+def _task(name: str) -> Task:
+    try:
+        return get_task(name)
+    except KeyError:
+        raise ModelStoreError(f"task {name!r} unknown to this code (known: {sorted(TASKS)})") from None
 
 
 def unflip_predictions(verts, points, flip_index, input_size: int):
@@ -81,24 +63,24 @@ def unflip_predictions(verts, points, flip_index, input_size: int):
 class LoadedModel:
     """A verified stored model, ready to predict on aligned crops.
 
-    Attributes: ``manifest`` (dict), ``name``, ``version``, ``task``, ``topology``,
-    ``input_size`` (S), ``num_vertices`` (N), ``device``, ``net`` (eval mode, fp32),
-    ``path`` (the folder).
+    Attributes: ``manifest`` (dict), ``name``, ``version``, ``task`` (its name),
+    ``task_spec`` (the registered `jmlr.models.tasks.Task`), ``topology``, ``input_size``
+    (S), ``num_vertices`` (N), ``device``, ``net`` (eval mode, fp32), ``path`` (the folder).
     """
 
-    def __init__(self, path: Path, manifest: dict[str, Any], topology, net: nn.Module,
-                 decode: Callable | None, device: torch.device) -> None:
+    def __init__(self, path: Path, manifest: dict[str, Any], topology: Topology, net: nn.Module,
+                 task: Task, device: torch.device) -> None:
         self.path = path
         self.manifest = manifest
         self.name = str(manifest["name"])
         self.version = str(manifest["version"])
-        self.task = str(manifest["task"])
+        self.task = task.name
+        self.task_spec = task
         self.topology = topology
         self.input_size = int(manifest["input_size"])
         self.num_vertices = int(topology.num_vertices)
         self.device = device
         self.net = net
-        self._decode = decode
         norm = manifest["normalisation"]
         self._mean = torch.tensor(norm["mean"], dtype=torch.float32, device=device).view(1, 3, 1, 1)
         self._std = torch.tensor(norm["std"], dtype=torch.float32, device=device).view(1, 3, 1, 1)
@@ -132,17 +114,31 @@ class LoadedModel:
             verts ``(B, N, 3)`` float32 world (head-frame) vertices in metres and points
             ``(B, N, 2)`` float32 crop pixels.
         """
-        if self._decode is None:
-            raise NotImplementedError(f"task {self.task!r} has no vertex/point decoder; use .net")
+        if not self.task_spec.pose_by_pnp:
+            raise NotImplementedError(f"task {self.task!r} predicts no 2D points; use .run")
         x = self.preprocess(crops)
         with torch.inference_mode():
-            verts, points = self._decode(self.net(x), self.num_vertices, self.input_size)
+            verts, points = self._points(x)
             if flip_tta:
-                vf, pf = self._decode(self.net(x.flip(3)), self.num_vertices, self.input_size)
-                vf, pf = unflip_predictions(vf, pf, self.topology.flip_index, self.input_size)
+                vf, pf = unflip_predictions(*self._points(x.flip(3)), self.topology.flip_index, self.input_size)
                 verts, points = (verts + vf) / 2, (points + pf) / 2
-        return (verts.float().cpu().numpy().astype(np.float32, copy=False),
-                points.float().cpu().numpy().astype(np.float32, copy=False))
+        return _numpy32(verts), _numpy32(points)
+
+    def _points(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        out = self.task_spec.decode(self.net(x), self.num_vertices, self.input_size)
+        return out.verts, out.points
+
+    def run(self, images: Mapping[str, np.ndarray]) -> TaskOutput:
+        """Run the network once on the uint8 ``(B, S, S, 3)`` images its task takes
+        (``images[k]`` for ``k`` in ``task_spec.inputs``); the decoded outputs as numpy."""
+        xs = [self.preprocess(images[k]) for k in self.task_spec.inputs]
+        with torch.inference_mode():
+            out = self.task_spec.decode(self.net(*xs), self.num_vertices, self.input_size)
+        return TaskOutput(*(v.float().cpu().numpy() if isinstance(v, torch.Tensor) else v for v in out))
+
+
+def _numpy32(t: torch.Tensor) -> np.ndarray:
+    return t.float().cpu().numpy().astype(np.float32, copy=False)
 
 
 def _verify(model_dir: Path, manifest: dict[str, Any]) -> None:
@@ -184,17 +180,17 @@ def load_model(model_dir: str | Path, device: str | torch.device = "cpu") -> Loa
         raise ModelStoreError(f"{path / files['weights']}: unreadable safetensors ({exc})") from exc
     state = {k: (v.float() if v.is_floating_point() else v) for k, v in state.items()}
 
-    build, decode = _task(str(manifest["task"]))
+    task = _task(str(manifest["task"]))
     cfg = manifest["architecture"]["config"]
     try:
-        net = build(cfg, int(topology.num_vertices), int(manifest["input_size"]))
+        net = task.build(cfg, int(topology.num_vertices), int(manifest["input_size"]))
         net.load_state_dict(state, strict=True)
     except (RuntimeError, ValueError, KeyError) as exc:
         raise ModelStoreError(f"{path}: weights do not fit the manifest's architecture ({exc})") from exc
     dev = torch.device(device)
     net.to(dev).eval()
     net.requires_grad_(False)
-    return LoadedModel(path, manifest, topology, net, decode, dev)
+    return LoadedModel(path, manifest, topology, net, task, dev)
 
 
 def list_models(store_dir: str | Path | None = None) -> list[str]:

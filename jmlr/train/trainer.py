@@ -30,10 +30,10 @@ from jmlr.data.datasets import (AugmentConfig, ChallengeDataset, augment_batch, 
                                 load_challenge_samples, make_loader, normalise_images)
 from jmlr.data.packed import PackedCrops
 from jmlr.facemodel.topology import Topology, default_topology_path
-from jmlr.models.baselines import create_task_model
+from jmlr.models.jmlr_net import JMLRHead
+from jmlr.models.loss import LossWeights, unique_edges
+from jmlr.models.tasks import get_task
 from jmlr.paths import configs_dir
-
-from .loss import VERT_SCALE, LossWeights, baseline_loss, jmlr_loss, unique_edges
 
 DEFAULT_CONFIG: dict[str, Any] = {
     "task": "jmlr",                 # jmlr | baseline_a | baseline_b
@@ -301,18 +301,12 @@ def disk_source(cfg: dict, topology: Topology, size: int, batch: int, seed: int,
 
 
 # ----------------------------------------------------------------------------- training
-def output_layers(net: torch.nn.Module) -> list[tuple[torch.nn.Linear, slice]]:
-    """The final linear layer(s) and which slice of the network output each produces."""
-    if hasattr(net, "fc_verts"):  # two-stream baseline
-        n3 = net.fc_verts.out_features
-        return [(net.fc_verts, slice(0, n3)), (net.fc_pose, slice(n3, n3 + net.fc_pose.out_features))]
-    return [(net.fc, slice(0, net.fc.out_features))]
-
-
 @torch.no_grad()
-def init_head_from_batch(net: torch.nn.Module, xs: list[torch.Tensor], target: torch.Tensor) -> None:
+def init_head_from_batch(net: torch.nn.Module, xs: list[torch.Tensor], target: torch.Tensor,
+                         layers: list[tuple[torch.nn.Linear, slice]]) -> None:
     """Centre the initial predictions on the targets of one batch: each output bias
-    becomes ``mean(target) - mean(W f)`` over the batch.
+    becomes ``mean(target) - mean(W f)`` over the batch. ``layers``: the final linear
+    layer(s) and the slice of the output each produces (the task's ``output_layers``).
 
     Why: the mean-reduced L1 over ~6k outputs gives each output a tiny gradient, so
     with SGD the head would need many steps just to reach the mean face. Starting
@@ -320,7 +314,7 @@ def init_head_from_batch(net: torch.nn.Module, xs: list[torch.Tensor], target: t
     """
     feats = {}
     hooks = [fc.register_forward_hook(lambda m, i, o, key=id(fc): feats.__setitem__(key, o))
-             for fc, _ in output_layers(net)]
+             for fc, _ in layers]
     was = net.training
     net.train()  # BN statistics as in training
     try:
@@ -329,7 +323,7 @@ def init_head_from_batch(net: torch.nn.Module, xs: list[torch.Tensor], target: t
         for h in hooks:
             h.remove()
         net.train(was)
-    for fc, sl in output_layers(net):
+    for fc, sl in layers:
         out = feats[id(fc)].float()
         fc.bias.add_(target[:, sl].float().mean(0) - out.mean(0))
 
@@ -432,10 +426,11 @@ def train(cfg: dict, batches: Iterator[dict] | None = None) -> dict:
     edges = torch.from_numpy(unique_edges(topology.triangles)).to(device)
     flip_index = torch.from_numpy(topology.flip_index).long().to(device)
 
-    net = create_task_model(task, cfg["model"], N, size)
+    spec = get_task(task)
+    net = spec.build(cfg["model"], N, size)
     model_cfg = net.config
     mean, std = model_cfg["normalisation"]["mean"], model_cfg["normalisation"]["std"]
-    inputs = net.inputs
+    inputs = spec.inputs
     cuda = device.type == "cuda"
     init_manifest = None
     if cfg.get("init") and not cfg.get("resume"):
@@ -462,7 +457,7 @@ def train(cfg: dict, batches: Iterator[dict] | None = None) -> dict:
     if batches is not None:
         pass
     elif cfg["data"]["source"] == "synthetic":
-        if task != "jmlr":
+        if "whole" in inputs:
             raise ValueError(f"task {task!r} needs whole images: use data.source 'disk'")
         batches = synthetic_source(cfg, topology, topo_path, size, batch, seed * 1000 + rank + start_step, device)
         aug = AugmentConfig.from_dict(cfg["data"].get("augment"))
@@ -476,11 +471,7 @@ def train(cfg: dict, batches: Iterator[dict] | None = None) -> dict:
         raise ValueError(f"unknown data.source {cfg['data']['source']!r}")
 
     def targets(b: dict) -> torch.Tensor:
-        if task == "jmlr":
-            from jmlr.models import encode_targets
-
-            return encode_targets(b["verts"].float(), b["points2d"].float(), size)
-        return torch.cat([b["verts"].float().reshape(len(b["verts"]), -1) * VERT_SCALE, b["pose6"].float()], 1)
+        return spec.targets(b, size)
 
     def to_inputs(b: dict) -> list[torch.Tensor]:
         xs = [normalise_images(b[k], mean, std) for k in inputs]
@@ -490,7 +481,7 @@ def train(cfg: dict, batches: Iterator[dict] | None = None) -> dict:
 
     pending: list[dict] = []
     fresh = start_step == 0 and init_manifest is None
-    use_stats = fresh and task == "jmlr" and hasattr(net, "set_output_statistics") and int(cfg.get("output_stats") or 0) > 0
+    use_stats = fresh and isinstance(net, JMLRHead) and int(cfg.get("output_stats") or 0) > 0
     if use_stats:
         # The batches drawn for the statistics are trained on afterwards, not wasted.
         while len(pending) * batch < int(cfg["output_stats"]):
@@ -507,7 +498,7 @@ def train(cfg: dict, batches: Iterator[dict] | None = None) -> dict:
     if fresh and cfg.get("init_head", True) and not use_stats:
         if not pending:
             pending.append({k: v.to(device) for k, v in next(batches).items() if isinstance(v, torch.Tensor)})
-        init_head_from_batch(net, to_inputs(pending[0]), targets(pending[0]))
+        init_head_from_batch(net, to_inputs(pending[0]), targets(pending[0]), spec.output_layers(net))
     ddp_net = net
     if world > 1:  # DDP broadcasts rank 0's (head-initialised) weights to every rank
         ddp_net = torch.nn.parallel.DistributedDataParallel(net, device_ids=[local_rank] if cuda else None)
@@ -565,11 +556,7 @@ def train(cfg: dict, batches: Iterator[dict] | None = None) -> dict:
                 g["lr"] = lr
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
                 out = ddp_net(*xs)
-            if task == "jmlr":
-                res = jmlr_loss(out, b["verts"], b["points2d"], edges, size, weights,
-                                out_scale=getattr(net, "out_scale", None))
-            else:
-                res = baseline_loss(out, b["verts"], b["pose6"], edges, weights)
+            res = spec.loss(out, b, edges, size, weights, net)
             optimizer.zero_grad(set_to_none=True)
             res["loss"].backward()
             optimizer.step()
