@@ -6,7 +6,9 @@ finish while the service is busy (completions per busy second, smoothed). A newc
 expected to finish after about ``(in_flight + 1) / throughput`` seconds; when that is
 beyond ``target_s`` (by default half the request deadline, leaving room for variance),
 or ``max_in_flight`` requests are already in, it is refused at once with a Retry-After
-instead of queueing for a 504. Until the first measurement only ``max_in_flight`` limits.
+instead of queueing for a 504. Until the first measurement only ``max_in_flight`` limits,
+and a request that finds nothing in flight is always admitted (so a slow machine serves
+one at a time instead of none, and the measurement keeps being renewed).
 """
 
 from __future__ import annotations
@@ -80,7 +82,10 @@ class AdmissionController:
                 wait = self.in_flight / self.throughput if self.throughput else 1.0
                 return Decision(False, max(1.0, wait - self.target_s), "capacity", self.expected_s())
             expected = self.expected_s()
-            if expected is not None and expected > self.target_s:
+            # With nothing in flight there is nothing to wait for: admit, whatever the
+            # estimate says. This also keeps the estimate alive: refusing everything
+            # would leave it stale (and every request refused) forever.
+            if self.in_flight > 0 and expected is not None and expected > self.target_s:
                 return Decision(False, max(1.0, expected - self.target_s), "latency", expected)
             self.in_flight += 1
             return Decision(True, expected_s=expected)

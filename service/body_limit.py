@@ -13,6 +13,7 @@ from collections.abc import Callable
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from .asgi_send import TrackedSend
 from .errors import error_json
 
 
@@ -53,7 +54,6 @@ class BodyLimitMiddleware:
             return
 
         received = 0
-        started = False
 
         async def limited_receive() -> Message:
             nonlocal received
@@ -64,16 +64,11 @@ class BodyLimitMiddleware:
                     raise BodyTooLargeError(limit)
             return message
 
-        async def tracking_send(message: Message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
+        tracked = TrackedSend(send)
         try:
-            await self.app(scope, limited_receive, tracking_send)
+            await self.app(scope, limited_receive, tracked)
         except BodyTooLargeError:
-            if started:
+            if tracked.started:
                 raise
             await self._refuse(scope, receive, send, limit, None)
 

@@ -19,6 +19,7 @@ import time
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from .asgi_send import TrackedSend
 from .deps import check_api_key
 from .errors import ApiError, error_json
 
@@ -105,7 +106,7 @@ class RequestGate:
         Returns whether the app finished its work."""
         body_done = asyncio.Event()
         client_gone = asyncio.Event()
-        started = False
+        tracked = TrackedSend(send)
 
         async def gated_receive() -> Message:
             if body_done.is_set():
@@ -119,24 +120,18 @@ class RequestGate:
                 body_done.set()
             return message
 
-        async def tracking_send(message: Message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
         async def watch_disconnect() -> None:
             await body_done.wait()
             if (await receive())["type"] == "http.disconnect":
                 client_gone.set()
 
-        app_task = asyncio.ensure_future(self.app(scope, gated_receive, tracking_send))
+        app_task = asyncio.ensure_future(self.app(scope, gated_receive, tracked))
         watcher = asyncio.ensure_future(watch_disconnect())
         gone = asyncio.ensure_future(client_gone.wait())
         try:
             await asyncio.wait({app_task, gone}, timeout=max(0.0, deadline - time.monotonic()),
                                return_when=asyncio.FIRST_COMPLETED)
-            if not app_task.done() and not started:
+            if not app_task.done() and not tracked.started:
                 app_task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await app_task

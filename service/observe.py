@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import time
 
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from .asgi_send import TrackedSend
 
 
 class ObserveMiddleware:
@@ -22,17 +24,11 @@ class ObserveMiddleware:
             return
         metrics = scope["app"].state.metrics
         start = time.perf_counter()
-        status = 500
-
-        async def tracking_send(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
+        tracked = TrackedSend(send)
         try:
-            await self.app(scope, receive, tracking_send)
+            await self.app(scope, receive, tracked)
         finally:
+            status = tracked.status or 500
             end = time.perf_counter()
             route = scope.get("route")
             # The route template, not the raw path: /mesh/{mesh_id} is one series, not one per id.

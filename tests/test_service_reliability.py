@@ -226,6 +226,24 @@ def test_admission_controller_refuses_by_capacity_and_expected_wait():
     assert not d.admitted and d.reason == "latency" and d.expected_s == pytest.approx(1.25)
 
 
+def test_admission_never_refuses_an_idle_service():
+    # Regression: one slow request (2 s, over the 1 s target) made every later request
+    # "expected" too late, all were refused, and the estimate was never renewed.
+    now = [0.0]
+    ac = AdmissionController(max_in_flight=8, target_s=1.0, smoothing=1.0, clock=lambda: now[0])
+    assert ac.try_admit().admitted
+    now[0] += 2.0
+    ac.release()
+    assert ac.throughput == pytest.approx(0.5)
+    assert ac.try_admit().admitted  # idle: admitted although 1 / 0.5 s > target
+    assert not ac.try_admit().admitted  # one in flight: 2 / 0.5 = 4 s, refused
+    for _ in range(3):  # the machine got faster: the admitted ones renew the estimate
+        now[0] += 0.4
+        ac.release()
+        assert ac.try_admit().admitted
+    assert ac.throughput == pytest.approx(3 / 1.2)  # one window: 3 done in 1.2 busy seconds
+
+
 class _Engine:
     ready = True
 
