@@ -153,9 +153,10 @@ def _pack_meta(spec: PackSpec, topology, generator_settings: dict) -> dict:
 
 def _worker(args) -> list[int]:
     root, spec, indices, facemodel_path, topology_path, threads, queue = args
-    torch.set_num_threads(threads)
     from jmlr.facemodel import FaceModel, Topology
-    from jmlr.synth.scene import SyntheticFaceGenerator
+    from jmlr.synth.scene import SyntheticFaceGenerator, set_worker_threads
+
+    set_worker_threads(threads)  # before the generator makes its GL context
 
     generator = SyntheticFaceGenerator(FaceModel.load(facemodel_path), Topology.load(topology_path))
     for i in indices:
