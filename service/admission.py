@@ -4,7 +4,7 @@ be served within its deadline.
 The controller counts admitted requests still in flight and measures how fast they
 finish while the service is busy (completions per busy second, smoothed). A newcomer is
 expected to finish after about ``(in_flight + 1) / throughput`` seconds; when that is
-beyond ``target_s`` (by default half the request deadline, leaving room for variance),
+beyond ``target_s`` (by default 3/4 of the request deadline, leaving room for its error),
 or ``max_in_flight`` requests are already in, it is refused at once with a Retry-After
 instead of queueing for a 504. Until the first measurement only ``max_in_flight`` limits,
 and a request that finds nothing in flight is always admitted (so a slow machine serves

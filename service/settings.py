@@ -27,6 +27,7 @@ class Settings(BaseSettings):
         None, description="Model in the store; None = the default for the device in model_store/index.json."
     )
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    backend: str = Field("torch", description="Inference runtime, a name in jmlr.inference.BACKENDS.")
     warmup: bool = Field(True, description="Run one dummy batch at start so the first request is not slow.")
 
     # --- storage (meshes, registered devices) ---
@@ -70,7 +71,7 @@ class Settings(BaseSettings):
         None,
         gt=0,
         description="Refuse (503 + Retry-After) when the expected time to answer is beyond this; "
-        "None = half of request_timeout_s.",
+        "None = 0.75 x request_timeout_s (the rest is margin for the estimate's error).",
     )
     decode_pixel_budget: int = Field(
         50_000_000,
@@ -125,7 +126,7 @@ class Settings(BaseSettings):
         return v
 
     def admission_target(self) -> float:
-        return self.admission_target_s if self.admission_target_s is not None else self.request_timeout_s / 2
+        return self.admission_target_s if self.admission_target_s is not None else 0.75 * self.request_timeout_s
 
     def storage_kind(self) -> str:
         if self.storage is not None:
