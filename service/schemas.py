@@ -10,6 +10,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from jmlr.geometry.intrinsics import Intrinsics
+
 from .schemas_devices import Distortion, MeshUrls
 
 # Bounds on everything a client sends: a coordinate of 1e308 passed "finite" and then
@@ -52,6 +54,9 @@ class CameraIn(BaseModel):
         if (self.width is None) != (self.height is None):
             raise ValueError("give both width and height (the calibration size) or neither")
         return self
+
+    def to_intrinsics(self) -> Intrinsics:
+        return Intrinsics.from_dict(self.model_dump())
 
 
 class FaceIn(BaseModel):

@@ -7,7 +7,7 @@ import pytest
 
 skimage_data = pytest.importorskip("skimage.data")
 
-from service.detect import (  # noqa: E402
+from jmlr.detect import (  # noqa: E402
     MEAN_FACE_IN_BOX,
     CenterFaceDetector,
     NoDetector,

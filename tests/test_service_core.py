@@ -15,7 +15,8 @@ from service.batcher import DeadlineExceededError, DynamicBatcher, InferenceErro
 from service.errors import ApiError
 from service.imaging import check_content_type, decode_image
 from service.metrics import Metrics
-from service.pipeline import resolve_camera
+from jmlr.geometry.intrinsics import Intrinsics
+from service.camera import resolve_camera
 from service.schemas import CameraIn
 from service.settings import Settings
 
@@ -115,31 +116,38 @@ def test_unsupported_format_and_content_type():
 
 
 def test_camera_priority_and_rescale():
-    dev = {"fx": 1000.0, "fy": 1000.0, "cx": 1000.0, "cy": 500.0, "width": 2000, "height": 1000}
-    req = CameraIn(fx=500, fy=500, cx=100, cy=50, width=200, height=100)
+    dev = Intrinsics.from_dict({"fx": 1000.0, "fy": 1000.0, "cx": 1000.0, "cy": 500.0, "width": 2000, "height": 1000})
+    req = CameraIn(fx=500, fy=500, cx=100, cy=50, width=200, height=100).to_intrinsics()
     c = resolve_camera(400, 200, req, dev, 28.0, 60.0)
-    assert c.source == "request"
-    np.testing.assert_allclose(c.K[0, 0], 1000.0)  # 500 * 400/200
-    np.testing.assert_allclose(c.K[0, 2], 2 * (100 + 0.5) - 0.5)  # pixel-centre rescale
+    assert c.source == "request" and c.intrinsics.size == (400, 200)
+    np.testing.assert_allclose(c.intrinsics.K[0, 0], 1000.0)  # 500 * 400/200
+    np.testing.assert_allclose(c.intrinsics.K[0, 2], 2 * (100 + 0.5) - 0.5)  # pixel-centre rescale
     c = resolve_camera(400, 200, None, dev, 28.0, 60.0)
     assert c.source == "device"
-    np.testing.assert_allclose(c.K[0, 0], 200.0)
+    np.testing.assert_allclose(c.intrinsics.K[0, 0], 200.0)
     c = resolve_camera(400, 200, None, None, 28.0, 60.0)
     assert c.source == "exif"
-    np.testing.assert_allclose(c.K[0, 0], 28.0 * np.hypot(400, 200) / np.hypot(36, 24))
+    np.testing.assert_allclose(c.intrinsics.K[0, 0], 28.0 * np.hypot(400, 200) / np.hypot(36, 24))
     c = resolve_camera(400, 200, None, None, None, 90.0)
     assert c.source == "default_fov" and c.warnings
-    np.testing.assert_allclose(c.K[0, 0], 200.0)  # horizontal FOV: tan(45) = 1
-    np.testing.assert_allclose(c.K[:2, 2], [200.0, 100.0])
+    np.testing.assert_allclose(c.intrinsics.K[0, 0], 200.0)  # horizontal FOV: tan(45) = 1
+    np.testing.assert_allclose(c.intrinsics.K[:2, 2], [200.0, 100.0])
+    assert c.intrinsics.fov[0] == pytest.approx(90.0)
+    # without a calibration size the values are this image's pixels, unchanged
+    bare = CameraIn(fx=500, fy=500, cx=100, cy=50).to_intrinsics()
+    c = resolve_camera(400, 200, bare, None, None, 60.0)
+    assert c.intrinsics.K[0, 0] == 500.0 and c.intrinsics.size == (400, 200) and not c.warnings
 
 
 def test_camera_distortion_and_aspect_warning():
     req = CameraIn.model_validate(
         {"fx": 1, "fy": 1, "cx": 0, "cy": 0, "width": 100, "height": 100, "distortion": {"k1": 0.1, "k2": -0.05}}
     )
-    c = resolve_camera(200, 100, req, None, None, 60)
-    np.testing.assert_allclose(c.dist, [0.1, -0.05, 0, 0, 0])
+    c = resolve_camera(200, 100, req.to_intrinsics(), None, None, 60)
+    np.testing.assert_allclose(c.intrinsics.dist_coeffs, [0.1, -0.05, 0, 0, 0])
     assert any("aspect" in w for w in c.warnings)
+    zeros = CameraIn.model_validate({"fx": 1, "fy": 1, "cx": 0, "cy": 0, "distortion": {}}).to_intrinsics()
+    assert zeros.distortion == (0.0,) * 5 and zeros.dist_coeffs is None  # echoed, not applied
     with pytest.raises(ValueError):
         CameraIn.model_validate({"fx": 1, "fy": 1, "cx": 0, "cy": 0, "width": 100})
     with pytest.raises(ValueError):

@@ -1,9 +1,10 @@
 """Evaluate stored models on challenge-layout data, as the WCPA challenge scores them.
 
-Pipeline per image: the 68 ground-truth landmarks give the crop transform ``M`` (no
-detector, as in the challenge) -> the network predicts world vertices and crop points ->
-the points go back to the image with ``M⁻¹`` -> PnP with the data's ``K`` gives ``R_t`` ->
-challenge score and pose/vertex errors against the ground truth. The Fig. 1 baselines
+Pipeline per image: the 68 ground-truth landmarks give the five points of the crop (no
+detector, as in the challenge); from there the path is `jmlr.inference`'s, as in the
+service: crop -> the network predicts world vertices and crop points -> the points go
+back to the image with ``M⁻¹`` -> PnP with the data's ``K`` gives ``R_t`` -> challenge
+score and pose/vertex errors against the ground truth. The Fig. 1 baselines
 (``task`` ``baseline_a``/``baseline_b`` in the manifest) give ``R_t`` directly, no PnP.
 
 An ensemble averages the vertices and the image-space points of several models (same
@@ -17,19 +18,20 @@ The JSON keys are documented in ``docs/eval_json.md``.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
 
-from jmlr.data.align import alignment_from_landmarks68, crop_points, masked_full_image
-from jmlr.geometry.crop import warp_crop
+from jmlr.data.align import crop_points, masked_full_image
 from jmlr.data.datasets import load_challenge_samples, read_image_rgb
-from jmlr.geometry.crop import apply_affine, invert_affine
+from jmlr.geometry.crop import landmarks5_from_68
+from jmlr.geometry.intrinsics import Intrinsics
 from jmlr.geometry.metrics import challenge_score, pose_metrics, vertex_errors
-from jmlr.geometry.pnp import solve_pnp
 from jmlr.geometry.rotation import head_pose_euler
+from jmlr.inference import Ensemble, FaceCrops, crop_faces, solve_poses, uncrop_points
 
 YAW_BINS: tuple[tuple[str, float, float], ...] = (("0-30", 0.0, 30.0), ("30-60", 30.0, 60.0),
                                                     ("60+", 60.0, float("inf")))
@@ -45,8 +47,8 @@ class _EvalImages(torch.utils.data.Dataset):
     """Per sample: one crop (uint8 (S, S, 3)) and ``M`` per requested crop size, optionally
     the masked whole image per size, and the ground truth (float64)."""
 
-    def __init__(self, samples, K: np.ndarray, sizes: Sequence[int], whole: bool):
-        self.samples, self.K, self.sizes, self.whole = list(samples), K, sorted(set(sizes)), whole
+    def __init__(self, samples, sizes: Sequence[int], whole: bool):
+        self.samples, self.sizes, self.whole = list(samples), sorted(set(sizes)), whole
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -58,9 +60,9 @@ class _EvalImages(torch.utils.data.Dataset):
         item = {"index": i, "verts": np.asarray(s.verts, np.float64), "R_t": np.asarray(s.R_t, np.float64),
                 "width": image.shape[1], "height": image.shape[0]}
         for S in self.sizes:
-            M = alignment_from_landmarks68(lm, S)
-            item[f"crop{S}"] = warp_crop(image, M, S)
-            item[f"M{S}"] = M
+            # No detector, as in the challenge: the crop is aligned on the ground truth's 5 points.
+            c = crop_faces(image, landmarks5_from_68(lm)[None], S)
+            item[f"crop{S}"], item[f"M{S}"] = c.crops[0], c.Ms[0]
             if self.whole:
                 item[f"whole{S}"] = masked_full_image(image, lm, S)
         return item
@@ -70,14 +72,110 @@ def _collate(items: list[dict]) -> dict:
     return {k: np.stack([np.asarray(it[k]) for it in items]) for k in items[0]}
 
 
-def _same_topology(a, b) -> bool:
-    return (a.num_vertices == b.num_vertices and np.array_equal(a.triangles, b.triangles)
-            and np.array_equal(a.flip_index, b.flip_index))
+def _crops(b: dict, S: int) -> FaceCrops:
+    return FaceCrops(b[f"M{S}"], b[f"crop{S}"])
 
 
-def _predict_baseline(model, crops: np.ndarray | None, whole: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    out = model.run({"whole": whole} if crops is None else {"image": crops, "whole": whole})
-    return out.verts, out.R_t
+# A predictor: batch -> (verts (B, N, 3) m, R_t (B, 4, 4) or None, image points (B, N, 2) or None).
+Predictor = Callable[[dict], tuple[np.ndarray, "np.ndarray | None", "np.ndarray | None"]]
+
+
+def _oracle_predictor(K: np.ndarray, size: int) -> Predictor:
+    # The ground truth through the same crop and way back: the pipeline must score 0.
+    def predict(b: dict):
+        gv, gR, Ms = b["verts"], b["R_t"], b[f"M{size}"]
+        crop_pts = np.stack([crop_points(gv[i], gR[i], K, Ms[i]).astype(np.float64) for i in range(len(gv))])
+        return gv, None, uncrop_points(Ms, crop_pts)
+    return predict
+
+
+def _pose_predictor(model) -> Predictor:
+    # Baselines regress the pose: no PnP.
+    def predict(b: dict):
+        S = model.input_size
+        out = model.run({k: b[f"crop{S}" if k == "image" else f"{k}{S}"] for k in model.task_spec.inputs})
+        return out.verts, out.R_t, None
+    return predict
+
+
+def _ensemble_predictor(ensemble: Ensemble, flip_tta: bool) -> Predictor:
+    def predict(b: dict):
+        verts, pts = ensemble.predict({S: _crops(b, S) for S in ensemble.sizes}, flip_tta)
+        return verts, None, pts
+    return predict
+
+
+@dataclass
+class _Collected:
+    """Ground truth and predictions over every batch, and the time spent predicting."""
+
+    V_gt: list = field(default_factory=list)
+    Rt_gt: list = field(default_factory=list)
+    V_pr: list = field(default_factory=list)
+    Rt_pr: list = field(default_factory=list)
+    rms: list = field(default_factory=list)
+    t_infer: float = 0.0
+
+
+def _load_models(model_dirs: Sequence[str | Path], device: str, oracle: bool) -> list:
+    from jmlr.store import load_model
+
+    models = [load_model(d, device=device) for d in model_dirs]
+    if not models and not oracle:
+        raise ValueError("no model given (pass --model, or --oracle to test the pipeline)")
+    if len(models) > 1 and not all(m.task_spec.pose_by_pnp for m in models):
+        raise EvalDataError(f"only JMLR models can be ensembled, got tasks {sorted({m.task for m in models})}")
+    return models
+
+
+def _load_samples(data_root, lists, models: list, limit: int | None) -> tuple[list, np.ndarray, int]:
+    samples, K = load_challenge_samples(data_root, lists, models[0].topology.landmarks68 if models else None)
+    if limit is not None:
+        samples = samples[: int(limit)]
+    if not samples:
+        raise EvalDataError(f"no samples in {data_root}")
+    n_data = np.asarray(samples[0].verts).shape[0]
+    if models and n_data != models[0].num_vertices:
+        raise EvalDataError(
+            f"the data has {n_data} vertices per face but model {models[0].name!r} predicts "
+            f"{models[0].num_vertices} (its topology): evaluate on data written with that topology")
+    return samples, np.asarray(K, np.float64), int(n_data)
+
+
+def _predictor(models: list, oracle: bool, flip_tta: bool, K: np.ndarray) -> Predictor:
+    if oracle:
+        return _oracle_predictor(K, models[0].input_size if models else 256)
+    if not models[0].task_spec.pose_by_pnp:
+        return _pose_predictor(models[0])
+    try:
+        return _ensemble_predictor(Ensemble(models), flip_tta)
+    except ValueError as exc:
+        raise EvalDataError(str(exc)) from None
+
+
+def _predict_all(loader, predict: Predictor, camera: Intrinsics) -> _Collected:
+    out = _Collected()
+    for b in loader:
+        t1 = time.perf_counter()
+        verts, pose, pts = predict(b)
+        out.t_infer += time.perf_counter() - t1
+        if pose is None:
+            res = solve_poses(verts, pts, camera)
+            pose = np.stack([r.R_t for r in res])
+            out.rms.extend(r.rms_px if r.success else np.nan for r in res)
+        out.V_gt.append(b["verts"])
+        out.Rt_gt.append(b["R_t"])
+        out.V_pr.append(np.asarray(verts, np.float64))
+        out.Rt_pr.append(np.asarray(pose, np.float64))
+    return out
+
+
+def _per_sample_metrics(V_gt, Rt_gt, V_pr, Rt_pr) -> dict[str, np.ndarray]:
+    per = dict(challenge_score(V_gt, Rt_gt, V_pr, Rt_pr, reduce=False))
+    per.update(pose_metrics(Rt_gt, Rt_pr, V_gt, reduce=False))
+    ve = vertex_errors(V_gt, V_pr, reduce=False)
+    per["vertex_mean_mm"], per["vertex_median_mm"] = ve["mean_mm"], ve["median_mm"]
+    return per
 
 
 def _summarise(per: dict[str, np.ndarray], mask: np.ndarray | None = None) -> dict:
@@ -108,91 +206,30 @@ def evaluate(model_dirs: Sequence[str | Path], data_root: str | Path, lists: Seq
     Raises:
         EvalDataError: vertex count or topology mismatch, or a baseline in an ensemble.
     """
-    from jmlr.store import load_model
-
     t0 = time.perf_counter()
-    models = [load_model(d, device=device) for d in model_dirs]
-    if not models and not oracle:
-        raise ValueError("no model given (pass --model, or --oracle to test the pipeline)")
-    for m in models[1:]:
-        if not _same_topology(models[0].topology, m.topology):
-            raise EvalDataError(f"ensemble needs one topology: {models[0].name} and {m.name} differ")
-    tasks = {m.task for m in models}
-    if len(models) > 1 and not all(m.task_spec.pose_by_pnp for m in models):
-        raise EvalDataError(f"only JMLR models can be ensembled, got tasks {sorted(tasks)}")
-
-    samples, K = load_challenge_samples(data_root, lists, models[0].topology.landmarks68 if models else None)
-    if limit is not None:
-        samples = samples[: int(limit)]
-    if not samples:
-        raise EvalDataError(f"no samples in {data_root}")
-    n_data = np.asarray(samples[0].verts).shape[0]
-    if models and n_data != models[0].num_vertices:
-        raise EvalDataError(
-            f"the data has {n_data} vertices per face but model {models[0].name!r} predicts "
-            f"{models[0].num_vertices} (its topology): evaluate on data written with that topology")
-    K = np.asarray(K, np.float64)
+    models = _load_models(model_dirs, device, oracle)
+    samples, K, n_data = _load_samples(data_root, lists, models, limit)
+    predict = _predictor(models, oracle, flip_tta, K)
     sizes = [m.input_size for m in models] or [256]
     whole = any(not m.task_spec.pose_by_pnp for m in models)
-    loader = torch.utils.data.DataLoader(_EvalImages(samples, K, sizes, whole), batch_size=batch_size,
+    loader = torch.utils.data.DataLoader(_EvalImages(samples, sizes, whole), batch_size=batch_size,
                                          shuffle=False, num_workers=num_workers, collate_fn=_collate)
     if progress:
         from tqdm import tqdm
 
         loader = tqdm(loader, desc="eval", total=len(loader))
-
-    V_gt, Rt_gt, V_pr, Rt_pr, rms = [], [], [], [], []
-    t_infer = 0.0
-    for b in loader:
-        gv, gR = b["verts"], b["R_t"]
-        B = gv.shape[0]
-        t1 = time.perf_counter()
-        pose = None
-        if oracle:
-            S = sizes[0]
-            Ms = b[f"M{S}"]
-            verts = gv
-            crop_pts = np.stack([crop_points(gv[i], gR[i], K, Ms[i]).astype(np.float64) for i in range(B)])
-            pts = np.stack([apply_affine(invert_affine(Ms[i]), crop_pts[i]) for i in range(B)])
-        elif not models[0].task_spec.pose_by_pnp:
-            m = models[0]
-            S = m.input_size
-            verts, pose = _predict_baseline(m, b[f"crop{S}"] if "image" in m.task_spec.inputs else None,
-                                            b[f"whole{S}"])
-        else:
-            vs, ps = [], []
-            for m in models:
-                S = m.input_size
-                v, p = m.predict(b[f"crop{S}"], flip_tta=flip_tta)
-                Minv = invert_affine(b[f"M{S}"])
-                vs.append(v.astype(np.float64))
-                ps.append(np.stack([apply_affine(Minv[i], p[i].astype(np.float64)) for i in range(B)]))
-            verts, pts = np.mean(vs, axis=0), np.mean(ps, axis=0)
-        t_infer += time.perf_counter() - t1
-        if pose is None:
-            res = [solve_pnp(verts[i], pts[i], K) for i in range(B)]
-            pose = np.stack([r.R_t for r in res])
-            rms.extend(r.rms_px if r.success else np.nan for r in res)
-        V_gt.append(gv)
-        Rt_gt.append(gR)
-        V_pr.append(np.asarray(verts, np.float64))
-        Rt_pr.append(np.asarray(pose, np.float64))
-
-    V_gt, Rt_gt = np.concatenate(V_gt), np.concatenate(Rt_gt)
-    V_pr, Rt_pr = np.concatenate(V_pr), np.concatenate(Rt_pr)
-    per = dict(challenge_score(V_gt, Rt_gt, V_pr, Rt_pr, reduce=False))
-    per.update(pose_metrics(Rt_gt, Rt_pr, V_gt, reduce=False))
-    ve = vertex_errors(V_gt, V_pr, reduce=False)
-    per["vertex_mean_mm"], per["vertex_median_mm"] = ve["mean_mm"], ve["median_mm"]
+    got = _predict_all(loader, predict, Intrinsics.from_K(K))
+    V_gt, Rt_gt = np.concatenate(got.V_gt), np.concatenate(got.Rt_gt)
+    per = _per_sample_metrics(V_gt, Rt_gt, np.concatenate(got.V_pr), np.concatenate(got.Rt_pr))
     elapsed = time.perf_counter() - t0
 
     result = _summarise(per)
     abs_yaw = np.abs(head_pose_euler(Rt_gt)[0])
     result["by_yaw"] = {name: _summarise(per, (abs_yaw >= lo) & (abs_yaw < hi)) for name, lo, hi in YAW_BINS}
-    rms = np.asarray(rms, np.float64)
+    rms = np.asarray(got.rms, np.float64)
     result.update({
         "images_per_s": len(V_gt) / elapsed,
-        "inference_images_per_s": len(V_gt) / max(t_infer, 1e-9),
+        "inference_images_per_s": len(V_gt) / max(got.t_infer, 1e-9),
         "pnp_failures": int(np.isnan(rms).sum()) if rms.size else 0,
         "pnp_rms_px": float(np.nanmean(rms)) if rms.size and np.isfinite(rms).any() else None,
         "models": [str(m.path) for m in models],

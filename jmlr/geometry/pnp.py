@@ -39,9 +39,10 @@ class PnPResult:
     rvec: np.ndarray
     projected: np.ndarray
 
-
-def _failed(n: int) -> PnPResult:
-    return PnPResult(np.eye(3), np.zeros(3), np.eye(4), float("nan"), False, np.zeros(3), np.full((n, 2), np.nan))
+    @classmethod
+    def failed(cls, n: int) -> PnPResult:
+        """No pose for ``n`` points: identity, NaN error and reprojection, ``success`` False."""
+        return cls(np.eye(3), np.zeros(3), np.eye(4), float("nan"), False, np.zeros(3), np.full((n, 2), np.nan))
 
 
 def _canonical_rvec(rvec: np.ndarray) -> np.ndarray:
@@ -94,7 +95,7 @@ def solve_pnp(
             break
         ok = False
     if not ok:
-        return _failed(len(obj))
+        return PnPResult.failed(len(obj))
     if refine:
         rvec, tvec = cv2.solvePnPRefineLM(obj, img, K, dist, rvec, tvec)
     proj, _ = cv2.projectPoints(obj, rvec, tvec, K, dist)

