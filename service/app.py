@@ -2,7 +2,8 @@
 
 ``create_app(settings)`` builds an independent app (own metrics registry, storage and
 engine) so tests can run several in one process; the model is loaded in the lifespan,
-never at import time.
+never at import time. ``service.app.app`` is built on first access (uvicorn's), so
+importing this module reads no file and imports no torch.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
+from functools import lru_cache
 
 from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
@@ -138,4 +140,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     return app
 
 
-app = create_app()
+@lru_cache(maxsize=1)
+def _default_app() -> FastAPI:
+    return create_app()
+
+
+def __getattr__(name: str) -> FastAPI:
+    # ``uvicorn service.app:app`` asks for ``app``: it is built then, from the environment
+    # (and a .env file), which merely importing this module must not read.
+    if name == "app":
+        return _default_app()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,24 +1,23 @@
 """FastAPI dependencies: everything a route needs comes from ``app.state`` through here.
 
-Tests build an app with ``create_app(settings)`` and get their own settings, storage and
-engine, so no route reaches for a module-level global.
+Routes take the typed aliases (``SettingsDep``, ``EngineDep``, ``StorageDep``, ...) so the
+wiring is written once. Tests build an app with ``create_app(settings)`` and get their own
+settings, storage and engine, so no route reaches for a module-level global.
 """
 
 from __future__ import annotations
 
 import secrets
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import APIKeyHeader
 
 from .errors import ApiError
 from .metrics import Metrics
+from .pipeline import Engine
 from .settings import Settings
-
-if TYPE_CHECKING:  # imported lazily: the engine pulls in torch
-    from .pipeline import Engine
-    from .storage import Storage
+from .storage import Storage
 
 api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="Required on write routes when JMLR_API_KEYS is set.")
 
@@ -27,14 +26,19 @@ def get_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
-def get_storage(request: Request) -> "Storage":
-    storage = getattr(request.app.state, "storage", None)
+def get_optional_storage(request: Request) -> Storage | None:
+    """The storage, or None when it is not configured (reconstruction still answers)."""
+    return getattr(request.app.state, "storage", None)
+
+
+def get_storage(request: Request) -> Storage:
+    storage = get_optional_storage(request)
     if storage is None:
         raise ApiError(503, "storage_unavailable", "storage is not available (see the server log)")
     return storage
 
 
-def get_engine(request: Request) -> "Engine":
+def get_engine(request: Request) -> Engine:
     return request.app.state.engine
 
 
@@ -63,3 +67,12 @@ def require_api_key(
     request: Request, api_key: Annotated[str | None, Depends(api_key_header)] = None
 ) -> None:
     check_api_key(request.app.state.settings.api_keys, api_key)
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+StorageDep = Annotated[Storage, Depends(get_storage)]
+OptionalStorageDep = Annotated[Storage | None, Depends(get_optional_storage)]
+EngineDep = Annotated[Engine, Depends(get_engine)]
+MetricsDep = Annotated[Metrics, Depends(get_metrics)]
+#: For ``dependencies=[ApiKeyRequired]`` on write routes.
+ApiKeyRequired = Depends(require_api_key)

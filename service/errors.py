@@ -6,6 +6,8 @@ Clients branch on ``code`` (stable snake_case); ``message`` is for humans and ma
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -101,20 +103,69 @@ def _allowed_methods(request: Request) -> str:
     return ", ".join(allowed)
 
 
-def install_error_handlers(app: FastAPI) -> None:
-    # Imported here: storage pulls in numpy, and a bare error-handling app does not need it.
+@dataclass(frozen=True)
+class DomainError:
+    """How an exception from below the HTTP layer answers.
+
+    ``code`` None: the exception's own ``code`` attribute (storage errors carry theirs).
+    ``message(exc, settings)``: for the client. ``dropped``: the ``jmlr_dropped_total``
+    reason it counts as.
+    """
+
+    status_code: int
+    code: str | None
+    message: Callable[[Exception, Any], str]
+    headers: dict[str, str] | None = None
+    dropped: str | None = None
+
+
+def domain_errors() -> dict[type[Exception], DomainError]:
+    """The one table of domain exceptions (batcher, decode budget, crops, storage) -> HTTP."""
+    # Imported here: storage and inference pull in numpy; a bare error-handling app does not need them.
+    from jmlr.inference import InvalidFacesError
+
+    from .batcher import BatcherStoppedError, DeadlineExceededError, InferenceError, QueueFullError
+    from .pixel_budget import PixelBudgetTimeout
     from .storage import StorageError
 
+    return {
+        QueueFullError: DomainError(503, "queue_full", lambda e, s: f"server busy: {e}; retry shortly",
+                                    {"Retry-After": "1"}),
+        DeadlineExceededError: DomainError(
+            504, "deadline_exceeded",
+            lambda e, s: f"the request did not finish within {s.request_timeout_s:g} s (server busy)",
+            dropped="deadline"),
+        PixelBudgetTimeout: DomainError(504, "deadline_exceeded",
+                                        lambda e, s: f"the request deadline passed waiting to decode: {e}",
+                                        dropped="deadline"),
+        BatcherStoppedError: DomainError(503, "shutting_down", lambda e, s: "the server is shutting down",
+                                         {"Retry-After": "5"}),
+        InferenceError: DomainError(500, "inference_failed", lambda e, s: "the model failed on this batch (logged)"),
+        InvalidFacesError: DomainError(422, "invalid_faces", lambda e, s: str(e)),
+        # A dependency failed, not the request: 503 so clients and load balancers retry.
+        StorageError: DomainError(503, None, lambda e, s: f"storage: {e}", {"Retry-After": "2"}),
+    }
+
+
+def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
         _record(request, exc.code)
         return error_json(exc.status_code, exc.code, exc.message, exc.headers)
 
-    @app.exception_handler(StorageError)
-    async def _storage_error(request: Request, exc: StorageError) -> JSONResponse:
-        # A dependency failed, not the request: 503 so clients and load balancers retry.
-        _record(request, exc.code)
-        return error_json(503, exc.code, f"storage: {exc}", {"Retry-After": "2"})
+    def _domain_handler(spec: DomainError):
+        async def handle(request: Request, exc: Exception) -> JSONResponse:
+            code = spec.code or str(getattr(exc, "code", "error"))
+            _record(request, code)
+            metrics = getattr(request.app.state, "metrics", None)
+            if spec.dropped is not None and metrics is not None:
+                metrics.dropped.labels(reason=spec.dropped).inc()
+            message = spec.message(exc, getattr(request.app.state, "settings", None))
+            return error_json(spec.status_code, code, message, spec.headers)
+        return handle
+
+    for exc_type, spec in domain_errors().items():
+        app.add_exception_handler(exc_type, _domain_handler(spec))
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -1,5 +1,9 @@
 """Turn stored mesh arrays into GLB / OBJ / PLY bytes.
 
+:data:`MESH_FORMATS` is the one table of download formats: the download route's formats
+and media types, the ``mesh_urls`` of a response and the OpenAPI schema all come from it,
+so a new format is one entry here.
+
 ``space="world"`` is the head frame (metres, y up, z out of the face), which is also
 glTF's convention, so viewers show the face upright. ``space="camera"`` applies the
 stored pose, ``X_cam = R_cv @ V + t_cv``, i.e. OpenCV camera coordinates (y down,
@@ -8,19 +12,36 @@ z forward): put it next to a point cloud or depth map from the same camera.
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import numpy as np
 import trimesh
 
-MeshFormat = Literal["glb", "obj", "ply"]
+from jmlr.geometry.camera import world_to_opencv
+
 MeshSpace = Literal["world", "camera"]
 
-MEDIA_TYPES: dict[str, str] = {
-    "glb": "model/gltf-binary",
-    "obj": "model/obj",
-    "ply": "model/ply",
+
+@dataclass(frozen=True)
+class MeshFormat:
+    """A download format: its media type and how trimesh writes it."""
+
+    media_type: str
+    write: Callable[[trimesh.Trimesh], Any]
+
+
+MESH_FORMATS: dict[str, MeshFormat] = {
+    "glb": MeshFormat("model/gltf-binary", lambda mesh: mesh.export(file_type="glb")),
+    # No normals/texture coordinates: they would be invented, not measured.
+    "obj": MeshFormat("model/obj", lambda mesh: mesh.export(file_type="obj", include_normals=False,
+                                                            include_texture=False)),
+    "ply": MeshFormat("model/ply", lambda mesh: mesh.export(file_type="ply", encoding="binary")),
 }
+
+#: format -> media type (derived from :data:`MESH_FORMATS`).
+MEDIA_TYPES: dict[str, str] = {name: f.media_type for name, f in MESH_FORMATS.items()}
 
 
 def mesh_vertices(arrays: dict[str, np.ndarray], space: MeshSpace = "world") -> np.ndarray:
@@ -28,15 +49,13 @@ def mesh_vertices(arrays: dict[str, np.ndarray], space: MeshSpace = "world") -> 
     if space == "world":
         return verts
     if space == "camera":
-        R = np.asarray(arrays["R_cv"], dtype=np.float64).reshape(3, 3)
-        t = np.asarray(arrays["t_cv"], dtype=np.float64).reshape(3)
-        return verts @ R.T + t
+        return world_to_opencv(verts, np.asarray(arrays["R_cv"]).reshape(3, 3), np.asarray(arrays["t_cv"]).reshape(3))
     raise ValueError(f"unknown space {space!r} (expected 'world' or 'camera')")
 
 
-def export_mesh(arrays: dict[str, np.ndarray], fmt: MeshFormat, space: MeshSpace = "world") -> bytes:
-    if fmt not in MEDIA_TYPES:
-        raise ValueError(f"unknown mesh format {fmt!r} (expected one of {sorted(MEDIA_TYPES)})")
+def export_mesh(arrays: dict[str, np.ndarray], fmt: str, space: MeshSpace = "world") -> bytes:
+    if fmt not in MESH_FORMATS:
+        raise ValueError(f"unknown mesh format {fmt!r} (expected one of {sorted(MESH_FORMATS)})")
     mesh = trimesh.Trimesh(
         vertices=mesh_vertices(arrays, space).astype(np.float32),
         faces=np.asarray(arrays["faces"], dtype=np.int64),
@@ -44,11 +63,5 @@ def export_mesh(arrays: dict[str, np.ndarray], fmt: MeshFormat, space: MeshSpace
         # which clients rely on to map landmarks and regions.
         process=False,
     )
-    if fmt == "ply":
-        data = mesh.export(file_type="ply", encoding="binary")
-    elif fmt == "obj":
-        # No normals/texture coordinates: they would be invented, not measured.
-        data = mesh.export(file_type="obj", include_normals=False, include_texture=False)
-    else:
-        data = mesh.export(file_type="glb")
+    data = MESH_FORMATS[fmt].write(mesh)
     return data.encode() if isinstance(data, str) else bytes(data)

@@ -20,20 +20,20 @@ import numpy as np
 
 from jmlr.detect import Detector, create_detector
 from jmlr.geometry.intrinsics import Intrinsics
-from jmlr.inference import (Face, FaceCrops, FaceReconstruction, InvalidFacesError, crop_faces, load_backend,
-                            locate_faces, reconstruct_faces, uncrop_points)
+from jmlr.inference import (Face, FaceCrops, FaceReconstruction, crop_faces, load_backend, locate_faces,
+                            reconstruct_faces, uncrop_points)
 
-from .batcher import BatcherStoppedError, DeadlineExceededError, DynamicBatcher, InferenceError, QueueFullError
+from .batcher import DynamicBatcher
 from .blendshapes import BlendshapeEstimator
 from .camera import CameraChoice, resolve_camera
 from .errors import ApiError
 from .face_checks import check_client_faces
 from .imaging import ImageHeader, decode_image, probe_image
 from .metrics import Metrics
-from .pixel_budget import PixelBudget, PixelBudgetTimeout
+from .pixel_budget import PixelBudget
 from .respond import camera_out, face_out
 from .schemas import FaceIn, FaceOut, ImageOut, ModelOut, ReconstructResponse
-from .schemas_devices import MeshUrls
+from .schemas_meshes import MeshUrls
 from .settings import Settings
 
 log = logging.getLogger("service.pipeline")
@@ -213,18 +213,10 @@ class Engine:
         if work.faces and work.crops is not None:
             self._check_deadline(deadline, "inference")
             t = time.perf_counter()
-            try:
-                verts, points = await self.batcher.submit(work.crops.crops, req.flip_tta, deadline)
-            except QueueFullError as exc:
-                raise ApiError(503, "queue_full", f"server busy: {exc}; retry shortly", {"Retry-After": "1"}) from None
-            except DeadlineExceededError:
-                self.metrics.dropped.labels(reason="deadline").inc()
-                raise ApiError(504, "deadline_exceeded",
-                               f"the request did not finish within {s.request_timeout_s:g} s (server busy)") from None
-            except BatcherStoppedError:
-                raise ApiError(503, "shutting_down", "the server is shutting down", {"Retry-After": "5"}) from None
-            except InferenceError:
-                raise ApiError(500, "inference_failed", "the model failed on this batch (logged)") from None
+            # The batcher's errors (queue full, deadline, shutting down, model failure)
+            # answer through service.errors.domain_errors.
+            assert self.batcher is not None
+            verts, points = await self.batcher.submit(work.crops.crops, req.flip_tta, deadline)
             dt = time.perf_counter() - t
             timings["infer"] = round(dt * 1000, 3)
             self.metrics.observe_stage("infer", dt)
@@ -255,11 +247,8 @@ class Engine:
     async def _image_stage(self, req: ReconstructRequest, header: ImageHeader, max_faces: int,
                            deadline: float) -> _ImageWork:
         """Decode, locate and crop while holding the image's pixels of the decode budget."""
-        try:
-            n = await self.pixel_budget.acquire(header.pixels, deadline - time.monotonic())
-        except PixelBudgetTimeout as exc:
-            self.metrics.dropped.labels(reason="deadline").inc()
-            raise ApiError(504, "deadline_exceeded", f"the request deadline passed waiting to decode: {exc}") from None
+        # PixelBudgetTimeout answers 504 through service.errors.domain_errors.
+        n = await self.pixel_budget.acquire(header.pixels, deadline - time.monotonic())
         try:
             self._check_deadline(deadline, "decoding")
         except ApiError:
@@ -295,10 +284,7 @@ class Engine:
         timings = {"decode": t1 - t0, "detect": t2 - t1}
         crops = None
         if faces:
-            try:
-                crops = crop_faces(img.rgb, [f.landmarks5 for f in faces], S)
-            except InvalidFacesError as exc:
-                raise ApiError(422, "invalid_faces", str(exc)) from None
+            crops = crop_faces(img.rgb, [f.landmarks5 for f in faces], S)  # InvalidFacesError: 422
             timings["crop"] = time.perf_counter() - t2
         # Only the crops leave: the full image is freed when this thread returns.
         return _ImageWork(img.width, img.height, img.format, img.focal_35mm, faces, crops, timings)
@@ -314,7 +300,7 @@ class Engine:
         tri = np.asarray(m.topology.triangles, dtype=np.int32)
         created = datetime.now(timezone.utc).isoformat()
         camera = {**cam.intrinsics.to_dict(), "source": cam.source}
-        base = (self.settings.public_base_url or base_url).rstrip("/")
+        base = self.settings.public_base_url or base_url
         failures: dict[str, list[int]] = {}
         reasons: dict[str, str] = {}
         for k, (face, rec) in enumerate(zip(faces, recs)):
@@ -345,9 +331,8 @@ class Engine:
                 reasons[exc.code] = str(exc)
                 continue
             face.mesh_status = "stored"
-            root = f"{base}/mesh/{mesh_id}"
             face.mesh_id = mesh_id
-            face.mesh_urls = MeshUrls(glb=f"{root}.glb", obj=f"{root}.obj", ply=f"{root}.ply", self_=root)
+            face.mesh_urls = MeshUrls.for_mesh(base, mesh_id)
         for code, ks in failures.items():
             self.metrics.meshes_not_stored.labels(reason=code).inc(len(ks))
             warnings.append(f"the mesh of face(s) {ks} was NOT stored ({code}: {_without_paths(reasons[code])}); "

@@ -12,8 +12,7 @@ from jmlr.geometry.intrinsics import Intrinsics
 from jmlr.geometry.rotation import head_pose_euler, matrix_to_quaternion, pose_matrix
 from jmlr.inference import FaceReconstruction
 
-from .schemas import CameraOut, CameraSource, FaceOut, Pose
-from .schemas_devices import Distortion
+from .schemas import CameraOut, CameraSource, Distortion, FaceOut, Pose
 
 
 def rounded(a: np.ndarray, nd: int = 6) -> list:

@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from jmlr.geometry.intrinsics import Intrinsics
 
-from .schemas_devices import Distortion, MeshUrls
+from .schemas_meshes import MeshUrls
 
 # Bounds on everything a client sends: a coordinate of 1e308 passed "finite" and then
 # overflowed in the crop's SVD or the rescaled K. strict=True: `false` is not 0.0.
@@ -22,6 +22,7 @@ Pixel = Annotated[float, Field(ge=-MAX_ABS_PIXEL, le=MAX_ABS_PIXEL, allow_inf_na
 FocalPx = Annotated[float, Field(ge=1.0, le=MAX_FOCAL_PX, allow_inf_nan=False, strict=True)]
 ImageSide = Annotated[int | None, Field(gt=0, le=100_000, strict=True)]
 Point2 = Annotated[list[Pixel], Field(min_length=2, max_length=2)]
+Coeff = Annotated[float, Field(ge=-1e3, le=1e3, allow_inf_nan=False, strict=True)]
 
 INCLUDE_OPTIONS = ("vertices", "vertices_camera", "landmarks_2d", "landmarks_68", "blendshapes")
 CameraSource = Literal["request", "device", "exif", "default_fov"]
@@ -29,6 +30,18 @@ MeshStatus = Literal["stored", "pose_failed", "storage_unavailable", "storage_fu
 
 
 # ----------------------------------------------------------------------------- request parts
+
+
+class Distortion(BaseModel):
+    """OpenCV's (k1, k2, p1, p2, k3) radial-tangential model; omitted terms are 0."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    k1: Coeff = 0.0
+    k2: Coeff = 0.0
+    p1: Coeff = 0.0
+    p2: Coeff = 0.0
+    k3: Coeff = 0.0
 
 
 class CameraIn(BaseModel):

@@ -1,4 +1,4 @@
-"""Request/response models for ``/devices`` and ``/mesh``.
+"""Request/response models for ``/devices``.
 
 A device is a calibrated camera (a phone model, a webcam): its intrinsics in pixels of
 the image size they were calibrated at. ``/reconstruct`` can then name a device instead
@@ -12,7 +12,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from jmlr.facemodel.topology import Topology, default_topology_path
+from .schemas import Distortion
 
 # At least one character that is not a dot: "." and ".." are path segments that clients
 # and proxies normalise away, so such a device could be created but never reached.
@@ -32,7 +32,6 @@ DeviceId = Annotated[
 Focal = Annotated[
     float, Field(ge=1.0, le=1e6, allow_inf_nan=False, strict=True, description="Focal length in pixels.")
 ]
-Coeff = Annotated[float, Field(ge=-1e3, le=1e3, allow_inf_nan=False, strict=True)]
 Side = Annotated[int, Field(gt=0, le=100_000, strict=True)]
 
 _EXAMPLE = {
@@ -46,18 +45,6 @@ _EXAMPLE = {
     "height": 3072,
     "distortion": {"k1": 0.061, "k2": -0.112, "p1": 0.0, "p2": 0.0, "k3": 0.0},
 }
-
-
-class Distortion(BaseModel):
-    """OpenCV's (k1, k2, p1, p2, k3) radial-tangential model; omitted terms are 0."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    k1: Coeff = 0.0
-    k2: Coeff = 0.0
-    p1: Coeff = 0.0
-    p2: Coeff = 0.0
-    k3: Coeff = 0.0
 
 
 class DeviceIn(BaseModel):
@@ -122,63 +109,3 @@ class Device(BaseModel):
 
 class DeviceList(BaseModel):
     devices: list[Device]
-
-
-class MeshModelInfo(BaseModel):
-    name: str | None = None
-    version: str | None = None
-
-
-class MeshUrls(BaseModel):
-    glb: str
-    obj: str
-    ply: str
-    self_: str = Field(alias="self")
-
-    model_config = ConfigDict(populate_by_name=True)
-
-
-# The example shows the counts of the packaged default topology rather than numbers
-# written here, which would go stale when a model with another topology is served.
-_EXAMPLE_TOPOLOGY = Topology.load(default_topology_path())
-
-
-class MeshInfo(BaseModel):
-    """``GET /mesh/{id}``: what a stored mesh is and where to download it."""
-
-    model_config = ConfigDict(
-        json_schema_extra={
-            "examples": [
-                {
-                    "mesh_id": "q3Wm1c0V2yq8Vv1Yd7mXbA",
-                    "num_vertices": _EXAMPLE_TOPOLOGY.num_vertices,
-                    "num_faces": _EXAMPLE_TOPOLOGY.num_triangles,
-                    "model": {"name": "jmlr_r18d_128_cpu", "version": "1"},
-                    "created": "2024-05-01T12:00:00Z",
-                    "expires_at": "2024-05-01T13:00:00Z",
-                    "image_size": [800, 800],
-                    "camera": {"fx": 629.77, "fy": 629.77, "cx": 400.0, "cy": 400.0},
-                    "R_cv": [[1, 0, 0], [0, -1, 0], [0, 0, -1]],
-                    "t_cv": [0.0, 0.0, 0.5],
-                    "urls": {
-                        "glb": "http://localhost:8000/mesh/q3Wm1c0V2yq8Vv1Yd7mXbA.glb",
-                        "obj": "http://localhost:8000/mesh/q3Wm1c0V2yq8Vv1Yd7mXbA.obj",
-                        "ply": "http://localhost:8000/mesh/q3Wm1c0V2yq8Vv1Yd7mXbA.ply",
-                        "self": "http://localhost:8000/mesh/q3Wm1c0V2yq8Vv1Yd7mXbA",
-                    },
-                }
-            ]
-        }
-    )
-
-    mesh_id: str
-    num_vertices: int
-    num_faces: int
-    model: MeshModelInfo
-    created: datetime
-    expires_at: datetime
-    image_size: list[int] | None = Field(None, description="(width, height) of the source image.")
-    camera: dict | None = Field(None, description="Intrinsics the mesh was reconstructed with.")
-    R_cv: list[list[float]] = Field(description="World → OpenCV camera rotation: X_cam = R_cv @ V + t_cv.")
-    t_cv: list[float] = Field(description="World → OpenCV camera translation in metres.")
-    urls: MeshUrls

@@ -203,3 +203,23 @@ def test_through_create_app(tmp_path):
         assert c.get(f"/mesh/{new_mesh_id()}.ply").status_code == 404
     assert (tmp_path / "var" / "jmlr.sqlite3").is_file()
     assert (tmp_path / "var" / "meshes" / f"{mesh_id}.npz").is_file()
+
+
+def test_a_format_added_to_the_table_is_served_and_linked(stored, monkeypatch):
+    """MESH_FORMATS is the one place a download format is declared."""
+    from service.mesh_export import MESH_FORMATS, MeshFormat
+    from service.schemas_meshes import MeshUrls
+
+    storage, mesh_id, arrays = stored
+    with _client(storage) as c:
+        spec = c.get("/openapi.json").json()
+    (fmt_param,) = [p for p in spec["paths"]["/mesh/{mesh_id}.{fmt}"]["get"]["parameters"] if p["name"] == "fmt"]
+    assert fmt_param["schema"]["enum"] == list(MESH_FORMATS)
+    monkeypatch.setitem(MESH_FORMATS, "stl", MeshFormat("model/stl", lambda m: m.export(file_type="stl")))
+    with _client(storage) as c:
+        r = c.get(f"/mesh/{mesh_id}.stl")
+        info = c.get(f"/mesh/{mesh_id}").json()
+    assert r.status_code == 200 and r.headers["content-type"] == "model/stl"
+    assert _load(r.content, "stl").faces.shape == arrays["faces"].shape
+    assert info["urls"]["stl"].endswith(f"/mesh/{mesh_id}.stl") and info["urls"]["self"].endswith(mesh_id)
+    assert set(MeshUrls.model_json_schema()["properties"]) == {"self", "glb", "obj", "ply", "stl"}

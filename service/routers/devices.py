@@ -6,16 +6,14 @@ import secrets
 from datetime import datetime, timezone
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Depends, Path, Response, status
+from fastapi import APIRouter, Body, Path, Response, status
 
-from service.deps import get_storage, require_api_key
+from service.deps import ApiKeyRequired, StorageDep
 from service.errors import ApiError, ErrorResponse
 from service.schemas_devices import DEVICE_ID_PATTERN, Device, DeviceCreate, DeviceIn, DeviceList
-from service.storage import Storage
 
 router = APIRouter(prefix="/devices", tags=["devices"])
 
-StorageDep = Annotated[Storage, Depends(get_storage)]
 DeviceIdPath = Annotated[str, Path(pattern=DEVICE_ID_PATTERN, max_length=64, examples=["pixel-7-main"])]
 
 _NOT_FOUND = {404: {"model": ErrorResponse, "description": "No device with this id."}}
@@ -43,7 +41,7 @@ def list_devices(storage: StorageDep) -> DeviceList:
     response_model=Device,
     status_code=status.HTTP_201_CREATED,
     summary="Register a device",
-    dependencies=[Depends(require_api_key)],
+    dependencies=[ApiKeyRequired],
     responses={409: {"model": ErrorResponse, "description": "The device id is taken."}, **_AUTH},
 )
 def create_device(body: DeviceCreate, storage: StorageDep, response: Response) -> Device:
@@ -68,7 +66,7 @@ def get_device(device_id: DeviceIdPath, storage: StorageDep) -> Device:
     "/{device_id}",
     response_model=Device,
     summary="Replace a device's calibration",
-    dependencies=[Depends(require_api_key)],
+    dependencies=[ApiKeyRequired],
     responses={**_NOT_FOUND, **_AUTH},
 )
 def replace_device(
@@ -87,7 +85,7 @@ def replace_device(
     "/{device_id}",
     status_code=status.HTTP_204_NO_CONTENT,
     summary="Delete a device",
-    dependencies=[Depends(require_api_key)],
+    dependencies=[ApiKeyRequired],
     responses={**_NOT_FOUND, **_AUTH},
 )
 def delete_device(device_id: DeviceIdPath, storage: StorageDep) -> Response:

@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Annotated
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Response
 from pydantic import BaseModel, Field
 
-from ..deps import get_engine, get_metrics
+from ..deps import EngineDep, MetricsDep, OptionalStorageDep
 from ..errors import ErrorResponse, error_json
-from ..metrics import Metrics
-from ..pipeline import Engine
 from ..schemas import ModelOut
 from ..storage import StorageError
 
@@ -45,11 +42,10 @@ async def healthz() -> Health:
         }
     },
 )
-async def readyz(request: Request, engine: Annotated[Engine, Depends(get_engine)]):
+async def readyz(engine: EngineDep, storage: OptionalStorageDep):
     if not engine.ready:
         err = engine.not_ready_error()
         return error_json(err.status_code, err.code, err.message, err.headers)
-    storage = getattr(request.app.state, "storage", None)
     if storage is None:
         return error_json(503, "storage_unavailable", "storage is not configured", {"Retry-After": "5"})
     check = getattr(storage, "check", None) or storage.ping
@@ -66,5 +62,5 @@ async def readyz(request: Request, engine: Annotated[Engine, Depends(get_engine)
     response_class=Response,
     responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text format."}},
 )
-async def metrics(m: Annotated[Metrics, Depends(get_metrics)]) -> Response:
+async def metrics(m: MetricsDep) -> Response:
     return Response(m.render(), media_type=m.content_type)

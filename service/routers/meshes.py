@@ -11,24 +11,16 @@ from datetime import datetime, timezone
 from enum import Enum
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 from fastapi import Path as PathParam
 
-from service.deps import get_settings, get_storage
+from service.deps import SettingsDep, StorageDep
 from service.errors import ApiError, ErrorResponse
-from service.mesh_export import MEDIA_TYPES, export_mesh
-from service.schemas_devices import MeshInfo, MeshModelInfo, MeshUrls
+from service.mesh_export import MESH_FORMATS, export_mesh
+from service.schemas_meshes import MeshInfo, MeshModelInfo, MeshUrls
 from service.storage import Storage
 
 router = APIRouter(prefix="/mesh", tags=["meshes"])
-
-StorageDep = Annotated[Storage, Depends(get_storage)]
-
-
-class MeshFormatParam(str, Enum):
-    glb = "glb"
-    obj = "obj"
-    ply = "ply"
 
 
 class SpaceParam(str, Enum):
@@ -69,12 +61,6 @@ def _model_info(meta: dict[str, Any]) -> MeshModelInfo:
     )
 
 
-def mesh_urls(request: Request, settings: Any, mesh_id: str) -> MeshUrls:
-    base = getattr(settings, "public_base_url", None) or str(request.base_url)
-    root = f"{base.rstrip('/')}/mesh/{mesh_id}"
-    return MeshUrls(glb=f"{root}.glb", obj=f"{root}.obj", ply=f"{root}.ply", self_=root)
-
-
 # Declared before "/{mesh_id}" so that "abc.glb" is never read as the id "abc.glb".
 @router.get(
     "/{mesh_id}.{fmt}",
@@ -83,32 +69,31 @@ def mesh_urls(request: Request, settings: Any, mesh_id: str) -> MeshUrls:
     responses={
         200: {
             "description": "The mesh file.",
-            "content": {media: {} for media in MEDIA_TYPES.values()},
+            "content": {f.media_type: {} for f in MESH_FORMATS.values()},
         },
         **_NOT_FOUND,
     },
 )
 def download_mesh(
     mesh_id: str,
-    fmt: Annotated[str, PathParam(description="glb, obj or ply", json_schema_extra={"enum": list(MEDIA_TYPES)})],
+    fmt: Annotated[str, PathParam(description=", ".join(MESH_FORMATS), json_schema_extra={"enum": list(MESH_FORMATS)})],
     storage: StorageDep,
     space: SpaceQuery = SpaceParam.world,
 ) -> Response:
     # Any other suffix means the whole segment is an id with a dot in it ("abc.def"),
     # which no mesh has: 404 like every unknown id, not a 422 about a format.
-    if fmt not in MEDIA_TYPES:
+    if fmt not in MESH_FORMATS:
         raise ApiError(404, "mesh_not_found", f"no mesh {f'{mesh_id}.{fmt}'!r}")
-    fmt = MeshFormatParam(fmt)
     meta, arrays = _load(storage, mesh_id)
-    data = export_mesh(arrays, fmt.value, space.value)
+    data = export_mesh(arrays, fmt, space.value)
     suffix = "" if space is SpaceParam.world else "_camera"
     # The bytes never change while the mesh lives, so clients may cache until expiry.
     max_age = max(0, int(meta.get("expires_at", time.time()) - time.time()))
     return Response(
         content=data,
-        media_type=MEDIA_TYPES[fmt.value],
+        media_type=MESH_FORMATS[fmt].media_type,
         headers={
-            "Content-Disposition": f'attachment; filename="face_{mesh_id}{suffix}.{fmt.value}"',
+            "Content-Disposition": f'attachment; filename="face_{mesh_id}{suffix}.{fmt}"',
             "Cache-Control": f"private, max-age={max_age}",
         },
     )
@@ -119,7 +104,7 @@ def mesh_info(
     mesh_id: str,
     request: Request,
     storage: StorageDep,
-    settings: Annotated[Any, Depends(get_settings)],
+    settings: SettingsDep,
 ) -> MeshInfo:
     meta, arrays = _load(storage, mesh_id)
     image_size = meta.get("image_size")
@@ -134,5 +119,5 @@ def mesh_info(
         camera=meta.get("camera"),
         R_cv=arrays["R_cv"].reshape(3, 3).tolist(),
         t_cv=arrays["t_cv"].reshape(3).tolist(),
-        urls=mesh_urls(request, settings, mesh_id),
+        urls=MeshUrls.for_mesh(settings.public_base_url or str(request.base_url), mesh_id),
     )

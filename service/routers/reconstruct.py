@@ -5,16 +5,15 @@ from __future__ import annotations
 import time
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
+from fastapi import APIRouter, File, Form, Request, UploadFile
 from pydantic import BaseModel, ValidationError
 
 from ..bounded_json import JsonLimitError, loads_bounded
-from ..deps import get_engine, get_settings, require_api_key
+from ..deps import ApiKeyRequired, EngineDep, OptionalStorageDep, SettingsDep
 from ..errors import ApiError, ErrorResponse
 from ..imaging import check_content_type
-from ..pipeline import Engine, ReconstructRequest
+from ..pipeline import ReconstructRequest
 from ..schemas import INCLUDE_OPTIONS, CameraIn, FacesIn, ReconstructResponse
-from ..settings import Settings
 
 router = APIRouter(tags=["reconstruct"])
 
@@ -86,13 +85,14 @@ async def _read_capped(upload: UploadFile, limit: int) -> bytes:
     responses=_ERRORS,
     # Checked at the door by the request gate before the upload is read; declared here too
     # so the OpenAPI shows the key.
-    dependencies=[Depends(require_api_key)],
+    dependencies=[ApiKeyRequired],
 )
 async def reconstruct(
     request: Request,
     image: Annotated[UploadFile, File(description="JPEG, PNG or WebP; EXIF orientation is applied.")],
-    engine: Annotated[Engine, Depends(get_engine)],
-    settings: Annotated[Settings, Depends(get_settings)],
+    engine: EngineDep,
+    settings: SettingsDep,
+    storage: OptionalStorageDep,
     camera: Annotated[
         str | None,
         Form(
@@ -130,7 +130,6 @@ async def reconstruct(
         include=_parse_include(include),
         base_url=str(request.base_url),
     )
-    storage = getattr(request.app.state, "storage", None)
     # The gate set the deadline when the request arrived and cancels the work past it;
     # the engine checks it between stages so late work is not started.
     result = await engine.reconstruct(req, storage, getattr(request.state, "deadline", None))
