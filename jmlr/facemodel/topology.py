@@ -311,6 +311,35 @@ def _sample_path(path: np.ndarray, pos: np.ndarray, required: set[int], spacing:
     return out
 
 
+@dataclass
+class _Chart:
+    """The region in its symmetric UV chart: positions, mirror map, halves."""
+
+    pos: np.ndarray        # (V, 3) neutral positions of all model vertices, float64
+    uv: np.ndarray         # (V, 2) the chart, the right half mirrored from the left exactly
+    flip: np.ndarray       # (V,) mirror partner (-1 outside the region)
+    left: np.ndarray       # region vertices with x > 0 and a distinct partner
+    midline: np.ndarray    # region vertices that are their own partner
+    is_left: np.ndarray    # (V,) bool
+    is_mid: np.ndarray     # (V,) bool
+    polys: np.ndarray      # (P, 4) the region's quads/triangles (4th index -1)
+
+
+@dataclass
+class _Rims:
+    """The region's boundary: loops, the left-half paths on them and their spacing."""
+
+    landmarks: np.ndarray          # (68,) model vertex of each landmark
+    required: set[int]             # vertices always kept (landmarks, as left representatives)
+    loops: list[np.ndarray]        # boundary loops, longest (outer rim) first
+    paths: list[tuple[np.ndarray, bool]]  # left-half rim paths, closed or not
+    path_spacing: list[float]
+    spacing: float                 # outer-rim vertex spacing
+    on_rim: np.ndarray             # (V,) bool
+    rim_required: set[int]
+    path_pos: dict[int, tuple[int, int]]  # vertex -> (path, index on it)
+
+
 def build_topology(
     model: FaceModel,
     num_vertices: int = 1220,
@@ -337,8 +366,26 @@ def build_topology(
     Returns:
         A :class:`Topology`. Deterministic: the same model gives the same arrays.
     """
-    from scipy.spatial import Delaunay
+    chart = _symmetric_chart(model, region)
+    rims = _rim_paths(model, chart, region, num_vertices, boundary_density, feature_scale)
+    extra_rim: set[int] = set()
+    banned: set[int] = set()
+    for _ in range(max_iterations):
+        rim_keep = [
+            _sample_path(p, chart.pos, rims.rim_required | (extra_rim & set(map(int, p))), h, closed)
+            for (p, closed), h in zip(rims.paths, rims.path_spacing)
+        ]
+        half = _sample_interior(chart, rims, rim_keep, banned, num_vertices, feature_scale, feature_radius)
+        tri = _triangulate_half(chart, rims, rim_keep, half)
+        if _refine_rims(chart, rims, rim_keep, half, tri, extra_rim, banned):
+            break
+    else:
+        raise RuntimeError("build_topology: rim refinement did not converge")
+    return _mirrored_topology(model, chart, tri, half, rims.landmarks)
 
+
+def _symmetric_chart(model: FaceModel, region: str) -> _Chart:
+    """Step 1: per-vertex UV, mirror pairs and midline; the chart made exactly symmetric."""
     sl = model.region(region)
     first, stop = sl.start, sl.stop
     in_region = (model.quads >= first) & ((model.quads < stop) | (model.quads == -1))
@@ -347,7 +394,6 @@ def build_topology(
     polys_uv = model.quads_uv[poly_mask]
     pos = model.neutral.astype(np.float64)
 
-    # 1. per-vertex UV, mirror pairs, midline
     uv = np.full((model.num_vertices, 2), np.nan)
     valid = polys >= 0
     vid, uid = polys[valid], polys_uv[valid]
@@ -375,13 +421,18 @@ def build_topology(
     uv2[right, 1] = uv2[left, 1]
     if np.nanmin(uv2[left, 0]) <= u_mid:
         raise ValueError("UV chart is not laid out with the subject's left at u > 0.5")
+    return _Chart(pos, uv2, flip, left, midline, is_left, is_mid, polys)
 
-    # 2. landmarks (left representatives) and rims
+
+def _rim_paths(model: FaceModel, chart: _Chart, region: str, num_vertices: int, boundary_density: float,
+               feature_scale: float) -> _Rims:
+    """Step 2: landmarks (left representatives), boundary loops and the left-half rim paths."""
+    pos, flip, is_left, is_mid = chart.pos, chart.flip, chart.is_left, chart.is_mid
     lm = model.landmarks68.astype(np.int64)
     if not np.all(is_left[lm] | is_mid[lm] | is_left[flip[lm]]):
         raise ValueError("landmarks68 are not all in the region")
     required = {int(v) if not is_left[flip[v]] else int(flip[v]) for v in lm}
-    loops = boundary_loops(polys)
+    loops = boundary_loops(chart.polys)
     if len(loops) != 4:
         raise ValueError(f"region {region!r} has {len(loops)} boundary loops, expected 4 (rim, eyes, mouth)")
     # holes get a finer rim than the outer edge (as ARKit's mesh has): the total rim
@@ -408,113 +459,127 @@ def build_topology(
     rim_vertices = np.unique(np.concatenate([l for l in loops]))
     on_rim = np.zeros(model.num_vertices, bool)
     on_rim[rim_vertices] = True
-    rim_required = set(required) | {int(v) for v in midline if on_rim[v]}
-
+    rim_required = set(required) | {int(v) for v in chart.midline if on_rim[v]}
     # full-resolution rim position of each vertex, to refine chords Delaunay misses
     path_pos = {}
     for pi, (p, closed) in enumerate(paths):
         for k, v in enumerate(p):
             path_pos[int(v)] = (pi, k)
+    return _Rims(lm, required, loops, paths, path_spacing, spacing, on_rim, rim_required, path_pos)
 
-    extra_rim: set[int] = set()
-    banned: set[int] = set()
-    for _ in range(max_iterations):
-        rim_keep = [
-            _sample_path(p, pos, rim_required | (extra_rim & set(map(int, p))), h, closed)
-            for (p, closed), h in zip(paths, path_spacing)
-        ]
-        # 3. farthest-point sampling of the interior (left + midline), mirrors counted
-        seeds = sorted({v for r in rim_keep for v in r} | required)
-        cand = np.array(
-            [v for v in np.concatenate([left, midline]) if not on_rim[v] and int(v) not in banned and int(v) not in seeds],
-            np.int64,
-        )
-        cand.sort()
-        chosen = list(seeds)
-        count = sum(1 if is_mid[v] else 2 for v in chosen)
-        src = np.concatenate([pos[seeds], pos[flip[seeds]]])
-        cp = pos[cand]
-        # sizing field: points near the eyes and mouth count as farther, so they get denser
-        hole_rim = np.concatenate([p for (p, _), h in zip(paths, path_spacing) if h != spacing])
-        hole_rim = np.concatenate([hole_rim, flip[hole_rim]])
-        d_feat2 = np.full(len(cand), np.inf)
-        for chunk in np.array_split(pos[hole_rim], max(1, len(hole_rim) // 256)):
-            d_feat2 = np.minimum(d_feat2, ((pos[cand][:, None, :] - chunk[None]) ** 2).sum(-1).min(1))
-        size = 1.0 - (1.0 - feature_scale) * np.exp(-d_feat2 / (feature_radius * spacing) ** 2)
-        inv_size2 = 1.0 / size**2
-        d2 = np.full(len(cand), np.inf)
-        for chunk in np.array_split(src, max(1, len(src) // 256)):
-            d2 = np.minimum(d2, ((cp[:, None, :] - chunk[None]) ** 2).sum(-1).min(1))
-        free = np.ones(len(cand), bool)
-        mid_c = is_mid[cand]
-        while count < num_vertices and free.any():
-            score = np.where(free, d2 * inv_size2, -1.0)
-            if num_vertices - count == 1 and (free & mid_c).any():
-                score = np.where(mid_c, score, -1.0)
-            i = int(np.argmax(score))
-            v = int(cand[i])
-            free[i] = False
-            chosen.append(v)
-            count += 1 if is_mid[v] else 2
-            for q in (pos[v], pos[flip[v]]):
-                d2 = np.minimum(d2, ((cp - q) ** 2).sum(-1))
-        half = np.array(sorted(chosen), np.int64)
 
-        # 4. Delaunay of the half in the symmetric UV chart
-        tri_local = Delaunay(uv2[half]).simplices
-        tri = half[tri_local]
-        cen = uv2[tri].mean(1)
-        keep = np.ones(len(tri), bool)
-        polys2d = []
-        for (p, closed), kept in zip(paths, rim_keep):
-            if closed:  # an eye: the hole is the loop itself (its mirror is the other eye)
-                polys2d.append(("hole", uv2[kept]))
-            else:  # open arc from midline to midline; close it with its mirror image
-                arc = np.array(kept)
-                ring = np.concatenate([arc, flip[arc[::-1][1:-1]]])
-                polys2d.append(("arc", uv2[ring]))
-        # the longest arc (by its UV polygon area) is the outer rim, the other the mouth
-        arcs = [p for kind, p in polys2d if kind == "arc"]
-        areas = [abs(np.sum(p[:, 0] * np.roll(p[:, 1], -1) - np.roll(p[:, 0], -1) * p[:, 1])) for p in arcs]
-        outer_poly = arcs[int(np.argmax(areas))]
-        hole_polys = [p for kind, p in polys2d if kind == "hole"] + [a for k, a in enumerate(arcs) if k != int(np.argmax(areas))]
-        keep &= _points_in_polygon(cen, outer_poly)
-        for h in hole_polys:
-            keep &= ~_points_in_polygon(cen, h)
-        tri = tri[keep]
+def _sample_interior(chart: _Chart, rims: _Rims, rim_keep: list[list[int]], banned: set[int], num_vertices: int,
+                     feature_scale: float, feature_radius: float) -> np.ndarray:
+    """Step 3: farthest-point sampling of the interior (left + midline), mirrors counted,
+    denser near the eyes and mouth. Returns the kept half (sorted vertex ids)."""
+    pos, flip, is_mid, on_rim = chart.pos, chart.flip, chart.is_mid, rims.on_rim
+    seeds = sorted({v for r in rim_keep for v in r} | rims.required)
+    cand = np.array(
+        [v for v in np.concatenate([chart.left, chart.midline])
+         if not on_rim[v] and int(v) not in banned and int(v) not in seeds],
+        np.int64,
+    )
+    cand.sort()
+    chosen = list(seeds)
+    count = sum(1 if is_mid[v] else 2 for v in chosen)
+    src = np.concatenate([pos[seeds], pos[flip[seeds]]])
+    cp = pos[cand]
+    # sizing field: points near the eyes and mouth count as farther, so they get denser
+    hole_rim = np.concatenate([p for (p, _), h in zip(rims.paths, rims.path_spacing) if h != rims.spacing])
+    hole_rim = np.concatenate([hole_rim, flip[hole_rim]])
+    d_feat2 = np.full(len(cand), np.inf)
+    for chunk in np.array_split(pos[hole_rim], max(1, len(hole_rim) // 256)):
+        d_feat2 = np.minimum(d_feat2, ((pos[cand][:, None, :] - chunk[None]) ** 2).sum(-1).min(1))
+    size = 1.0 - (1.0 - feature_scale) * np.exp(-d_feat2 / (feature_radius * rims.spacing) ** 2)
+    inv_size2 = 1.0 / size**2
+    d2 = np.full(len(cand), np.inf)
+    for chunk in np.array_split(src, max(1, len(src) // 256)):
+        d2 = np.minimum(d2, ((cp[:, None, :] - chunk[None]) ** 2).sum(-1).min(1))
+    free = np.ones(len(cand), bool)
+    mid_c = is_mid[cand]
+    while count < num_vertices and free.any():
+        score = np.where(free, d2 * inv_size2, -1.0)
+        if num_vertices - count == 1 and (free & mid_c).any():
+            score = np.where(mid_c, score, -1.0)
+        i = int(np.argmax(score))
+        v = int(cand[i])
+        free[i] = False
+        chosen.append(v)
+        count += 1 if is_mid[v] else 2
+        for q in (pos[v], pos[flip[v]]):
+            d2 = np.minimum(d2, ((cp - q) ** 2).sum(-1))
+    return np.array(sorted(chosen), np.int64)
 
-        # every rim chord must be a Delaunay edge; else refine there and retry
-        have = {(int(a), int(b)) for a, b in np.sort(_edges(tri), 1)}
-        missing = []
-        for (p, closed), kept in zip(paths, rim_keep):
-            ring = kept + ([kept[0]] if closed else [])
-            for a, b in zip(ring[:-1], ring[1:]):
-                if (min(a, b), max(a, b)) not in have:
-                    missing.append((a, b))
-        unused = set(map(int, half)) - set(map(int, np.unique(tri)))
-        if not missing and not unused:
-            break
-        for a, b in missing:
-            pi, ka = path_pos[a]
-            _, kb = path_pos[b]
-            p, closed = paths[pi]
-            if closed and kb < ka:
-                kb += len(p)
-            if kb - ka >= 2:
-                extra_rim.add(int(p[((ka + kb) // 2) % len(p)]))
-            else:  # adjacent rim vertices: push away the interior points crowding the chord
-                c = 0.5 * (uv2[a] + uv2[b])
-                r2 = ((uv2[a] - c) ** 2).sum()
-                for v in half:
-                    if not on_rim[v] and ((uv2[v] - c) ** 2).sum() < r2 and int(v) not in required:
-                        banned.add(int(v))
-        for v in unused:
-            if int(v) not in required and not on_rim[v]:
-                banned.add(int(v))
-    else:
-        raise RuntimeError("build_topology: rim refinement did not converge")
 
-    # 5. orient (positive UV area = outward, as the model's quads) and mirror
+def _triangulate_half(chart: _Chart, rims: _Rims, rim_keep: list[list[int]], half: np.ndarray) -> np.ndarray:
+    """Step 4: Delaunay of the half in the symmetric chart, keeping the triangles inside
+    the sampled rim polygon and outside the sampled holes. Returns (F, 3) model ids."""
+    from scipy.spatial import Delaunay
+
+    uv2, flip = chart.uv, chart.flip
+    tri = half[Delaunay(uv2[half]).simplices]
+    cen = uv2[tri].mean(1)
+    keep = np.ones(len(tri), bool)
+    polys2d = []
+    for (p, closed), kept in zip(rims.paths, rim_keep):
+        if closed:  # an eye: the hole is the loop itself (its mirror is the other eye)
+            polys2d.append(("hole", uv2[kept]))
+        else:  # open arc from midline to midline; close it with its mirror image
+            arc = np.array(kept)
+            ring = np.concatenate([arc, flip[arc[::-1][1:-1]]])
+            polys2d.append(("arc", uv2[ring]))
+    # the longest arc (by its UV polygon area) is the outer rim, the other the mouth
+    arcs = [p for kind, p in polys2d if kind == "arc"]
+    areas = [abs(np.sum(p[:, 0] * np.roll(p[:, 1], -1) - np.roll(p[:, 0], -1) * p[:, 1])) for p in arcs]
+    outer_poly = arcs[int(np.argmax(areas))]
+    hole_polys = [p for kind, p in polys2d if kind == "hole"] + [a for k, a in enumerate(arcs) if k != int(np.argmax(areas))]
+    keep &= _points_in_polygon(cen, outer_poly)
+    for h in hole_polys:
+        keep &= ~_points_in_polygon(cen, h)
+    return tri[keep]
+
+
+def _refine_rims(chart: _Chart, rims: _Rims, rim_keep: list[list[int]], half: np.ndarray, tri: np.ndarray,
+                 extra_rim: set[int], banned: set[int]) -> bool:
+    """Step 5: True when every sampled rim chord is a triangle edge and every kept vertex
+    is used; else add rim vertices between chords' ends (``extra_rim``) or ban interior
+    points crowding a chord (``banned``) for the next round and return False."""
+    uv2, on_rim = chart.uv, rims.on_rim
+    have = {(int(a), int(b)) for a, b in np.sort(_edges(tri), 1)}
+    missing = []
+    for (p, closed), kept in zip(rims.paths, rim_keep):
+        ring = kept + ([kept[0]] if closed else [])
+        for a, b in zip(ring[:-1], ring[1:]):
+            if (min(a, b), max(a, b)) not in have:
+                missing.append((a, b))
+    unused = set(map(int, half)) - set(map(int, np.unique(tri)))
+    if not missing and not unused:
+        return True
+    for a, b in missing:
+        pi, ka = rims.path_pos[a]
+        _, kb = rims.path_pos[b]
+        p, closed = rims.paths[pi]
+        if closed and kb < ka:
+            kb += len(p)
+        if kb - ka >= 2:
+            extra_rim.add(int(p[((ka + kb) // 2) % len(p)]))
+        else:  # adjacent rim vertices: push away the interior points crowding the chord
+            c = 0.5 * (uv2[a] + uv2[b])
+            r2 = ((uv2[a] - c) ** 2).sum()
+            for v in half:
+                if not on_rim[v] and ((uv2[v] - c) ** 2).sum() < r2 and int(v) not in rims.required:
+                    banned.add(int(v))
+    for v in unused:
+        if int(v) not in rims.required and not on_rim[v]:
+            banned.add(int(v))
+    return False
+
+
+def _mirrored_topology(model: FaceModel, chart: _Chart, tri: np.ndarray, half: np.ndarray,
+                       lm: np.ndarray) -> Topology:
+    """Step 6: orient (positive UV area = outward, as the model's quads), mirror the half,
+    renumber to topology ids and put the triangles in a canonical order."""
+    uv2, flip = chart.uv, chart.flip
     a, b, c = uv2[tri[:, 0]], uv2[tri[:, 1]], uv2[tri[:, 2]]
     area = (b[:, 0] - a[:, 0]) * (c[:, 1] - a[:, 1]) - (b[:, 1] - a[:, 1]) * (c[:, 0] - a[:, 0])
     tri = np.where((area < 0)[:, None], tri[:, [0, 2, 1]], tri)

@@ -17,8 +17,10 @@ import json
 import os
 import random
 import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -32,7 +34,7 @@ from jmlr.data.packed import PackedCrops
 from jmlr.facemodel.topology import Topology, default_topology_path
 from jmlr.models.jmlr_net import JMLRHead
 from jmlr.models.loss import LossWeights, unique_edges
-from jmlr.models.tasks import get_task
+from jmlr.models.tasks import Task, get_task
 from jmlr.paths import configs_dir
 
 DEFAULT_CONFIG: dict[str, Any] = {
@@ -397,6 +399,51 @@ def make_optimizer(optim_cfg: dict, param_groups: list[dict], lr: float) -> torc
     raise ValueError(f"unknown optim.name {name!r}: use 'sgd' or 'adamw'")
 
 
+@dataclass
+class _Run:
+    """What every step of one training run shares: its config, process and topology."""
+
+    cfg: dict
+    rank: int
+    local_rank: int
+    world: int
+    device: torch.device
+    topology: Topology
+    topo_path: Path
+
+    @property
+    def seed(self) -> int:
+        return int(self.cfg["seed"])
+
+    @property
+    def task(self) -> str:
+        return str(self.cfg["task"])
+
+    @property
+    def size(self) -> int:
+        return int(self.cfg["input_size"])
+
+    @property
+    def batch(self) -> int:
+        return int(self.cfg["batch_size"])
+
+    @property
+    def max_steps(self) -> int:
+        return int(self.cfg["max_steps"])
+
+    @property
+    def out_dir(self) -> Path:
+        return Path(self.cfg["out"])
+
+    @property
+    def ckpt_dir(self) -> Path:
+        return Path(self.cfg["ckpt_dir"]) if self.cfg.get("ckpt_dir") else self.out_dir / "ckpt"
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
 def train(cfg: dict, batches: Iterator[dict] | None = None) -> dict:
     """Run one training job described by ``cfg`` (see :data:`DEFAULT_CONFIG`).
 
@@ -406,157 +453,245 @@ def train(cfg: dict, batches: Iterator[dict] | None = None) -> dict:
     Returns a summary dict: ``step``, ``loss`` (last logged), ``images_per_s`` (global,
     excluding the first step), ``ckpt_dir``, ``export`` (store folder or None), ``first_loss``.
     """
-    cfg = deep_update(DEFAULT_CONFIG, cfg)
+    run = _start_run(deep_update(DEFAULT_CONFIG, cfg))
+    spec = get_task(run.task)
+    net, init_manifest = _build_network(run, spec)
+    peak_lr = scaled_lr(float(run.cfg["optim"]["lr"]), run.batch * run.world, int(run.cfg["optim"]["lr_batch"]))
+    optimizer = make_optimizer(run.cfg["optim"], _param_groups(net, float(run.cfg["optim"]["weight_decay"])), peak_lr)
+    start_step = _resume(run, net, optimizer)
+    if batches is None:
+        batches = _data_source(run, spec, start_step)
+    to_inputs = _Inputs(spec.inputs, net.config["normalisation"], bool(run.cfg.get("channels_last", True)))
+    pending: list[dict] = []
+    if start_step == 0 and init_manifest is None:
+        pending = _initialise_fresh(run, net, spec, batches, to_inputs)
+    images_before = prior_images_seen(init_manifest)
+
+    def meta_at(step: int) -> dict:
+        return _checkpoint_meta(run, net.config, images_before, step)
+
+    summary = _train_steps(run, net, spec, optimizer, peak_lr, batches, pending, to_inputs, start_step, meta_at)
+    if run.main:
+        step = summary["step"]
+        save_checkpoint(run.ckpt_dir, net, optimizer, meta_at(step))
+        if run.cfg.get("export"):
+            summary["export"] = str(_export(run, net, meta_at(step)))
+    if run.world > 1:
+        dist.barrier()
+        dist.destroy_process_group()
+    return summary
+
+
+def _start_run(cfg: dict) -> _Run:
+    """Join the process group, pick the device, seed, and load the topology."""
     rank, local_rank, world = init_distributed()
     device = pick_device(cfg["device"], local_rank)
     if cfg.get("threads"):
         torch.set_num_threads(int(cfg["threads"]))
-    seed = int(cfg["seed"])
-    seed_everything(seed + rank)
-    task = cfg["task"]
-    size = int(cfg["input_size"])
-    batch = int(cfg["batch_size"])
-    max_steps = int(cfg["max_steps"])
-    out_dir = Path(cfg["out"])
-    ckpt_dir = Path(cfg["ckpt_dir"]) if cfg.get("ckpt_dir") else out_dir / "ckpt"
-
+    seed_everything(int(cfg["seed"]) + rank)
     topo_path = Path(cfg["topology"]) if cfg.get("topology") else default_topology_path()
-    topology = Topology.load(topo_path)
-    N = topology.num_vertices
-    edges = torch.from_numpy(unique_edges(topology.triangles)).to(device)
-    flip_index = torch.from_numpy(topology.flip_index).long().to(device)
+    return _Run(cfg, rank, local_rank, world, device, Topology.load(topo_path), topo_path)
 
-    spec = get_task(task)
-    net = spec.build(cfg["model"], N, size)
-    model_cfg = net.config
-    mean, std = model_cfg["normalisation"]["mean"], model_cfg["normalisation"]["std"]
-    inputs = spec.inputs
-    cuda = device.type == "cuda"
+
+def _build_network(run: _Run, spec: Task) -> tuple[torch.nn.Module, dict | None]:
+    """The task's network on the device, continued from ``init`` (a stored model) unless
+    resuming; returns it and the init model's manifest (None for a fresh network)."""
+    cfg = run.cfg
+    net = spec.build(cfg["model"], run.topology.num_vertices, run.size)
     init_manifest = None
     if cfg.get("init") and not cfg.get("resume"):
         init_manifest = load_init_model(net, cfg["init"])
-    net.to(device)
+    net.to(run.device)
     # channels_last also pays on the CPU (oneDNN): +30 % for MobileNetV2, +10 % for
     # ResNet-18-D training at 128 px on 2 threads (docs/training.md).
-    channels_last = bool(cfg.get("channels_last", True))
-    if channels_last:
+    if bool(cfg.get("channels_last", True)):
         net.to(memory_format=torch.channels_last)
+    return net, init_manifest
 
-    o = cfg["optim"]
-    peak_lr = scaled_lr(float(o["lr"]), batch * world, int(o["lr_batch"]))
-    optimizer = make_optimizer(o, _param_groups(net, float(o["weight_decay"])), peak_lr)
 
-    start_step = 0
-    resume = cfg.get("resume")
+def _resume(run: _Run, net: torch.nn.Module, optimizer: torch.optim.Optimizer) -> int:
+    """Restore ``resume`` (a checkpoint folder, or "auto": this run's own if any); the step to start from."""
+    resume = run.cfg.get("resume")
     if resume == "auto":
-        resume = ckpt_dir if (ckpt_dir / "last.json").is_file() else None
-    if resume:
-        meta = load_checkpoint(Path(resume), net, optimizer)
-        start_step = int(meta["step"])
+        resume = run.ckpt_dir if (run.ckpt_dir / "last.json").is_file() else None
+    if not resume:
+        return 0
+    return int(load_checkpoint(Path(resume), net, optimizer)["step"])
 
-    if batches is not None:
-        pass
-    elif cfg["data"]["source"] == "synthetic":
-        if "whole" in inputs:
-            raise ValueError(f"task {task!r} needs whole images: use data.source 'disk'")
-        batches = synthetic_source(cfg, topology, topo_path, size, batch, seed * 1000 + rank + start_step, device)
+
+def _data_source(run: _Run, spec: Task, start_step: int) -> Iterator[dict]:
+    """Endless batches of ``data.source`` (synthetic, disk or packed), seeded by the step."""
+    cfg, rank, world = run.cfg, run.rank, run.world
+    source = cfg["data"]["source"]
+    if source == "synthetic":
+        if "whole" in spec.inputs:
+            raise ValueError(f"task {run.task!r} needs whole images: use data.source 'disk'")
+        seed = run.seed * 1000 + rank + start_step
+        stream = synthetic_source(cfg, run.topology, run.topo_path, run.size, run.batch, seed, run.device)
         aug = AugmentConfig.from_dict(cfg["data"].get("augment"))
-        gen = torch.Generator().manual_seed(seed * 1000 + rank + start_step)
-        batches = (augment_batch(b, aug, flip_index, gen) for b in batches)
-    elif cfg["data"]["source"] == "disk":
-        batches, _ = disk_source(cfg, topology, size, batch, seed + start_step, world > 1)
-    elif cfg["data"]["source"] == "packed":
-        batches, _ = packed_source(cfg, topology, size, batch, seed * 1000 + start_step, rank, world)
-    else:
-        raise ValueError(f"unknown data.source {cfg['data']['source']!r}")
+        gen = torch.Generator().manual_seed(seed)
+        flip_index = torch.from_numpy(run.topology.flip_index).long().to(run.device)
+        return (augment_batch(b, aug, flip_index, gen) for b in stream)
+    if source == "disk":
+        return disk_source(cfg, run.topology, run.size, run.batch, run.seed + start_step, world > 1)[0]
+    if source == "packed":
+        return packed_source(cfg, run.topology, run.size, run.batch, run.seed * 1000 + start_step, rank, world)[0]
+    raise ValueError(f"unknown data.source {source!r}")
 
-    def targets(b: dict) -> torch.Tensor:
-        return spec.targets(b, size)
 
-    def to_inputs(b: dict) -> list[torch.Tensor]:
-        xs = [normalise_images(b[k], mean, std) for k in inputs]
-        if channels_last:
+class _Inputs:
+    """A batch's network inputs: the task's image keys, normalised, channels_last if asked."""
+
+    def __init__(self, keys: tuple[str, ...], normalisation: dict, channels_last: bool) -> None:
+        self.keys, self.mean, self.std = keys, normalisation["mean"], normalisation["std"]
+        self.channels_last = channels_last
+
+    def __call__(self, b: dict) -> list[torch.Tensor]:
+        xs = [normalise_images(b[k], self.mean, self.std) for k in self.keys]
+        if self.channels_last:
             xs = [x.contiguous(memory_format=torch.channels_last) for x in xs]
         return xs
 
+
+def _to_device(b: dict, device: torch.device, non_blocking: bool = False) -> dict:
+    return {k: v.to(device, non_blocking=non_blocking) for k, v in b.items() if isinstance(v, torch.Tensor)}
+
+
+def _initialise_fresh(run: _Run, net: torch.nn.Module, spec: Task, batches: Iterator[dict],
+                      to_inputs: _Inputs) -> list[dict]:
+    """Initialise a fresh network from its first batches: the output affine from the
+    targets' statistics (JMLR heads), CenterFace's backbone (configs asking for it), else
+    the output biases on one batch. Returns the batches drawn, to be trained on first."""
+    cfg, N = run.cfg, run.topology.num_vertices
     pending: list[dict] = []
-    fresh = start_step == 0 and init_manifest is None
-    use_stats = fresh and isinstance(net, JMLRHead) and int(cfg.get("output_stats") or 0) > 0
+
+    def first_batch() -> dict:
+        if not pending:
+            pending.append(_to_device(next(batches), run.device))
+        return pending[0]
+
+    use_stats = isinstance(net, JMLRHead) and int(cfg.get("output_stats") or 0) > 0
     if use_stats:
         # The batches drawn for the statistics are trained on afterwards, not wasted.
-        while len(pending) * batch < int(cfg["output_stats"]):
-            pending.append({k: v.to(device) for k, v in next(batches).items() if isinstance(v, torch.Tensor)})
-        if world > 1:
+        while len(pending) * run.batch < int(cfg["output_stats"]):
+            pending.append(_to_device(next(batches), run.device))
+        if run.world > 1:
             pending = pending[:1]  # every rank must agree: rank 0's weights are broadcast by DDP
-        net.set_output_statistics(*output_statistics(torch.cat([targets(b) for b in pending]), N))
-    if fresh and (model_cfg.get("init") or {}).get("centerface"):
+        net.set_output_statistics(*output_statistics(torch.cat([spec.targets(b, run.size) for b in pending]), N))
+    if (net.config.get("init") or {}).get("centerface"):
         from jmlr.models.pretrained import init_mobilenetv2_from_centerface
 
-        if not pending:
-            pending.append({k: v.to(device) for k, v in next(batches).items() if isinstance(v, torch.Tensor)})
-        init_mobilenetv2_from_centerface(net, calibration=to_inputs(pending[0])[0], mean=mean, std=std)
-    if fresh and cfg.get("init_head", True) and not use_stats:
-        if not pending:
-            pending.append({k: v.to(device) for k, v in next(batches).items() if isinstance(v, torch.Tensor)})
-        init_head_from_batch(net, to_inputs(pending[0]), targets(pending[0]), spec.output_layers(net))
+        init_mobilenetv2_from_centerface(net, calibration=to_inputs(first_batch())[0], mean=to_inputs.mean,
+                                         std=to_inputs.std)
+    if cfg.get("init_head", True) and not use_stats:
+        b = first_batch()
+        init_head_from_batch(net, to_inputs(b), spec.targets(b, run.size), spec.output_layers(net))
+    return pending
+
+
+def _checkpoint_meta(run: _Run, model_cfg: dict, images_before: int, step: int) -> dict:
+    cfg, data = run.cfg, run.cfg["data"]
+    seen = step * run.batch * run.world
+    return {"model": cfg["model"] if isinstance(cfg["model"], str) else model_cfg,
+            "model_config": model_cfg, "num_vertices": run.topology.num_vertices, "input_size": run.size,
+            "topology": str(run.topo_path), "task": run.task, "step": step, "config": cfg,
+            "images_seen": seen, "images_seen_total": images_before + seen,
+            "training_data": {"source": data["source"], "root": data.get("root"), "packs": data.get("packs")}}
+
+
+def _export(run: _Run, net: torch.nn.Module, meta: dict) -> Path:
+    from jmlr.store import export_model
+
+    cfg = run.cfg
+    return export_model(
+        net, net.config, run.topo_path, cfg.get("store_dir"), cfg["export"], task=run.task,
+        input_size=run.size, overwrite=True, training_data=meta["training_data"],
+        extra={"step": meta["step"], "train_config": cfg, "images_seen": meta["images_seen"],
+               "images_seen_total": meta["images_seen_total"], "init": cfg.get("init")})
+
+
+class _TrainLog:
+    """Rank 0's CSV log (appended to when resuming) and progress bar; no-ops elsewhere."""
+
+    def __init__(self, run: _Run, start_step: int) -> None:
+        self.file = None
+        self.writer: csv.DictWriter | None = None
+        self.bar = None
+        if not run.main:
+            return
+        run.out_dir.mkdir(parents=True, exist_ok=True)
+        (run.out_dir / "config.yaml").write_text(yaml.safe_dump(run.cfg, sort_keys=False), "utf-8")
+        # A resumed run appends to its log; a fresh one starts it anew.
+        self.file = open(run.out_dir / "log.csv", "a" if start_step else "w", newline="", encoding="utf-8")
+        if run.cfg.get("progress", True):
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=run.max_steps, initial=start_step, desc=f"train {run.task}", dynamic_ncols=True)
+
+    def row(self, row: dict) -> None:
+        if self.file is None:
+            return
+        if self.writer is None:
+            self.writer = csv.DictWriter(self.file, fieldnames=list(row))
+            if self.file.tell() == 0:
+                self.writer.writeheader()
+        self.writer.writerow(row)
+        self.file.flush()
+        if self.bar is not None:
+            self.bar.set_postfix(loss=f"{row['loss']:.4f}", lr=f"{row['lr']:.3g}", ips=f"{row['images_per_s']:.1f}")
+
+    def step(self) -> None:
+        if self.bar is not None:
+            self.bar.update(1)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+        if self.file is not None:
+            self.file.close()
+
+
+def _out_of_time(run: _Run, t_start: float) -> bool:
+    if not run.cfg.get("max_minutes"):
+        return False
+    stop = torch.tensor(float(time.perf_counter() - t_start > 60.0 * float(run.cfg["max_minutes"])), device=run.device)
+    if run.world > 1:  # every rank must stop at the same step, or DDP hangs
+        dist.all_reduce(stop, op=dist.ReduceOp.MAX)
+    return stop.item() > 0
+
+
+def _train_steps(run: _Run, net: torch.nn.Module, spec: Task, optimizer: torch.optim.Optimizer, peak_lr: float,
+                 batches: Iterator[dict], pending: list[dict], to_inputs: _Inputs, start_step: int,
+                 meta_at: Callable[[int], dict]) -> dict:
+    """The optimisation loop from ``start_step`` to ``max_steps`` or ``max_minutes``."""
+    cfg, o, device = run.cfg, run.cfg["optim"], run.device
     ddp_net = net
-    if world > 1:  # DDP broadcasts rank 0's (head-initialised) weights to every rank
-        ddp_net = torch.nn.parallel.DistributedDataParallel(net, device_ids=[local_rank] if cuda else None)
-
+    if run.world > 1:  # DDP broadcasts rank 0's (head-initialised) weights to every rank
+        ddp_net = torch.nn.parallel.DistributedDataParallel(
+            net, device_ids=[run.local_rank] if device.type == "cuda" else None)
+    edges = torch.from_numpy(unique_edges(run.topology.triangles)).to(device)
     weights = LossWeights.from_dict(cfg.get("loss"))
-    amp = cuda and bool(cfg.get("amp", True))
-    main = rank == 0
-    log_path = out_dir / "log.csv"
-    if main:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False), "utf-8")
-    # A resumed run appends to its log; a fresh one starts it anew.
-    log_file = open(log_path, "a" if start_step else "w", newline="", encoding="utf-8") if main else None
-    writer = None
-    bar = None
-    if main and cfg.get("progress", True):
-        from tqdm import tqdm
-
-        bar = tqdm(total=max_steps, initial=start_step, desc=f"train {task}", dynamic_ncols=True)
-
-    images_before = prior_images_seen(init_manifest)
-
-    def meta_at(step: int) -> dict:
-        data = cfg["data"]
-        return {"model": cfg["model"] if isinstance(cfg["model"], str) else model_cfg,
-                "model_config": model_cfg, "num_vertices": N, "input_size": size,
-                "topology": str(topo_path), "task": task, "step": step, "config": cfg,
-                "images_seen": step * batch * world,
-                "images_seen_total": images_before + step * batch * world,
-                "training_data": {"source": data["source"], "root": data.get("root"), "packs": data.get("packs")}}
-
+    amp = device.type == "cuda" and bool(cfg.get("amp", True))
+    warmup, max_steps = int(o["warmup_steps"]), run.max_steps
+    log = _TrainLog(run, start_step)
     t_start = time.perf_counter()
-    t_first = None
+    t_first: float | None = None
     images_after_first = 0
     step = start_step
     first_loss = None
-    last = {}
+    last: dict = {}
     net.train()
     try:
-        while step < max_steps:
-            if cfg.get("max_minutes"):
-                stop = torch.tensor(float(time.perf_counter() - t_start > 60.0 * float(cfg["max_minutes"])),
-                                    device=device)
-                if world > 1:  # every rank must stop at the same step, or DDP hangs
-                    dist.all_reduce(stop, op=dist.ReduceOp.MAX)
-                if stop.item() > 0:
-                    break
-            b = pending.pop(0) if pending else next(batches)
-            b = {k: v.to(device, non_blocking=True) for k, v in b.items() if isinstance(v, torch.Tensor)}
+        while step < max_steps and not _out_of_time(run, t_start):
+            b = _to_device(pending.pop(0) if pending else next(batches), device, non_blocking=True)
             xs = to_inputs(b)
-            sched = budget_step(step, time.perf_counter() - t_start, cfg.get("max_minutes"),
-                                int(o["warmup_steps"]), max_steps)
-            lr = lr_at(sched, peak_lr, int(o["warmup_steps"]), max_steps, float(o["poly_power"]))
+            lr = lr_at(budget_step(step, time.perf_counter() - t_start, cfg.get("max_minutes"), warmup, max_steps),
+                       peak_lr, warmup, max_steps, float(o["poly_power"]))
             for g in optimizer.param_groups:
                 g["lr"] = lr
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
                 out = ddp_net(*xs)
-            res = spec.loss(out, b, edges, size, weights, net)
+            res = spec.loss(out, b, edges, run.size, weights, net)
             optimizer.zero_grad(set_to_none=True)
             res["loss"].backward()
             optimizer.step()
@@ -564,47 +699,19 @@ def train(cfg: dict, batches: Iterator[dict] | None = None) -> dict:
             if t_first is None:
                 t_first = time.perf_counter()  # the first step pays for warm-up; not timed
             else:
-                images_after_first += batch * world
+                images_after_first += run.batch * run.world
             if first_loss is None:
                 first_loss = float(res["loss"].detach())
-            if main and (step % int(cfg["log_every"]) == 0 or step == max_steps):
-                elapsed = time.perf_counter() - t_start
+            if run.main and (step % int(cfg["log_every"]) == 0 or step == max_steps):
                 ips = images_after_first / max(1e-9, time.perf_counter() - t_first)
                 last = {"step": step, "lr": lr, **{k: float(v.detach()) for k, v in res.items()},
-                        "images_per_s": ips, "elapsed_s": elapsed}
-                if writer is None:
-                    writer = csv.DictWriter(log_file, fieldnames=list(last))
-                    if log_file.tell() == 0:
-                        writer.writeheader()
-                writer.writerow(last)
-                log_file.flush()
-                if bar is not None:
-                    bar.set_postfix(loss=f"{last['loss']:.4f}", lr=f"{lr:.3g}", ips=f"{ips:.1f}")
-            if bar is not None:
-                bar.update(1)
-            if main and int(cfg["ckpt_every"]) > 0 and step % int(cfg["ckpt_every"]) == 0:
-                save_checkpoint(ckpt_dir, net, optimizer, meta_at(step))
+                        "images_per_s": ips, "elapsed_s": time.perf_counter() - t_start}
+                log.row(last)
+            log.step()
+            if run.main and int(cfg["ckpt_every"]) > 0 and step % int(cfg["ckpt_every"]) == 0:
+                save_checkpoint(run.ckpt_dir, net, optimizer, meta_at(step))
     finally:
-        if bar is not None:
-            bar.close()
-        if log_file is not None:
-            log_file.close()
-
+        log.close()
     ips = images_after_first / max(1e-9, time.perf_counter() - t_first) if t_first else 0.0
-    summary = {"step": step, "loss": last.get("loss", first_loss), "first_loss": first_loss,
-               "images_per_s": ips, "ckpt_dir": str(ckpt_dir), "export": None}
-    if main:
-        save_checkpoint(ckpt_dir, net, optimizer, meta_at(step))
-        if cfg.get("export"):
-            from jmlr.store import export_model
-
-            summary["export"] = str(export_model(
-                net, model_cfg, topo_path, cfg.get("store_dir"), cfg["export"], task=task,
-                input_size=size, overwrite=True,
-                training_data=meta_at(step)["training_data"],
-                extra={"step": step, "train_config": cfg, "images_seen": meta_at(step)["images_seen"],
-                       "images_seen_total": meta_at(step)["images_seen_total"], "init": cfg.get("init")}))
-    if world > 1:
-        dist.barrier()
-        dist.destroy_process_group()
-    return summary
+    return {"step": step, "loss": last.get("loss", first_loss), "first_loss": first_loss,
+            "images_per_s": ips, "ckpt_dir": str(run.ckpt_dir), "export": None}
