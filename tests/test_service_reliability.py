@@ -316,8 +316,8 @@ def test_gate_refuses_overload_fast_before_reading_the_body():
         return (status, body, read, dt), await first
 
     (status, body, read, dt), first = asyncio.run(go())
+    # Refused before a byte of its body was read (how fast is for the bench, not a test).
     assert status == 503 and body["error"]["code"] == "overloaded" and read == 0
-    assert dt < 0.05
     assert first[0] == 200
 
 
@@ -330,10 +330,9 @@ def test_gate_deadline_covers_the_upload_and_client_gone_cancels():
             await asyncio.sleep(0.2)
         await _ok_app(scope, receive, send)
 
-    t = time.perf_counter()
-    status, body, _ = asyncio.run(_call_gate(state, slow_reader, body_chunks=[b"x"] * 10))
+    status, body, read = asyncio.run(_call_gate(state, slow_reader, body_chunks=[b"x"] * 10))
     assert status == 504 and body["error"]["code"] == "deadline_exceeded"
-    assert time.perf_counter() - t < 1.0
+    assert read < 10  # cut off mid-upload, not after it
 
     cancelled = []
 
@@ -605,7 +604,10 @@ def test_dropped_request_keeps_its_pixels_reserved_until_its_decode_ends():
         await asyncio.sleep(0.05)
         held = engine.pixel_budget.in_use
         release.set()
-        await asyncio.sleep(0.1)
+        for _ in range(500):  # the thread returns, then its done-callback runs on the loop
+            if engine.pixel_budget.in_use == 0:
+                break
+            await asyncio.sleep(0.01)
         return held, engine.pixel_budget.in_use
 
     held, after = asyncio.run(go())
