@@ -91,8 +91,9 @@ def main() -> int:
         (results / f"{name}.row.json").write_text(json.dumps(row, indent=1))
         rows.append(row)
         print(json.dumps(row), flush=True)
-    head = ("| candidate | quiet train img/s | images in {m:g} min | vertex mean mm | MAE_r ° | MAE_t mm | score |\n"
-            "| --- | --- | --- | --- | --- | --- | --- |").format(m=args.minutes)
+    head = (f"| candidate | quiet train img/s | images in {args.minutes:g} min | vertex mean mm | MAE_r ° "
+            "| MAE_t mm | score |\n"
+            "| --- | --- | --- | --- | --- | --- | --- |")
     lines = [head] + [f"| {r['what']} | {r['quiet_images_per_s']} | {r['images_seen']:,} | {r['vertex_mean_mm']:.2f} | "
                       f"{r['mae_r_deg']:.2f} | {r['mae_t_mm']:.1f} | {r['score']:.1f} |" for r in rows]
     print("\n".join(lines))

@@ -29,17 +29,17 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("MKL_NUM_THREADS", "1")
 
-import argparse  # noqa: E402
-import platform  # noqa: E402
-import time  # noqa: E402
+import argparse
+import platform
+import time
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import numpy as np
+import torch
 
-from jmlr.facemodel import FaceModel, Topology  # noqa: E402
-from jmlr.facemodel.blendshapes import BlendshapeBasis, BlendshapeSolver, arkit_mapping  # noqa: E402
-from jmlr.store import default_model_name, load_model  # noqa: E402
-from jmlr.synth.stream import CropJitter, SyntheticCropStream  # noqa: E402
+from jmlr.facemodel import FaceModel, Topology
+from jmlr.facemodel.blendshapes import BlendshapeBasis, BlendshapeSolver, arkit_mapping
+from jmlr.store import default_model_name, load_model
+from jmlr.synth.stream import CropJitter, SyntheticCropStream
 
 GROUPS = (("brows", ("brow",)), ("eyes", ("eye",)), ("jaw", ("jaw",)), ("mouth", ("mouth",)),
           ("cheeks/nose", ("cheek", "nose")))

@@ -84,7 +84,7 @@ class Server:
         self.log = open(data_dir / f"server-{self.port}.log", "ab")
         self.proc: subprocess.Popen | None = None
 
-    def start(self, timeout_s: float = 400) -> "Server":  # model load + warm-up on a loaded 2-core box
+    def start(self, timeout_s: float = 400) -> Server:  # model load + warm-up on a loaded 2-core box
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "uvicorn", "service.app:app", "--host", "127.0.0.1", "--port", str(self.port),
              "--log-level", "warning", "--no-access-log"],
@@ -133,7 +133,7 @@ class Server:
                 self.proc.wait()
         self.log.close()
 
-    def __enter__(self) -> "Server":
+    def __enter__(self) -> Server:
         try:
             return self.start()
         except BaseException:
@@ -154,10 +154,11 @@ class Redis:
         self.proc: subprocess.Popen | None = None
         self.url = f"redis://127.0.0.1:{self.port}/0"
 
-    def start(self) -> "Redis":
+    def start(self) -> Redis:
         self.proc = subprocess.Popen(self.args, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
         for _ in range(100):
-            if subprocess.run(["redis-cli", "-p", str(self.port), "ping"], capture_output=True).stdout.strip() == b"PONG":
+            ping = subprocess.run(["redis-cli", "-p", str(self.port), "ping"], capture_output=True)
+            if ping.stdout.strip() == b"PONG":
                 return self
             time.sleep(0.05)
         raise RuntimeError("redis did not start")
@@ -254,7 +255,8 @@ def scenario_bombs(work: Path, budget: int | None, label: str) -> dict:
         rs, wall = asyncio.run(go())
         time.sleep(2)
         after = s.rss_mb()
-    return {"file_kb": round(len(bomb) / 1024, 1), "budget_px": budget, "statuses": dict(Counter(r.status_code for r in rs)),
+    return {"file_kb": round(len(bomb) / 1024, 1), "budget_px": budget,
+            "statuses": dict(Counter(r.status_code for r in rs)),
             "rss_before_mb": round(before), "rss_peak_mb": round(peak), "rss_after_mb": round(after),
             "growth_peak_mb": round(peak - before), "growth_after_mb": round(after - before), "wall_s": round(wall, 1)}
 
@@ -280,13 +282,13 @@ def scenario_chunked(work: Path, repo: Path, label: str) -> dict:
             t0 = time.perf_counter()
             w0 = s.written_mb()
             try:
-                r = httpx.post(f"{s.url}/reconstruct", content=body(), headers={**H, "Content-Type": "multipart/form-data; boundary=x"},
-                               timeout=60)
+                r = httpx.post(f"{s.url}/reconstruct", content=body(),
+                               headers={**H, "Content-Type": "multipart/form-data; boundary=x"}, timeout=60)
                 status = r.status_code
             except httpx.HTTPError as exc:  # the server may close while we are still sending
                 status = type(exc).__name__
-            out.append({"status": status, "client_sent_mb": round(sent / 1e6, 1), "s": round(time.perf_counter() - t0, 2),
-                        "server_wrote_mb": round(s.written_mb() - w0, 1)})
+            out.append({"status": status, "client_sent_mb": round(sent / 1e6, 1),
+                        "s": round(time.perf_counter() - t0, 2), "server_wrote_mb": round(s.written_mb() - w0, 1)})
     # httpx writes its whole body before it reads the answer; what matters is what the
     # server kept: server_wrote_mb counts every byte it wrote (spooling to disk included).
     return {"limit_mb": limit / 1e6, "uploads": out}
@@ -298,7 +300,8 @@ def _prebuilt(url: str, image: bytes, form: dict) -> tuple[bytes, dict]:
     return req.read(), {"Content-Type": req.headers["Content-Type"], **H}
 
 
-def _hey(url: str, body_path: Path, content_type: str, seconds: float, workers: int, qps_per_worker: float | None) -> list:
+def _hey(url: str, body_path: Path, content_type: str, seconds: float, workers: int,
+         qps_per_worker: float | None) -> list:
     """Load from ``hey`` (Debian's, in Go): a Python client on the same two cores fell
     behind its own schedule by seconds and measured itself, not the server. Returns
     (status, total ms, server wait ms) per request: the wait is from the request being
@@ -471,7 +474,7 @@ def scenario_redis_pressure(work: Path) -> dict:
         try:
             st = RedisStorage(red.url)
             acked, refused = [], 0
-            for k in range(2000):
+            for _ in range(2000):
                 mesh_id = new_mesh_id()
                 try:
                     st.put_mesh(mesh_id, {}, arrays, ttl_s=3600)
@@ -480,8 +483,8 @@ def scenario_redis_pressure(work: Path) -> dict:
                     refused += 1
             time.sleep(2)
             lost = sum(st.get_mesh(m) is None for m in acked)
-            out[policy] = {"written": 2000, "acked": len(acked), "refused_storage_full": refused, "lost_before_ttl": lost,
-                           "evicted_keys": int(st.client.info("stats")["evicted_keys"])}
+            out[policy] = {"written": 2000, "acked": len(acked), "refused_storage_full": refused,
+                           "lost_before_ttl": lost, "evicted_keys": int(st.client.info("stats")["evicted_keys"])}
             st.close()
         finally:
             red.stop()
@@ -519,7 +522,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--only", nargs="*", default=None,
                     choices=["malformed", "bombs", "chunked", "overload", "kill9", "redis", "redis_pressure"])
-    ap.add_argument("--repo", type=Path, default=REPO_ROOT, help="the checkout whose service is tested (default: this one)")
+    ap.add_argument("--repo", type=Path, default=REPO_ROOT,
+                    help="the checkout whose service is tested (default: this one)")
     ap.add_argument("--before", type=Path, help="another checkout to run overload and chunked against, same run")
     ap.add_argument("--overload-seconds", type=float, default=12.0)
     ap.add_argument("--malformed-rounds", type=int, default=120)

@@ -136,7 +136,7 @@ class Server:
                 self.proc.wait()
         self._log.close()
 
-    def __enter__(self) -> "Server":
+    def __enter__(self) -> Server:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -159,7 +159,7 @@ async def _one(client: httpx.AsyncClient, url: str, image: bytes, form: dict, ce
         cell.errors += 1
         try:
             code = r.json()["error"]["code"]
-        except Exception:  # noqa: BLE001 - any non-JSON answer counts under its status
+        except Exception:
             code = str(r.status_code)
         cell.error_codes[code] = cell.error_codes.get(code, 0) + 1
 
@@ -204,9 +204,11 @@ def markdown(cells: list[Cell], info: dict, args: argparse.Namespace) -> str:
         f"- Model: {info['model']}",
         "- Image: `skimage.data.astronaut()` (512×512 JPEG, one face); mode `landmarks` sends the face's 5 points "
         "(no detection), mode `detect` lets the service detect it.",
-        f"- Server: one uvicorn worker, `JMLR_MAX_QUEUE_DELAY_MS={args.max_queue_delay_ms}`, sqlite storage in a temp dir "
+        f"- Server: one uvicorn worker, `JMLR_MAX_QUEUE_DELAY_MS={args.max_queue_delay_ms}`, "
+        "sqlite storage in a temp dir "
         "(every request stores its mesh). Client and server share the machine.",
-        f"- Each cell: up to {args.requests} requests (after a short warm-up) or {args.time_cap_s:g} s, whichever comes first.",
+        f"- Each cell: up to {args.requests} requests (after a short warm-up) or {args.time_cap_s:g} s, "
+        "whichever comes first.",
         "",
         "| max_batch_size | mode | concurrency | requests | errors | faces/s | p50 ms | p95 ms |",
         "|---:|---|---:|---:|---:|---:|---:|---:|",

@@ -60,7 +60,9 @@ def main() -> int:
         found += 1
         ds, dr, dt = jitter_of(crop_transform(np.asarray(det.landmarks5, np.float64), args.size),
                                crop_transform(gt5, args.size), args.size)
-        scale.append(abs(ds)); rot.append(abs(dr)); shift.append(dt)
+        scale.append(abs(ds))
+        rot.append(abs(dr))
+        shift.append(dt)
     q = lambda a: {p: round(float(np.percentile(a, p)), 4) for p in (50, 90, 95, 99)} if a else None  # noqa: E731
     out = {"images": len(rows), "detected": found, "recall": round(found / max(1, len(rows)), 4),
            "abs_scale_change": q(scale), "abs_rotation_deg": q(rot), "centre_shift_fraction": q(shift)}

@@ -68,11 +68,13 @@ def field_cases(image: bytes) -> Iterator[Case]:
     files = {"image": ("a.jpg", image, "image/jpeg")}
     huge_int = "1" * 4301
     bad_cameras = [
-        "{", "[]", "null", "1", '"x"', _nested(5000), _nested(2000), '{"fx": ' + huge_int + ', "fy": 1, "cx": 0, "cy": 0}',
+        "{", "[]", "null", "1", '"x"', _nested(5000), _nested(2000),
+        '{"fx": ' + huge_int + ', "fy": 1, "cx": 0, "cy": 0}',
         '{"fx": 1e308, "fy": 1e308, "cx": 256, "cy": 256}', '{"fx": 1e-300, "fy": 1, "cx": 0, "cy": 0}',
         '{"fx": NaN, "fy": 1, "cx": 0, "cy": 0}', '{"fx": Infinity, "fy": 1, "cx": 0, "cy": 0}',
         '{"fx": 500, "fy": 500, "cx": 1e308, "cy": -1e308}', '{"fx": true, "fy": 500, "cx": 0, "cy": 0}',
-        '{"fx": "500", "fy": 500, "cx": 0, "cy": 0}', '{"fx": 500, "fy": 500, "cx": 0, "cy": 0, "width": 1e9, "height": 1}',
+        '{"fx": "500", "fy": 500, "cx": 0, "cy": 0}',
+        '{"fx": 500, "fy": 500, "cx": 0, "cy": 0, "width": 1e9, "height": 1}',
         '{"fx": 500, "fy": 500, "cx": 0, "cy": 0, "width": true, "height": true}',
         '{"fx": 500, "fy": 500, "cx": 0, "cy": 0, "distortion": {"k3": false}}',
         '{"fx": 500, "fy": 500, "cx": 0, "cy": 0, "distortion": {"k1": 1e308}}',

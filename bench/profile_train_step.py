@@ -14,7 +14,6 @@ import argparse
 import time
 from collections import defaultdict
 
-import numpy as np
 import torch
 
 
@@ -78,7 +77,7 @@ def main() -> int:
         print(f"{cand}: {total:.0f} ms/step, {args.batch * 1000 / total:.1f} img/s, " +
               ", ".join(f"{k} {v:.0f} ms ({100 * v / total:.0f} %)" for k, v in t.items()), flush=True)
     keys = ["data", "normalise", "forward", "loss", "backward", "optimiser"]
-    print(f"\n| network:size | img/s | ms/step | " + " | ".join(keys) + " |")
+    print("\n| network:size | img/s | ms/step | " + " | ".join(keys) + " |")
     print("| --- | --- | --- | " + " | ".join("---" for _ in keys) + " |")
     for cand, total, t in rows:
         print(f"| {cand} | {args.batch * 1000 / total:.1f} | {total:.0f} | " +

@@ -96,7 +96,8 @@ def evaluate(model_dir: str | None, overlay: Path | None = None) -> dict:
     if model_dir:
         kw = {"model_store": Path(model_dir).resolve().parent, "model_name": Path(model_dir).name}
     # Generous deadlines: this is an accuracy check, and the machine may be busy training.
-    settings = Settings(storage="sqlite", data_dir=ROOT / ".cache" / "real_faces_service", request_timeout_s=300.0, **kw)
+    settings = Settings(storage="sqlite", data_dir=ROOT / ".cache" / "real_faces_service", request_timeout_s=300.0,
+                        **kw)
     results, tiles = {}, []
     with TestClient(create_app(settings)) as client:
         for name, data, gt in load_photos():

@@ -23,9 +23,9 @@ CHECKOUT = Path(sys.argv[1]).resolve() if len(sys.argv) > 1 else BENCH.parent
 sys.path[:0] = [str(CHECKOUT), str(BENCH)]
 
 from fastapi.testclient import TestClient  # noqa: E402
+from hostile_corpus import LM5, all_cases  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from hostile_corpus import LM5, all_cases  # noqa: E402
 from jmlr.store import make_random_model  # noqa: E402
 from service.app import create_app  # noqa: E402
 from service.settings import Settings  # noqa: E402

@@ -10,6 +10,7 @@ metric (docs/accuracy.md's set), with the constant mean face as a reference line
 from __future__ import annotations
 
 import csv
+import itertools
 from pathlib import Path
 
 import cv2
@@ -41,7 +42,7 @@ def _panel(xs, ys, shipped, title, mean_face, target, w=420, h=300) -> np.ndarra
             cv2.putText(img, label, (px(0, value)[0] + 4, px(0, value)[1] - 3), cv2.FONT_HERSHEY_SIMPLEX, 0.35,
                         colour, 1)
     pts = [px(x, y) for x, y in zip(xs, ys)]
-    for a, b in zip(pts, pts[1:]):
+    for a, b in itertools.pairwise(pts):
         cv2.line(img, a, b, (200, 80, 0), 2, cv2.LINE_AA)
     for p, s in zip(pts, shipped):
         cv2.circle(img, p, 5, (200, 80, 0) if s else (0, 0, 220), -1 if s else 2, cv2.LINE_AA)

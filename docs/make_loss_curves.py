@@ -38,7 +38,8 @@ def _panel(series, key, title, ref, w=460, h=300) -> np.ndarray:
         y_max = max(y_max, ref * 1.15)
 
     def px(x, y):
-        return (int(left + (w - left - right) * x / x_max), int(h - bottom - (h - top - bottom) * min(y, y_max) / y_max))
+        return (int(left + (w - left - right) * x / x_max),
+                int(h - bottom - (h - top - bottom) * min(y, y_max) / y_max))
 
     cv2.rectangle(img, (left, top), (w - right, h - bottom), (0, 0, 0), 1)
     for frac in (0.25, 0.5, 0.75, 1.0):

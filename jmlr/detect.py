@@ -14,9 +14,10 @@ from __future__ import annotations
 import importlib.resources
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Protocol
 
 import cv2
 import numpy as np
@@ -108,7 +109,8 @@ class CenterFaceDetector:
 
     name = "centerface"
 
-    def __init__(self, threshold: float = 0.5, nms_iou: float = 0.3, max_side: int = 960, onnx_path: Path | None = None):
+    def __init__(self, threshold: float = 0.5, nms_iou: float = 0.3, max_side: int = 960,
+                 onnx_path: Path | None = None):
         path = onnx_path or centerface_onnx_path()
         self.session = _session(dynamic_batch_and_spatial_dims(Path(path).read_bytes()))
         self.input_name = self.session.get_inputs()[0].name

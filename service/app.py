@@ -94,7 +94,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
                 app.state.storage.close()
 
 
-def _body_limit(settings: Settings) -> "Callable[[Scope], int]":
+def _body_limit(settings: Settings) -> Callable[[Scope], int]:
     upload_limit = settings.max_upload_bytes + _FORM_SLACK_BYTES  # slack covers the form fields
 
     def limit_for(scope: Scope) -> int:

@@ -11,12 +11,13 @@ dropped before they cost a forward pass.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 
@@ -54,14 +55,13 @@ class _Item:
     abandoned: bool = False  # set by the request when it gave up
 
 
-def _post(item: "_Item", value=None, exc: BaseException | None = None) -> None:
+def _post(item: _Item, value=None, exc: BaseException | None = None) -> None:
     """Hand a result to the item's event loop from the worker thread."""
     if item.abandoned:
         return
-    try:
+    # RuntimeError: the loop closed meanwhile (client gone, test over): nobody to tell.
+    with contextlib.suppress(RuntimeError):
         item.loop.call_soon_threadsafe(_resolve, item.future, value, exc)
-    except RuntimeError:  # the loop closed meanwhile (client gone, test over): nobody to tell
-        pass
 
 
 def _resolve(fut: asyncio.Future, value=None, exc: BaseException | None = None) -> None:

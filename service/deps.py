@@ -19,7 +19,8 @@ from .pipeline import Engine
 from .settings import Settings
 from .storage import Storage
 
-api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="Required on write routes when JMLR_API_KEYS is set.")
+api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False,
+                              description="Required on write routes when JMLR_API_KEYS is set.")
 
 
 def get_settings(request: Request) -> Settings:

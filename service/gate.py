@@ -86,7 +86,8 @@ class RequestGate:
             expected = f"{decision.expected_s:.1f} s" if decision.expected_s is not None else "unknown"
             await refuse(
                 ApiError(503, "overloaded", f"server busy ({admission.in_flight} requests in progress, expected "
-                         f"wait {expected}); retry later", {"Retry-After": admission.retry_after(decision.retry_after_s)}),
+                         f"wait {expected}); retry later",
+                         {"Retry-After": admission.retry_after(decision.retry_after_s)}),
                 decision.reason,
             )
             return

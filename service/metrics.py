@@ -85,9 +85,11 @@ class Metrics:
             ("reason",),
             registry=r,
         )
-        self.in_flight = Gauge("jmlr_in_flight_requests", "Admitted /reconstruct requests not finished yet.", registry=r)
+        self.in_flight = Gauge("jmlr_in_flight_requests", "Admitted /reconstruct requests not finished yet.",
+                               registry=r)
         self.decode_pixels = Gauge(
-            "jmlr_decode_pixels_in_use", "Pixels of decoded images currently held (bounded by the pixel budget).", registry=r
+            "jmlr_decode_pixels_in_use", "Pixels of decoded images currently held (bounded by the pixel budget).",
+            registry=r
         )
 
     def record_error(self, code: str) -> None:

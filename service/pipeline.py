@@ -20,8 +20,16 @@ import numpy as np
 
 from jmlr.detect import Detector, create_detector
 from jmlr.geometry.intrinsics import Intrinsics
-from jmlr.inference import (Face, FaceCrops, FaceReconstruction, crop_faces, load_backend, locate_faces,
-                            reconstruct_faces, uncrop_points)
+from jmlr.inference import (
+    Face,
+    FaceCrops,
+    FaceReconstruction,
+    crop_faces,
+    load_backend,
+    locate_faces,
+    reconstruct_faces,
+    uncrop_points,
+)
 
 from .batcher import DynamicBatcher
 from .blendshapes import BlendshapeEstimator
@@ -154,7 +162,7 @@ class Engine:
         m, topo = self.model, self.model.topology
         return ModelOut(
             name=str(m.name), version=str(m.version), num_vertices=int(topo.num_vertices),
-            num_triangles=int(len(topo.triangles)), input_size=int(m.input_size), device=self.device,
+            num_triangles=len(topo.triangles), input_size=int(m.input_size), device=self.device,
         )
 
     # ------------------------------------------------------------------ request

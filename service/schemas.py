@@ -51,7 +51,9 @@ class CameraIn(BaseModel):
 
     model_config = ConfigDict(
         extra="forbid",
-        json_schema_extra={"examples": [{"fx": 1450.0, "fy": 1450.0, "cx": 960.0, "cy": 540.0, "width": 1920, "height": 1080}]},
+        json_schema_extra={
+            "examples": [{"fx": 1450.0, "fy": 1450.0, "cx": 960.0, "cy": 540.0, "width": 1920, "height": 1080}]
+        },
     )
 
     fx: FocalPx
@@ -63,7 +65,7 @@ class CameraIn(BaseModel):
     distortion: Distortion | None = None
 
     @model_validator(mode="after")
-    def _both_or_neither(self) -> "CameraIn":
+    def _both_or_neither(self) -> CameraIn:
         if (self.width is None) != (self.height is None):
             raise ValueError("give both width and height (the calibration size) or neither")
         return self
@@ -80,11 +82,12 @@ class FaceIn(BaseModel):
     bbox: Annotated[list[Pixel] | None, Field(min_length=4, max_length=4, description="x0, y0, x1, y1 px")] = None
     landmarks5: Annotated[
         list[Point2] | None,
-        Field(min_length=5, max_length=5, description="left eye, right eye, nose, left mouth, right mouth (image order)"),
+        Field(min_length=5, max_length=5,
+              description="left eye, right eye, nose, left mouth, right mouth (image order)"),
     ] = None
 
     @model_validator(mode="after")
-    def _something(self) -> "FaceIn":
+    def _something(self) -> FaceIn:
         if self.bbox is None and self.landmarks5 is None:
             raise ValueError("each face needs a bbox or landmarks5")
         if self.bbox is not None and not (self.bbox[2] > self.bbox[0] and self.bbox[3] > self.bbox[1]):
@@ -123,10 +126,13 @@ class FaceOut(BaseModel):
     landmarks5: list[list[float]] = Field(description="the 5 points the crop was aligned on, image px")
     pose: Pose
     pose_ok: bool = Field(description="false when PnP failed or put the face behind the camera")
-    reprojection_rms_px: float | None = Field(description="RMS px between the network's 2D points and the posed mesh's projection")
+    reprojection_rms_px: float | None = Field(
+        description="RMS px between the network's 2D points and the posed mesh's projection")
     distance_m: float = Field(description="distance from the camera centre to the head origin, metres")
-    landmarks_68: list[list[float]] | None = Field(None, description="68 iBUG points of the posed mesh projected, image px")
-    landmarks_2d: list[list[float]] | None = Field(None, description="every vertex of the posed mesh projected, image px")
+    landmarks_68: list[list[float]] | None = Field(
+        None, description="68 iBUG points of the posed mesh projected, image px")
+    landmarks_2d: list[list[float]] | None = Field(
+        None, description="every vertex of the posed mesh projected, image px")
     vertices: list[list[float]] | None = Field(None, description="world (head frame) vertices, metres")
     vertices_camera: list[list[float]] | None = Field(None, description="vertices in the OpenCV camera frame, metres")
     blendshapes: dict[str, float] | None = Field(

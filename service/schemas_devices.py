@@ -65,7 +65,7 @@ class DeviceIn(BaseModel):
     distortion: Distortion | None = None
 
     @model_validator(mode="after")
-    def _principal_point_inside(self) -> "DeviceIn":
+    def _principal_point_inside(self) -> DeviceIn:
         # A principal point off the sensor is almost always a unit or axis mix-up
         # (e.g. normalised coordinates, or width and height swapped).
         if not 0 <= self.cx <= self.width:

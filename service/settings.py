@@ -5,9 +5,9 @@ Every field is documented here once; ``docs/api.md`` links to this module.
 
 from __future__ import annotations
 
+import json
 from functools import lru_cache
 from pathlib import Path
-import json
 from typing import Annotated, Literal
 
 from pydantic import Field, field_validator

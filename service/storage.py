@@ -252,7 +252,8 @@ class SqliteStorage:
     def create_device(self, device_id: str, record: dict) -> bool:
         """Insert only if the id is free; False if taken. Atomic, unlike get-then-put."""
         try:
-            self._conn().execute("INSERT INTO devices (device_id, record) VALUES (?, ?)", (device_id, json.dumps(record)))
+            self._conn().execute("INSERT INTO devices (device_id, record) VALUES (?, ?)",
+                                 (device_id, json.dumps(record)))
         except sqlite3.IntegrityError:
             return False
         return True
@@ -316,7 +317,8 @@ class SqliteStorage:
                         evicted = self._oldest_covering(conn, excess)
                         conn.executemany("DELETE FROM meshes WHERE mesh_id = ?", [(i,) for i in evicted])
                 conn.execute(
-                    "INSERT OR REPLACE INTO meshes (mesh_id, meta, expires_at, size_bytes, stored_at) VALUES (?, ?, ?, ?, ?)",
+                    "INSERT OR REPLACE INTO meshes (mesh_id, meta, expires_at, size_bytes, stored_at) "
+                    "VALUES (?, ?, ?, ?, ?)",
                     (mesh_id, json.dumps(stamped), stamped["expires_at"], size, stamped["stored_at"]),
                 )
         except BaseException:
@@ -377,11 +379,9 @@ class SqliteStorage:
             try:
                 if path.stat().st_mtime >= cutoff:
                     continue
-                if path.name.startswith(".tmp-"):
-                    path.unlink()
-                elif path.suffix == ".npz" and conn.execute(
+                if path.name.startswith(".tmp-") or (path.suffix == ".npz" and conn.execute(
                     "SELECT 1 FROM meshes WHERE mesh_id = ?", (path.stem,)
-                ).fetchone() is None:
+                ).fetchone() is None):
                     path.unlink()
             except FileNotFoundError:
                 pass

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from jmlr.geometry import camera as cam
-from jmlr.geometry.torch_ops import project_points_torch
 from jmlr.geometry.rotation import euler_to_matrix
+from jmlr.geometry.torch_ops import project_points_torch
 
 
 def random_rt(rng, batch=()):
@@ -120,7 +120,7 @@ def test_focal_35mm_and_fov():
     assert K[0, 0] == pytest.approx(400.0)
     assert cam.intrinsics_from_fov(90.0, 800, 600, "vertical")[1, 1] == pytest.approx(300.0)
     assert cam.intrinsics_from_fov(90.0, 800, 600, "diagonal")[0, 0] == pytest.approx(500.0)
-    hfov, vfov = cam.fov_from_intrinsics(cam.wcpa_intrinsics(), 800, 800)
+    hfov, _vfov = cam.fov_from_intrinsics(cam.wcpa_intrinsics(), 800, 800)
     assert hfov == pytest.approx(math.degrees(2 * math.atan(1 / 1.57443701)))
     with pytest.raises(ValueError):
         cam.intrinsics_from_fov(60, 10, 10, "sideways")

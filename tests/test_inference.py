@@ -11,11 +11,22 @@ import pytest
 
 from jmlr.detect import Detection, NoDetector
 from jmlr.facemodel.topology import Topology, default_topology_path
-from jmlr.geometry.camera import project_points, rt_to_opencv, rt_from_rotation_translation
+from jmlr.geometry.camera import project_points, rt_from_rotation_translation, rt_to_opencv
 from jmlr.geometry.crop import apply_affine, crop_transform, landmarks5_from_68
 from jmlr.geometry.rotation import euler_to_matrix, geodesic_angle_deg
-from jmlr.inference import (DEFAULT_FOV_DEG, Ensemble, FaceHint, FaceReconstructor, InvalidFacesError, Intrinsics,
-                            crop_faces, intrinsics_for_image, locate_faces, reconstruct_faces, uncrop_points)
+from jmlr.inference import (
+    DEFAULT_FOV_DEG,
+    Ensemble,
+    FaceHint,
+    FaceReconstructor,
+    Intrinsics,
+    InvalidFacesError,
+    crop_faces,
+    intrinsics_for_image,
+    locate_faces,
+    reconstruct_faces,
+    uncrop_points,
+)
 
 LM5 = np.array([[280, 200], [360, 200], [320, 250], [290, 300], [350, 300]], float)
 

@@ -10,8 +10,15 @@ import torch
 from torch import nn
 
 from jmlr.models import (
-    ResNet, count_flops, count_parameters, create_backbone, create_model, decode_output,
-    encode_targets, list_models, load_model_config,
+    ResNet,
+    count_flops,
+    count_parameters,
+    create_backbone,
+    create_model,
+    decode_output,
+    encode_targets,
+    list_models,
+    load_model_config,
 )
 
 N = 7  # tiny vertex count: every test here is about shapes and names, not meshes

@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from jmlr.geometry.intrinsics import Intrinsics
 from service.batcher import DeadlineExceededError, DynamicBatcher, InferenceError, QueueFullError
+from service.camera import resolve_camera
 from service.errors import ApiError
 from service.imaging import check_content_type, decode_image
 from service.metrics import Metrics
-from jmlr.geometry.intrinsics import Intrinsics
-from service.camera import resolve_camera
 from service.schemas import CameraIn
 from service.settings import Settings
 
@@ -195,7 +195,7 @@ def test_batcher_batches_concurrent_requests_and_routes_results():
     finally:
         b.stop()
     assert model.batches == [4, 4]
-    for i, (v, p) in enumerate(results):
+    for i, (v, _p) in enumerate(results):
         assert v.shape == (1, 4, 3) and float(v[0, 0, 0]) == i
     text = metrics.render().decode()
     assert 'jmlr_batch_size_bucket{le="4.0"} 2.0' in text

@@ -229,7 +229,8 @@ def test_bad_inputs_get_clear_errors(client, astronaut_jpeg):
     _error(_post(client, astronaut_jpeg, "text/plain"), 415, "unsupported_media_type")
     _error(_post(client, astronaut_jpeg, camera="{fx: 1"), 422, "invalid_camera")
     _error(_post(client, astronaut_jpeg, camera='{"fx": -5, "fy": 1, "cx": 0, "cy": 0}'), 422, "invalid_camera")
-    _error(_post(client, astronaut_jpeg, camera='{"fx": 5, "fy": 1, "cx": 0, "cy": 0, "zoom": 2}'), 422, "invalid_camera")
+    _error(_post(client, astronaut_jpeg, camera='{"fx": 5, "fy": 1, "cx": 0, "cy": 0, "zoom": 2}'), 422,
+           "invalid_camera")
     _error(_post(client, astronaut_jpeg, faces='[{"landmarks5": [[1, 2]]}]'), 422, "invalid_faces")
     _error(_post(client, astronaut_jpeg, faces='[{}]'), 422, "invalid_faces")
     _error(_post(client, astronaut_jpeg, include="vertices,normals"), 422, "invalid_include")
@@ -245,7 +246,8 @@ def test_bad_inputs_get_clear_errors(client, astronaut_jpeg):
 def test_metrics(client, astronaut_jpeg):
     assert _post(client, astronaut_jpeg).status_code == 200
     text = client.get("/metrics").text
-    assert re.search(r'jmlr_request_duration_seconds_count\{method="POST",route="/reconstruct",status="200"\} [1-9]', text)
+    assert re.search(
+        r'jmlr_request_duration_seconds_count\{method="POST",route="/reconstruct",status="200"\} [1-9]', text)
     for stage in ("decode", "detect", "crop", "infer", "pnp", "store", "encode"):
         assert f'jmlr_stage_duration_seconds_count{{stage="{stage}"}}' in text, stage
     assert re.search(r"jmlr_batch_size_count [1-9]", text)
@@ -276,8 +278,8 @@ def test_concurrent_requests_are_batched(store, tmp_path, astronaut_jpeg):
             transport = httpx.ASGITransport(app=app)
             async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
                 rs = await asyncio.gather(*(
-                    c.post("/reconstruct", files={"image": ("a.jpg", astronaut_jpeg, "image/jpeg")}, data={"faces": faces},
-                           headers={"X-API-Key": API_KEY})
+                    c.post("/reconstruct", files={"image": ("a.jpg", astronaut_jpeg, "image/jpeg")},
+                           data={"faces": faces}, headers={"X-API-Key": API_KEY})
                     for _ in range(6)
                 ))
                 return rs, (await c.get("/metrics")).text

@@ -315,7 +315,7 @@ def test_gate_refuses_overload_fast_before_reading_the_body():
         release.set()
         return (status, body, read, dt), await first
 
-    (status, body, read, dt), first = asyncio.run(go())
+    (status, body, read, _dt), first = asyncio.run(go())
     # Refused before a byte of its body was read (how fast is for the bench, not a test).
     assert status == 503 and body["error"]["code"] == "overloaded" and read == 0
     assert first[0] == 200

@@ -161,7 +161,7 @@ def test_sqlite_is_thread_safe(tmp_path):
                 store.put_device(f"t{n}-{i}", _device(f"t{n}-{i}"))
                 assert store.get_device(f"t{n}-{i}") is not None
             store.put_mesh(new_mesh_id(), {}, _mesh_arrays(n), ttl_s=60)
-        except BaseException as exc:  # noqa: BLE001 - surfaced below
+        except BaseException as exc:
             errors.append(exc)
 
     threads = [threading.Thread(target=work, args=(n,)) for n in range(6)]

@@ -14,8 +14,15 @@ from safetensors.torch import save_file
 from jmlr.facemodel.topology import Topology
 from jmlr.models import create_model, decode_output
 from jmlr.store import (
-    ModelStoreError, default_model_name, export_checkpoint, export_model, list_models,
-    load_model, make_random_model, set_default_model, unflip_predictions,
+    ModelStoreError,
+    default_model_name,
+    export_checkpoint,
+    export_model,
+    list_models,
+    load_model,
+    make_random_model,
+    set_default_model,
+    unflip_predictions,
 )
 from jmlr.store.insightface import guess_arch, import_insightface
 
@@ -95,14 +102,14 @@ def test_tampered_weights_refused(tmp_path, topo_path, net):
     data = bytearray(w.read_bytes())
     data[len(data) // 2] ^= 0x01
     w.write_bytes(bytes(data))
-    with pytest.raises(ModelStoreError, match="model.safetensors.*sha256"):
+    with pytest.raises(ModelStoreError, match=r"model\.safetensors.*sha256"):
         load_model(d)
 
 
 def test_missing_file_refused(tmp_path, topo_path, net):
     d = export_model(net, TINY, topo_path, tmp_path, "m")
     (d / "topology.npz").unlink()
-    with pytest.raises(ModelStoreError, match="topology.npz.*missing"):
+    with pytest.raises(ModelStoreError, match=r"topology\.npz.*missing"):
         load_model(d)
     with pytest.raises(ModelStoreError, match="no such model"):
         load_model(tmp_path / "nothing_here")

@@ -135,7 +135,7 @@ def test_stream_batch_contract(generator):
                                  effects=False, generator=generator)
     batch = next(iter(stream))
     assert batch["image"].shape == (2, 3, 128, 128) and batch["image"].dtype == torch.float32
-    assert 0 <= batch["image"].min() and batch["image"].max() <= 1
+    assert batch["image"].min() >= 0 and batch["image"].max() <= 1
     N = generator.topology.num_vertices
     assert batch["verts"].shape == (2, N, 3) and batch["points2d"].shape == (2, N, 2)
     assert batch["R_t"].shape == (2, 4, 4) and batch["K"].shape == (2, 3, 3) and batch["M"].shape == (2, 2, 3)

@@ -56,7 +56,7 @@ def _edge_distance(pixels: torch.Tensor, width: int, height: int, screen: torch.
 def _assert_same_coverage(ref, got, screen):
     """Pixel centres exactly on an edge are the only ones allowed to differ: the
     reference keeps closed triangles, GL applies its top-left fill rule."""
-    B, H, W = ref.shape
+    _, H, W = ref.shape
     differ = (ref.mask != got.mask).view(-1).nonzero().squeeze(1)
     assert len(differ) < 0.01 * ref.mask.sum()
     if len(differ):
@@ -189,7 +189,7 @@ def test_generator_falls_back_to_torch_with_a_reason(procedural, monkeypatch, ca
     assert out.mask.sum() > 100
     assert "OpenGL unavailable" in caplog.text and "test" in caplog.text
     with pytest.raises(render_gl.GLUnavailable):
-        SyntheticFaceGenerator(*procedural, renderer="gl").renderer_name
+        _ = SyntheticFaceGenerator(*procedural, renderer="gl").renderer_name
     monkeypatch.setenv("JMLR_SYNTH_RENDERER", "torch")
     assert SyntheticFaceGenerator(*procedural).renderer == "torch"
 

@@ -129,7 +129,7 @@ def test_layout_round_trip(tmp_path):
     img = np.zeros((800, 800, 3), np.uint8)
     import cv2
 
-    ok, buf = cv2.imencode(".jpg", img)
+    _, buf = cv2.imencode(".jpg", img)
     paths = write_sample(tmp_path, "00003", "7", "000012", buf.tobytes(), verts, R_t, lm,
                          identity=np.ones(100), expression=np.zeros(53))
     assert paths["image"] == tmp_path / "image/00003/7/000012_ar.jpg"

@@ -50,7 +50,7 @@ def check_topology(topo: Topology, model: FaceModel) -> None:
     # outer rim + two eyes + mouth, each a simple loop
     loops = boundary_loops(tri)
     assert len(loops) == 4
-    assert sum(len(l) for l in loops) == int((count == 1).sum())
+    assert sum(len(loop) for loop in loops) == int((count == 1).sum())
 
     # normals point out of the face: +z on average and at the nose tip
     v = topo.mean_shape.astype(np.float64)
@@ -107,7 +107,8 @@ def test_npz_and_obj_round_trip(procedural_model, tmp_path):
         np.testing.assert_array_equal(getattr(obj, key), getattr(topo, key))
     np.testing.assert_allclose(obj.mean_shape, topo.mean_shape, atol=1e-7)
     shifted = topo.mean_shape + 0.01
-    np.testing.assert_allclose(Topology.from_obj(topo.to_obj(tmp_path / "s.obj", shifted)).mean_shape, shifted, atol=1e-7)
+    back = Topology.from_obj(topo.to_obj(tmp_path / "s.obj", shifted))
+    np.testing.assert_allclose(back.mean_shape, shifted, atol=1e-7)
 
 
 def test_from_foreign_obj(procedural_model, tmp_path):
@@ -115,7 +116,7 @@ def test_from_foreign_obj(procedural_model, tmp_path):
     topo = build_topology(procedural_model, num_vertices=200)
     path = tmp_path / "plain.obj"
     text = topo.to_obj(path).read_text().splitlines()
-    path.write_text("\n".join(l for l in text if not l.startswith("# jmlr-topology")) + "\n")
+    path.write_text("\n".join(line for line in text if not line.startswith("# jmlr-topology")) + "\n")
     bare = Topology.from_obj(path)
     np.testing.assert_array_equal(bare.flip_index, topo.flip_index)
     assert (bare.ict_index == -1).all() and (bare.landmarks68 == -1).all()
@@ -126,8 +127,8 @@ def test_from_foreign_obj(procedural_model, tmp_path):
     v = topo.mean_shape.copy()
     v[:, 0] += 0.01
     path2 = tmp_path / "asym.obj"
-    path2.write_text("\n".join(l for l in topo.to_obj(path2, v).read_text().splitlines()
-                               if not l.startswith("# jmlr-topology")))
+    path2.write_text("\n".join(line for line in topo.to_obj(path2, v).read_text().splitlines()
+                               if not line.startswith("# jmlr-topology")))
     with pytest.raises(ValueError, match="symmetric"):
         Topology.from_obj(path2)
 
@@ -149,7 +150,7 @@ def test_real_topology(real_model, real_topology):
     check_topology(topo, real_model)
     assert abs(topo.num_vertices - 1220) <= 0.02 * 1220
     assert 2200 <= topo.num_triangles <= 2400
-    loops = sorted(len(l) for l in boundary_loops(topo.triangles))
+    loops = sorted(len(loop) for loop in boundary_loops(topo.triangles))
     assert loops[0] == loops[1], "the two eyes are mirror images"
     # the model's own rim: outer rim loop spans the narrow face's width
     outer = boundary_loops(topo.triangles)[0]

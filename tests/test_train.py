@@ -10,8 +10,7 @@ import torch
 
 from jmlr.models.baselines import DirectRegressionNet, TwoStreamNet, decode_baseline_output, decode_pose, encode_pose
 from jmlr.models.tasks import create_task_model, get_task
-from jmlr.train.trainer import (deep_update, load_checkpoint, load_train_config, lr_at, save_checkpoint,
-                                scaled_lr)
+from jmlr.train.trainer import deep_update, load_checkpoint, load_train_config, lr_at, save_checkpoint, scaled_lr
 
 TINY = {"name": "tiny", "backbone": {"block": "basic", "depths": [1, 1, 1, 1], "widths": [8, 16, 32, 64],
                                      "stem_width": 8}, "input_size": 64}

@@ -18,9 +18,9 @@ The JSON keys are documented in ``docs/eval_json.md``.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 import torch

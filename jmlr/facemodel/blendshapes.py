@@ -35,9 +35,9 @@ Attribution: the shipped basis is derived from ICT-FaceKit, MIT License, Copyrig
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -55,13 +55,16 @@ __all__ = [
 
 # Apple's ARFaceAnchor.BlendShapeLocation names, in Apple's documentation order.
 ARKIT_BLENDSHAPE_NAMES: tuple[str, ...] = (
-    "eyeBlinkLeft", "eyeLookDownLeft", "eyeLookInLeft", "eyeLookOutLeft", "eyeLookUpLeft", "eyeSquintLeft", "eyeWideLeft",
-    "eyeBlinkRight", "eyeLookDownRight", "eyeLookInRight", "eyeLookOutRight", "eyeLookUpRight", "eyeSquintRight", "eyeWideRight",
+    "eyeBlinkLeft", "eyeLookDownLeft", "eyeLookInLeft", "eyeLookOutLeft", "eyeLookUpLeft", "eyeSquintLeft",
+    "eyeWideLeft",
+    "eyeBlinkRight", "eyeLookDownRight", "eyeLookInRight", "eyeLookOutRight", "eyeLookUpRight", "eyeSquintRight",
+    "eyeWideRight",
     "jawForward", "jawLeft", "jawRight", "jawOpen",
     "mouthClose", "mouthFunnel", "mouthPucker", "mouthLeft", "mouthRight",
     "mouthSmileLeft", "mouthSmileRight", "mouthFrownLeft", "mouthFrownRight", "mouthDimpleLeft", "mouthDimpleRight",
     "mouthStretchLeft", "mouthStretchRight", "mouthRollLower", "mouthRollUpper", "mouthShrugLower", "mouthShrugUpper",
-    "mouthPressLeft", "mouthPressRight", "mouthLowerDownLeft", "mouthLowerDownRight", "mouthUpperUpLeft", "mouthUpperUpRight",
+    "mouthPressLeft", "mouthPressRight", "mouthLowerDownLeft", "mouthLowerDownRight", "mouthUpperUpLeft",
+    "mouthUpperUpRight",
     "browDownLeft", "browDownRight", "browInnerUp", "browOuterUpLeft", "browOuterUpRight",
     "cheekPuff", "cheekSquintLeft", "cheekSquintRight",
     "noseSneerLeft", "noseSneerRight",
@@ -124,7 +127,7 @@ class BlendshapeBasis:
         return int(self.ict_index.shape[0])
 
     @classmethod
-    def from_facemodel(cls, model, topology, num_identity: int | None = None) -> "BlendshapeBasis":
+    def from_facemodel(cls, model, topology, num_identity: int | None = None) -> BlendshapeBasis:
         """Restrict a `FaceModel` to a `Topology`'s vertices (its first ``num_identity`` modes)."""
         idx = np.asarray(topology.ict_index, np.int64)
         k = model.num_identity if num_identity is None else min(int(num_identity), model.num_identity)
@@ -152,7 +155,7 @@ class BlendshapeBasis:
         return path
 
     @classmethod
-    def load(cls, path: str | Path | None = None) -> "BlendshapeBasis":
+    def load(cls, path: str | Path | None = None) -> BlendshapeBasis:
         """Load an npz written by :meth:`save` (default :func:`default_blendshape_basis_path`)."""
         path = Path(path) if path is not None else default_blendshape_basis_path()
         with np.load(path, allow_pickle=False) as d:
@@ -164,7 +167,7 @@ class BlendshapeBasis:
                 expression_names=tuple(str(s) for s in d["expression_names"]),
             )
 
-    def for_topology(self, topology, atol_m: float = 1e-5) -> "BlendshapeBasis":
+    def for_topology(self, topology, atol_m: float = 1e-5) -> BlendshapeBasis:
         """This basis reordered to ``topology``'s vertices.
 
         Raises:
@@ -175,13 +178,16 @@ class BlendshapeBasis:
         pos = {int(v): i for i, v in enumerate(self.ict_index)}
         missing = [int(v) for v in topo_idx if int(v) not in pos]
         if missing:
-            raise ValueError(f"{len(missing)} of the topology's {len(topo_idx)} vertices are not in the blendshape basis")
+            raise ValueError(
+                f"{len(missing)} of the topology's {len(topo_idx)} vertices are not in the blendshape basis")
         rows = np.array([pos[int(v)] for v in topo_idx], np.int64)
         neutral = self.neutral[rows]
         mean = np.asarray(topology.mean_shape, np.float32)
         if mean.shape != neutral.shape or not np.allclose(mean, neutral, atol=atol_m):
-            raise ValueError("the topology's mean shape is not the blendshape basis' neutral head (another face model?)")
-        return BlendshapeBasis(topo_idx, neutral, self.identity[:, rows], self.expression[:, rows], self.expression_names)
+            raise ValueError(
+                "the topology's mean shape is not the blendshape basis' neutral head (another face model?)")
+        return BlendshapeBasis(topo_idx, neutral, self.identity[:, rows], self.expression[:, rows],
+                               self.expression_names)
 
 
 @dataclass

@@ -1,4 +1,5 @@
-"""``jmlr facemodel build | topology | blendshapes | procedural``: make the face model, topology and blendshape-basis files."""
+"""``jmlr facemodel build | topology | blendshapes | procedural``: make the face model, topology and
+blendshape-basis files."""
 
 from __future__ import annotations
 
@@ -45,7 +46,7 @@ def _topology(args: argparse.Namespace) -> int:
     loops = boundary_loops(topo.triangles)
     print(
         f"wrote {out}: {topo.num_vertices} vertices, {topo.num_triangles} triangles, "
-        f"boundary loops {[len(l) for l in loops]}"
+        f"boundary loops {[len(loop) for loop in loops]}"
     )
     if args.obj:
         print(f"wrote {topo.to_obj(args.obj)}")
@@ -98,8 +99,10 @@ def register(subparsers) -> None:
         description="Build the symmetric ~1,220-vertex face topology (eyes and mouth open) over "
         "the model's narrow face. Deterministic: rebuilding from the same model gives the same file.",
     )
-    t.add_argument("--out", type=Path, default=None, help="npz to write (default: jmlr/facemodel/data/arkit_like_topology.npz)")
-    t.add_argument("--facemodel", type=Path, default=None, help="face model npz (default: $JMLR_FACEMODEL or ../shared)")
+    t.add_argument("--out", type=Path, default=None,
+                   help="npz to write (default: jmlr/facemodel/data/arkit_like_topology.npz)")
+    t.add_argument("--facemodel", type=Path, default=None,
+                   help="face model npz (default: $JMLR_FACEMODEL or ../shared)")
     t.add_argument("--num-vertices", type=int, default=1220, help="topology size (default 1220)")
     t.add_argument("--obj", type=Path, default=None, help="also write the mean shape as an OBJ")
     t.set_defaults(func=_topology)
@@ -112,7 +115,8 @@ def register(subparsers) -> None:
     )
     s.add_argument("--out", type=Path, default=None,
                    help="npz to write (default: jmlr/facemodel/data/arkit_like_blendshapes.npz)")
-    s.add_argument("--facemodel", type=Path, default=None, help="face model npz (default: $JMLR_FACEMODEL or ../shared)")
+    s.add_argument("--facemodel", type=Path, default=None,
+                   help="face model npz (default: $JMLR_FACEMODEL or ../shared)")
     s.add_argument("--topology", type=Path, default=None, help="topology npz (default: the packaged one)")
     s.add_argument("--identity-modes", type=int, default=None, help="keep the first K identity modes (default: all)")
     s.set_defaults(func=_blendshapes)

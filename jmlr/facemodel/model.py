@@ -83,7 +83,7 @@ class FaceModel:
 
     # ------------------------------------------------------------------ loading
     @classmethod
-    def load(cls, path: str | Path | None = None) -> "FaceModel":
+    def load(cls, path: str | Path | None = None) -> FaceModel:
         """Load the npz at ``path`` (default :func:`jmlr.paths.default_facemodel_path`).
 
         Raises:

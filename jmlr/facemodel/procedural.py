@@ -66,7 +66,7 @@ def _face(n_half_x: int, n_half_y: int):
         hole |= (np.abs(cx - ex) < 0.012) & (np.abs(cy - _EYE[1]) < 0.005)
     hole |= (np.abs(cx) < 0.022) & (np.abs(cy - _MOUTH_Y) < 0.004)
     quads = quads[~hole]
-    ring = (X == xs[0]) | (X == xs[-1]) | (Y == ys[0]) | (Y == ys[-1])
+    ring = (xs[0] == X) | (xs[-1] == X) | (ys[0] == Y) | (ys[-1] == Y)
     used = np.zeros(X.size, bool)
     used[quads.ravel()] = True
     # narrow-face vertices first, the outer ring after them (as ICT orders its regions)
@@ -209,13 +209,14 @@ def make_procedural_head(
     uv = np.concatenate([face_uv, [[0.0, 0.0]]]).astype(np.float32)
     quads_uv = np.where(quads >= 0, np.where(quads < len(face_v), quads, len(face_v)), -1)
 
-    x, y, z = neutral.T
+    x, y, _ = neutral.T
     xn, yn = x / _HALF_W, y / _HALF_H
     identity = np.zeros((num_identity, V, 3))
     for k in range(num_identity):
         amp = 0.004 / (1 + k)
         f = k // 3 + 1
-        pattern = (np.cos(f * np.pi * yn / 2), np.cos(f * np.pi * xn / 2) * np.sin(f * yn + k), np.cos(f * xn) * np.cos(f * yn))
+        pattern = (np.cos(f * np.pi * yn / 2), np.cos(f * np.pi * xn / 2) * np.sin(f * yn + k),
+                   np.cos(f * xn) * np.cos(f * yn))
         identity[k, :, k % 3] = amp * pattern[k % 3] * (xn if k % 3 == 0 else 1.0)
 
     expression = np.zeros((len(EXPRESSION_NAMES), V, 3))

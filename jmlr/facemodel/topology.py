@@ -36,6 +36,7 @@ How :func:`build_topology` works (deterministic; no randomness anywhere):
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -92,7 +93,7 @@ class Topology:
 
     # ------------------------------------------------------------------ npz
     @classmethod
-    def load(cls, path: str | Path | None = None) -> "Topology":
+    def load(cls, path: str | Path | None = None) -> Topology:
         """Load a topology npz (default :func:`default_topology_path`)."""
         path = Path(path) if path is not None else default_topology_path()
         with np.load(path, allow_pickle=False) as data:
@@ -140,7 +141,7 @@ class Topology:
         return path
 
     @classmethod
-    def from_obj(cls, path: str | Path, model: FaceModel | None = None, mirror_tol: float = 1e-3) -> "Topology":
+    def from_obj(cls, path: str | Path, model: FaceModel | None = None, mirror_tol: float = 1e-3) -> Topology:
         """Read a topology from an OBJ (e.g. the challenge's ``resources/example.obj``).
 
         The OBJ's vertices become ``mean_shape`` (its units are kept: give metres) and
@@ -260,7 +261,7 @@ def boundary_loops(polygons: np.ndarray) -> list[np.ndarray]:
             loop.append(x)
             x = nxt[x]
         loops.append(np.array(loop, np.int64))
-    loops.sort(key=lambda l: (-len(l), int(l.min())))
+    loops.sort(key=lambda loop: (-len(loop), int(loop.min())))
     return loops
 
 
@@ -293,7 +294,7 @@ def _sample_path(path: np.ndarray, pos: np.ndarray, required: set[int], spacing:
     else:
         anchors = sorted(set(anchors) | {0, len(ids) - 1})
     keep: list[int] = []
-    for a, b in zip(anchors[:-1], anchors[1:]):
+    for a, b in itertools.pairwise(anchors):
         keep.append(a)
         n_int = int(round((arc[b] - arc[a]) / spacing))
         for k in range(1, n_int):
@@ -401,7 +402,7 @@ def _symmetric_chart(model: FaceModel, region: str) -> _Chart:
     if np.any(np.abs(uv[vid] - model.uv[uid]) > 1e-6):
         raise ValueError(f"region {region!r} has UV seams; build_topology needs one seamless chart")
     verts = np.unique(vid)
-    flip_local, dist = mirror_pairs(pos[verts])
+    flip_local, _ = mirror_pairs(pos[verts])
     flip = np.full(model.num_vertices, -1, np.int64)
     flip[verts] = verts[flip_local]
     if not np.array_equal(flip[flip[verts]], verts):
@@ -437,7 +438,7 @@ def _rim_paths(model: FaceModel, chart: _Chart, region: str, num_vertices: int, 
         raise ValueError(f"region {region!r} has {len(loops)} boundary loops, expected 4 (rim, eyes, mouth)")
     # holes get a finer rim than the outer edge (as ARKit's mesh has): the total rim
     # count stays ~boundary_density * sqrt(N), the holes taking 1 / feature_scale more
-    loop_len = [np.linalg.norm(pos[l] - pos[np.roll(l, -1)], axis=1).sum() for l in loops]
+    loop_len = [np.linalg.norm(pos[loop] - pos[np.roll(loop, -1)], axis=1).sum() for loop in loops]
     weighted = loop_len[0] + sum(loop_len[1:]) / feature_scale
     spacing = weighted / (boundary_density * np.sqrt(num_vertices))
     # left-half rim paths: closed eye loop, open rim/mouth arcs between midline crossings
@@ -456,13 +457,13 @@ def _rim_paths(model: FaceModel, chart: _Chart, region: str, num_vertices: int, 
         paths.append((a, False) if is_left[a[1:-1]].all() else (b, False))
     # loops[0] is the longest loop: the outer rim (ICT's and the procedural head's)
     path_spacing = [spacing * (1.0 if np.isin(p, loops[0]).all() else feature_scale) for p, _ in paths]
-    rim_vertices = np.unique(np.concatenate([l for l in loops]))
+    rim_vertices = np.unique(np.concatenate(loops))
     on_rim = np.zeros(model.num_vertices, bool)
     on_rim[rim_vertices] = True
     rim_required = set(required) | {int(v) for v in chart.midline if on_rim[v]}
     # full-resolution rim position of each vertex, to refine chords Delaunay misses
     path_pos = {}
-    for pi, (p, closed) in enumerate(paths):
+    for pi, (p, _closed) in enumerate(paths):
         for k, v in enumerate(p):
             path_pos[int(v)] = (pi, k)
     return _Rims(lm, required, loops, paths, path_spacing, spacing, on_rim, rim_required, path_pos)
@@ -521,7 +522,7 @@ def _triangulate_half(chart: _Chart, rims: _Rims, rim_keep: list[list[int]], hal
     cen = uv2[tri].mean(1)
     keep = np.ones(len(tri), bool)
     polys2d = []
-    for (p, closed), kept in zip(rims.paths, rim_keep):
+    for (_, closed), kept in zip(rims.paths, rim_keep):
         if closed:  # an eye: the hole is the loop itself (its mirror is the other eye)
             polys2d.append(("hole", uv2[kept]))
         else:  # open arc from midline to midline; close it with its mirror image
@@ -532,7 +533,8 @@ def _triangulate_half(chart: _Chart, rims: _Rims, rim_keep: list[list[int]], hal
     arcs = [p for kind, p in polys2d if kind == "arc"]
     areas = [abs(np.sum(p[:, 0] * np.roll(p[:, 1], -1) - np.roll(p[:, 0], -1) * p[:, 1])) for p in arcs]
     outer_poly = arcs[int(np.argmax(areas))]
-    hole_polys = [p for kind, p in polys2d if kind == "hole"] + [a for k, a in enumerate(arcs) if k != int(np.argmax(areas))]
+    outer = int(np.argmax(areas))
+    hole_polys = [p for kind, p in polys2d if kind == "hole"] + [a for k, a in enumerate(arcs) if k != outer]
     keep &= _points_in_polygon(cen, outer_poly)
     for h in hole_polys:
         keep &= ~_points_in_polygon(cen, h)
@@ -547,9 +549,9 @@ def _refine_rims(chart: _Chart, rims: _Rims, rim_keep: list[list[int]], half: np
     uv2, on_rim = chart.uv, rims.on_rim
     have = {(int(a), int(b)) for a, b in np.sort(_edges(tri), 1)}
     missing = []
-    for (p, closed), kept in zip(rims.paths, rim_keep):
+    for (_, closed), kept in zip(rims.paths, rim_keep):
         ring = kept + ([kept[0]] if closed else [])
-        for a, b in zip(ring[:-1], ring[1:]):
+        for a, b in itertools.pairwise(ring):
             if (min(a, b), max(a, b)) not in have:
                 missing.append((a, b))
     unused = set(map(int, half)) - set(map(int, np.unique(tri)))

@@ -18,7 +18,8 @@ so one training loop and one evaluation serve every task.
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import torch

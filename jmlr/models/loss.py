@@ -36,7 +36,7 @@ class LossWeights:
     lambda_pose: float = 1.0
 
     @classmethod
-    def from_dict(cls, d: dict | None) -> "LossWeights":
+    def from_dict(cls, d: dict | None) -> LossWeights:
         return cls(**{k: float(v) for k, v in (d or {}).items()})
 
 

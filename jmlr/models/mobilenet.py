@@ -12,7 +12,7 @@ from, the MobileNetV2 inside CenterFace (``jmlr.models.centerface_init``), uses 
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn

@@ -178,7 +178,8 @@ def create_model(name_or_path: str | Path | Mapping[str, Any], num_vertices: int
     if input_size is not None:
         cfg["input_size"] = int(input_size)
     family = _family(cfg)
-    return family.network(num_vertices, cfg["input_size"], config=cfg, **family.kwargs(cfg["backbone"], repr(cfg.get("name", "<dict>"))))
+    kwargs = family.kwargs(cfg["backbone"], repr(cfg.get("name", "<dict>")))
+    return family.network(num_vertices, cfg["input_size"], config=cfg, **kwargs)
 
 
 def create_backbone(name_or_config: str | Path | Mapping[str, Any]) -> tuple[nn.Module, int]:

@@ -12,7 +12,7 @@ Networks", CVPR 2019 (the "D" tweak).
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn

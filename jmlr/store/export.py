@@ -7,8 +7,9 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -17,11 +18,18 @@ from torch import nn
 
 from jmlr.paths import REPO_ROOT, default_model_store
 
-from .manifest import (
-    FORMAT, FORMAT_VERSION, ICT_ATTRIBUTION, OUTPUT_SPEC, TOPOLOGY_NAME, WEIGHTS_NAME,
-    ModelStoreError, sha256_file, write_manifest,
-)
 from .load import load_topology
+from .manifest import (
+    FORMAT,
+    FORMAT_VERSION,
+    ICT_ATTRIBUTION,
+    OUTPUT_SPEC,
+    TOPOLOGY_NAME,
+    WEIGHTS_NAME,
+    ModelStoreError,
+    sha256_file,
+    write_manifest,
+)
 
 __all__ = ["export_model", "export_checkpoint", "make_random_model", "set_default_model",
            "clean_state_dict", "DEFAULT_LICENCE"]
@@ -283,7 +291,7 @@ def make_random_model(
     _placeholder_head(net, np.asarray(topo.mean_shape), net.input_size)
     out = export_model(
         net, net.config, topology_path, store_dir, name, version="0",
-        training_data="none: UNTRAINED PLACEHOLDER (random init, seed %d)" % seed,
+        training_data=f"none: UNTRAINED PLACEHOLDER (random init, seed {seed})",
         dtype=dtype, overwrite=overwrite,
         description="UNTRAINED PLACEHOLDER: random weights; replace with a trained model",
         extra={"untrained_placeholder": True, "seed": seed,

@@ -18,8 +18,9 @@ a service using such a model cannot return the 68 landmarks.
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -47,7 +48,7 @@ def read_insightface_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """The bare network's state dict from a reference ``.pth`` (pickle-safe load)."""
     try:
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 -- any unpickling refusal means "not importable"
+    except Exception as exc:
         raise ModelStoreError(f"{path}: cannot read as a weights-only torch checkpoint ({exc})") from exc
     for key in ("model", "state_dict", "backbone"):
         if isinstance(obj, Mapping) and isinstance(obj.get(key), Mapping):

@@ -113,7 +113,7 @@ class HeadRegions:
         return cache[name]
 
     @classmethod
-    def from_facemodel(cls, facemodel) -> "HeadRegions":
+    def from_facemodel(cls, facemodel) -> HeadRegions:
         """Masks of a `jmlr.facemodel.FaceModel` (ICT-FaceKit region names)."""
         v = np.asarray(facemodel.neutral, np.float64)
         n = len(v)

@@ -18,9 +18,9 @@ reader also reads the real challenge data (landmark files may be absent there).
 from __future__ import annotations
 
 import csv
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
 
 import cv2
 import numpy as np

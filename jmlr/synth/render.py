@@ -111,7 +111,7 @@ class Lighting:
     specular: torch.Tensor
     shininess: torch.Tensor
 
-    def to(self, device) -> "Lighting":
+    def to(self, device) -> Lighting:
         return Lighting(*(t.to(device) for t in (self.ambient, self.directions, self.colors,
                                                     self.specular, self.shininess)))
 

@@ -2,9 +2,9 @@
 
 The same code runs on Mesa's llvmpipe (CPU) and on a GPU's EGL driver (NVIDIA), through
 moderngl. It keeps the conventions and outputs of the PyTorch reference
-(`jmlr.synth.render`): screen points come from the same `project_to_screen`, pixel
-centres are integer coordinates, faces are culled unless counter-clockwise as the camera
-sees them, and the nearest face wins.
+(`jmlr.synth.render`): vertices are projected with the formula of `project_to_screen`,
+pixel centres are integer coordinates, faces are culled unless counter-clockwise as the
+camera sees them, and the nearest face wins.
 
 Two entry points on `GLRenderer`:
 
@@ -17,11 +17,12 @@ Two entry points on `GLRenderer`:
   interpolates perspective-correctly; only the image and depth come back.
 
 Each image of a batch is drawn into a framebuffer of its own (one draw call each) and
-all are read back at the end. On llvmpipe the per-triangle work (vertex fetch, clipping, setup, binning)
-is single-threaded and pixel work is spread over ``LP_NUM_THREADS`` threads: scale with
-processes. A context belongs to one process: `gl_renderer` makes one lazily per process,
-and refuses in a child forked from a process that has one (EGL does not survive
-``fork``; use the ``spawn`` start method, or render only in the workers).
+all are read back at the end. On llvmpipe the per-triangle work (vertex fetch,
+clipping, setup, binning) is single-threaded and pixel work is spread over
+``LP_NUM_THREADS`` threads: scale with processes. A context belongs to one process:
+`gl_renderer` makes one lazily per process, and refuses in a child forked from a
+process that has one (EGL does not survive ``fork``; use the ``spawn`` start method,
+or render only in the workers).
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ log = logging.getLogger(__name__)
 MAX_LIGHTS = 4
 _FRAMEBUFFER_BYTES = 128 << 20  # framebuffer memory of one pass (a batch of 800x800 frames takes several)
 
-# Screen point (pixels, OpenCV depth) -> clip space of the image's tile. Window x is
+# Screen point (pixels, OpenCV depth) -> clip space of the image's framebuffer. Window x is
 # u + 0.5 (pixel centres at integers); window row r covers y in [r, r + 1) and the
 # readback returns row 0 first, so image rows come back top first with no flip.
 # w = z gives GL's perspective-correct interpolation; z_ndc = a + b / z runs from -1 at

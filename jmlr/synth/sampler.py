@@ -14,8 +14,8 @@ Poses follow docs/design.md: ``R_t`` is 4x4 row-vector world -> OpenGL camera
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Mapping, Sequence
 
 import numpy as np
 

@@ -136,7 +136,7 @@ class SceneParams:
         return len(self.identity)
 
     @staticmethod
-    def concat(parts: "list[SceneParams]") -> "SceneParams":
+    def concat(parts: list[SceneParams]) -> SceneParams:
         return SceneParams(
             np.concatenate([p.identity for p in parts]), np.concatenate([p.expression for p in parts]),
             np.concatenate([p.R_t for p in parts]), [a for p in parts for a in p.actions],

@@ -10,8 +10,8 @@ detector landmarks.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 import numpy as np
 import torch
@@ -32,7 +32,7 @@ class CropJitter:
     shift: float = 0.04
 
     @classmethod
-    def none(cls) -> "CropJitter":
+    def none(cls) -> CropJitter:
         return cls(0.0, 0.0, 0.0)
 
 

@@ -20,7 +20,8 @@ def register(subparsers) -> None:
     p.add_argument("--seed", type=int)
     p.add_argument("--device", choices=["auto", "cpu", "cuda"])
     p.add_argument("--data-root", help="challenge-layout folder (sets data.source=disk)")
-    p.add_argument("--packs", nargs="+", metavar="DIR", help="pack folders made by `jmlr pack` (sets data.source=packed)")
+    p.add_argument("--packs", nargs="+", metavar="DIR",
+                   help="pack folders made by `jmlr pack` (sets data.source=packed)")
     p.add_argument("--resume", help="checkpoint folder, or 'auto' for <out>/ckpt if present")
     p.add_argument("--init", metavar="MODEL_DIR",
                    help="start from a model-store model (e.g. model_store/NAME): continues its training")

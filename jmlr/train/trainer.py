@@ -28,8 +28,15 @@ import torch.distributed as dist
 import yaml
 from safetensors.torch import load_file, save_file
 
-from jmlr.data.datasets import (AugmentConfig, ChallengeDataset, augment_batch, infinite,
-                                load_challenge_samples, make_loader, normalise_images)
+from jmlr.data.datasets import (
+    AugmentConfig,
+    ChallengeDataset,
+    augment_batch,
+    infinite,
+    load_challenge_samples,
+    make_loader,
+    normalise_images,
+)
 from jmlr.data.packed import PackedCrops
 from jmlr.facemodel.topology import Topology, default_topology_path
 from jmlr.models.jmlr_net import JMLRHead
@@ -315,7 +322,7 @@ def init_head_from_batch(net: torch.nn.Module, xs: list[torch.Tensor], target: t
     there leaves the network to learn the per-image deviations.
     """
     feats = {}
-    hooks = [fc.register_forward_hook(lambda m, i, o, key=id(fc): feats.__setitem__(key, o))
+    hooks = [fc.register_forward_hook(lambda m, i, o, key=id(fc): feats.__setitem__(key, o))  # noqa: B008
              for fc, _ in layers]
     was = net.training
     net.train()  # BN statistics as in training

@@ -26,7 +26,8 @@ CSP = ("default-src 'self'; img-src 'self' blob: data:; style-src 'self' 'unsafe
 router = APIRouter(tags=["demo"])
 
 
-@router.get("/demo", response_class=FileResponse, summary="Demo web page: upload a photo, see mesh, pose and blendshapes")
+@router.get("/demo", response_class=FileResponse,
+            summary="Demo web page: upload a photo, see mesh, pose and blendshapes")
 def demo_page() -> FileResponse:
     return FileResponse(STATIC_DIR / "demo" / "index.html", media_type="text/html",
                         headers={"Content-Security-Policy": CSP, "Cache-Control": "no-cache"})

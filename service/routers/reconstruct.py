@@ -25,14 +25,19 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     403: {"model": ErrorResponse, "description": "The X-API-Key is not valid (`invalid_api_key`)."},
     429: {"model": ErrorResponse, "description": "Per-key rate limit exceeded (`rate_limited`); see Retry-After."},
     404: {"model": ErrorResponse, "description": "`device_id` is not registered (`device_not_found`)."},
-    413: {"model": ErrorResponse, "description": "Upload or pixel count over the limit (`payload_too_large`, `image_too_large`)."},
+    413: {"model": ErrorResponse,
+          "description": "Upload or pixel count over the limit (`payload_too_large`, `image_too_large`)."},
     415: {"model": ErrorResponse, "description": "Not a JPEG/PNG/WebP (`unsupported_media_type`)."},
-    422: {"model": ErrorResponse, "description": "Unreadable image, bad `camera`/`faces`/`include` (`invalid_image`, `empty_image`, `invalid_camera`, `invalid_faces`, `invalid_include`, `validation_error`)."},
+    422: {"model": ErrorResponse,
+          "description": "Unreadable image, bad `camera`/`faces`/`include` (`invalid_image`, `empty_image`, "
+          "`invalid_camera`, `invalid_faces`, `invalid_include`, `validation_error`)."},
     500: {"model": ErrorResponse, "description": "The model failed on the batch (`inference_failed`; logged)."},
-    503: {"model": ErrorResponse, "description": "Refused before the upload was read: model not loaded (`model_not_ready`, "
+    503: {"model": ErrorResponse,
+          "description": "Refused before the upload was read: model not loaded (`model_not_ready`, "
           "`inference_worker_down`), too busy to answer in time (`overloaded`); or later: inference queue full "
           "(`queue_full`), device records unreachable (`storage_unavailable`). See Retry-After."},
-    504: {"model": ErrorResponse, "description": "The deadline (from arrival, upload included) passed (`deadline_exceeded`)."},
+    504: {"model": ErrorResponse,
+          "description": "The deadline (from arrival, upload included) passed (`deadline_exceeded`)."},
 }
 
 
@@ -65,7 +70,8 @@ def _parse_include(raw: str | None) -> set[str]:
     items = {x.strip() for x in raw.split(",") if x.strip()}
     unknown = items - set(INCLUDE_OPTIONS)
     if unknown:
-        raise ApiError(422, "invalid_include", f"unknown include {sorted(unknown)}; choose from {list(INCLUDE_OPTIONS)}")
+        raise ApiError(422, "invalid_include",
+                       f"unknown include {sorted(unknown)}; choose from {list(INCLUDE_OPTIONS)}")
     return items
 
 
@@ -101,7 +107,9 @@ async def reconstruct(
             examples=['{"fx": 1450, "fy": 1450, "cx": 960, "cy": 540, "width": 1920, "height": 1080}'],
         ),
     ] = None,
-    device_id: Annotated[str | None, Form(description="A registered device (see /devices) whose intrinsics to use.")] = None,
+    device_id: Annotated[
+        str | None, Form(description="A registered device (see /devices) whose intrinsics to use.")
+    ] = None,
     faces: Annotated[
         str | None,
         Form(
@@ -111,10 +119,13 @@ async def reconstruct(
         ),
     ] = None,
     max_faces: Annotated[int | None, Form(ge=1, le=64, description="At most this many faces, best first.")] = None,
-    flip_tta: Annotated[bool, Form(description="Average with the mirrored crop (about 2x the inference cost).")] = False,
+    flip_tta: Annotated[
+        bool, Form(description="Average with the mirrored crop (about 2x the inference cost).")
+    ] = False,
     include: Annotated[
         str | None,
-        Form(description=f"Comma list of extra per-face arrays: {', '.join(INCLUDE_OPTIONS)}.", examples=["vertices,landmarks_2d"]),
+        Form(description=f"Comma list of extra per-face arrays: {', '.join(INCLUDE_OPTIONS)}.",
+             examples=["vertices,landmarks_2d"]),
     ] = None,
 ) -> ReconstructResponse:
     check_content_type(image.content_type)
