@@ -14,6 +14,8 @@ Images are numpy uint8 H x W x 3 RGB (docs/design.md).
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 from dataclasses import dataclass
 
 import cv2
@@ -64,7 +66,7 @@ def _fit_sphere(points: np.ndarray) -> np.ndarray:
 def _polyline_distance(points: np.ndarray, line: np.ndarray) -> np.ndarray:
     """Distance (P,) from 2D points (P, 2) to a polyline (L, 2)."""
     d = np.full(len(points), np.inf)
-    for a, b in zip(line[:-1], line[1:]):
+    for a, b in itertools.pairwise(line):
         ab = b - a
         t = np.clip(((points - a) @ ab) / max(ab @ ab, 1e-12), 0, 1)
         d = np.minimum(d, np.linalg.norm(points - (a + t[:, None] * ab), axis=1))
@@ -120,10 +122,8 @@ class HeadRegions:
 
         def region_mask(name: str) -> np.ndarray:
             m = np.zeros(n, np.float32)
-            try:
+            with contextlib.suppress(KeyError):
                 m[facemodel.region(name)] = 1
-            except KeyError:
-                pass
             return m
 
         face = region_mask("face")
@@ -145,7 +145,8 @@ class HeadRegions:
         # Stubble: below the nose, above the chin line, not on the lips.
         nose_y = lm[33, 1]
         chin_y = lm[8, 1]
-        beard = _smoothstep(nose_y - 0.002, nose_y - 0.008, v[:, 1]) * _smoothstep(chin_y - 0.03, chin_y - 0.005, v[:, 1])
+        beard = _smoothstep(nose_y - 0.002, nose_y - 0.008, v[:, 1]) * _smoothstep(
+            chin_y - 0.03, chin_y - 0.005, v[:, 1])
         jaw_x = np.abs(lm[3, 0] - lm[13, 0]) / 2
         beard *= 1 - _smoothstep(jaw_x * 0.85, jaw_x * 1.05, np.abs(v[:, 0]))
         stubble = (beard * (1 - lips) * skin * _smoothstep(-0.01, 0.02, v[:, 2])).astype(np.float32)

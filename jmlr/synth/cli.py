@@ -25,9 +25,11 @@ def register(subparsers) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch", type=int, default=8, help="images rendered together")
     p.add_argument("--first-subject", type=int, default=0, help="index of the first subject (to shard runs)")
-    p.add_argument("--facemodel", type=Path, default=None, help="ICT-FaceKit npz (default $JMLR_FACEMODEL or ../shared)")
+    p.add_argument("--facemodel", type=Path, default=None,
+                   help="ICT-FaceKit npz (default $JMLR_FACEMODEL or ../shared)")
     p.add_argument("--topology", type=Path, default=None, help="topology npz (default the packaged one)")
-    p.add_argument("--device", default="cpu", help="torch device of the geometry (and of the torch renderer), e.g. cuda")
+    p.add_argument("--device", default="cpu",
+                   help="torch device of the geometry (and of the torch renderer), e.g. cuda")
     p.add_argument("--renderer", choices=("auto", "gl", "torch"), default=None,
                    help="gl: OpenGL on a headless EGL context; torch: the PyTorch reference; auto (default, "
                         "or $JMLR_SYNTH_RENDERER): gl when a context can be made. The output depends on it.")

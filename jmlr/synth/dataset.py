@@ -33,7 +33,8 @@ def action_folder(action: str) -> str:
 
 
 def synthesize_dataset(out: str | Path, generator: SyntheticFaceGenerator, subjects: int, per_subject: int,
-                       seed: int = 0, batch: int = 8, progress: bool = True, first_subject: int = 0) -> list[tuple[str, str, str]]:
+                       seed: int = 0, batch: int = 8, progress: bool = True,
+                       first_subject: int = 0) -> list[tuple[str, str, str]]:
     """Render ``subjects x per_subject`` captures into ``out``; returns the list rows.
 
     Also writes ``resources/`` and ``list/{all,train,val}.csv`` (val: the last tenth of

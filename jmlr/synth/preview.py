@@ -25,11 +25,13 @@ def draw_wireframe(image: np.ndarray, points: np.ndarray, triangles: np.ndarray,
     out = cv2.addWeighted(overlay, 0.4, out, 0.6, 0)
     if landmarks is not None:
         for x, y in np.asarray(landmarks, np.float64):
-            cv2.circle(out, (int(round(x * 16)), int(round(y * 16))), int(1.5 * 16), (255, 60, 60), -1, cv2.LINE_AA, shift)
+            cv2.circle(out, (int(round(x * 16)), int(round(y * 16))), int(1.5 * 16), (255, 60, 60), -1,
+                       cv2.LINE_AA, shift)
     return out
 
 
-def face_tile(image: np.ndarray, points: np.ndarray, tile: int = 256, margin: float = 0.35) -> tuple[np.ndarray, np.ndarray]:
+def face_tile(image: np.ndarray, points: np.ndarray, tile: int = 256,
+              margin: float = 0.35) -> tuple[np.ndarray, np.ndarray]:
     """Square crop around ``points (N, 2)`` enlarged by ``margin``, resized to ``tile``.
 
     Returns the tile and the 2x3 affine image px -> tile px.

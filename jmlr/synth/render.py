@@ -83,7 +83,7 @@ class Fragments:
 
     @property
     def batch_index(self) -> torch.Tensor:
-        B, H, W = self.shape
+        _, H, W = self.shape
         return torch.div(self.pixels, H * W, rounding_mode="floor")
 
 
@@ -183,7 +183,7 @@ def rasterize(points: torch.Tensor, depth: torch.Tensor, faces: torch.Tensor,
         `Fragments` of shape (B, H, W).
     """
     H, W = image_size
-    B, V, _ = points.shape
+    B = points.shape[0]
     F = faces.shape[0]
     if F >= 1 << _FACE_BITS:
         raise ValueError(f"at most {1 << _FACE_BITS} faces")
@@ -261,7 +261,7 @@ def fragments_from_faces(tri: torch.Tensor, tri_depth: torch.Tensor, pixels: tor
         face_ids: (P,) visible face of each pixel.
         shape: (B, H, W).
     """
-    B, H, W = shape
+    _, H, W = shape
     b = torch.div(pixels, H * W, rounding_mode="floor")
     rem = pixels - b * H * W
     py = torch.div(rem, W, rounding_mode="floor")
@@ -312,7 +312,8 @@ def _vertex_face_adjacency(faces: torch.Tensor, num_vertices: int, dtype: torch.
     return adj
 
 
-def vertex_normals(verts: torch.Tensor, faces: torch.Tensor, normals_of_faces: torch.Tensor | None = None) -> torch.Tensor:
+def vertex_normals(verts: torch.Tensor, faces: torch.Tensor,
+                   normals_of_faces: torch.Tensor | None = None) -> torch.Tensor:
     """Area-weighted unit vertex normals ``(B, V, 3)`` of ``verts (B, V, 3)``, CCW faces.
 
     ``normals_of_faces``: `face_normals` of the same mesh, when already at hand.

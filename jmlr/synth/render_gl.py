@@ -126,7 +126,7 @@ void main() {
     vec3 rgb = pow(clamp(v_albedo * diffuse + spec, 0.0, 1.0), vec3(1.0 / gamma));
     out_color = vec4(rgb, 1.0 / gl_FragCoord.w);
 }
-""" % MAX_LIGHTS
+""" % MAX_LIGHTS  # noqa: UP031 - the GLSL braces would all need doubling in an f-string
 
 
 class GLUnavailable(RuntimeError):
@@ -170,7 +170,7 @@ class GLRenderer:
         kwargs = {} if device_index is None else {"device_index": int(device_index)}
         try:
             self.ctx = moderngl.create_context(standalone=True, backend="egl", require=330, **kwargs)
-        except Exception as exc:  # noqa: BLE001 - glcontext raises bare Exceptions
+        except Exception as exc:  # glcontext raises bare Exceptions
             raise GLUnavailable(f"no headless EGL OpenGL 3.3 context: {exc}") from exc
         self._moderngl = moderngl
         self.pid = os.getpid()

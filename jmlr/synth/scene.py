@@ -198,7 +198,8 @@ class SyntheticFaceGenerator:
         idx = np.asarray(topology.ict_index)
         self._topo_neutral = np.ascontiguousarray(facemodel.neutral[idx], np.float32).reshape(-1)
         self._topo_identity = facemodel.identity_basis[:, idx].astype(np.float32).reshape(facemodel.num_identity, -1)
-        self._topo_expression = facemodel.expression_basis[:, idx].astype(np.float32).reshape(facemodel.num_expressions, -1)
+        self._topo_expression = facemodel.expression_basis[:, idx].astype(np.float32).reshape(
+            facemodel.num_expressions, -1)
         self.renderer = (renderer or os.environ.get(RENDERER_ENV) or "auto").lower()
         if self.renderer not in RENDERERS:
             raise ValueError(f"renderer must be one of {RENDERERS}, not {self.renderer!r}")
@@ -260,7 +261,8 @@ class SyntheticFaceGenerator:
             R_t[todo] = cand
             p = _project(lm[todo], cand, self.K)
             w, h = self.image_size
-            inside = (p[..., 0] >= 0).all(1) & (p[..., 0] <= w - 1).all(1) & (p[..., 1] >= 0).all(1) & (p[..., 1] <= h - 1).all(1)
+            inside = ((p[..., 0] >= 0).all(1) & (p[..., 0] <= w - 1).all(1)
+                      & (p[..., 1] >= 0).all(1) & (p[..., 1] <= h - 1).all(1))
             todo = todo[~inside]
             if len(todo) == 0:
                 break
@@ -320,7 +322,8 @@ class SyntheticFaceGenerator:
             verts = self.head_vertices(params.identity, params.expression)
         verts = self._recess_eyeballs(verts)
         albedo = torch.as_tensor(np.stack([self.albedo(a) for a in params.appearance]), device=self.device)
-        parts = [sample_lighting(r, 1) for r in rngs] if isinstance(rng, (list, tuple)) else [sample_lighting(rngs[0], B)]
+        parts = ([sample_lighting(r, 1) for r in rngs] if isinstance(rng, (list, tuple))
+                 else [sample_lighting(rngs[0], B)])
         lighting = Lighting(*(torch.cat(ts) for ts in zip(*((q.ambient, q.directions, q.colors, q.specular, q.shininess)
                                                              for q in parts)))).to(self.device)
         K_t = torch.as_tensor(self.K if K is None else K, dtype=torch.float32, device=self.device)
