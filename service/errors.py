@@ -31,6 +31,16 @@ class ErrorResponse(BaseModel):
     error: ErrorBody
 
 
+#: A route's ``responses=`` for the OpenAPI document: status code -> answer.
+OpenApiResponses = dict[int | str, dict[str, Any]]
+
+#: What a route behind ``deps.ApiKeyRequired`` may answer besides its own.
+AUTH_RESPONSES: OpenApiResponses = {
+    401: {"model": ErrorResponse, "description": "No X-API-Key while keys are configured (`missing_api_key`)."},
+    403: {"model": ErrorResponse, "description": "The X-API-Key is not valid (`invalid_api_key`)."},
+}
+
+
 class ApiError(Exception):
     """Raise anywhere in a request to answer with the common error shape."""
 

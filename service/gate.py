@@ -71,7 +71,7 @@ class RequestGate:
         limiter = getattr(state, "rate_limiter", None)
         # Limits are per key. Without keys the service is on loopback (or behind a proxy
         # that authenticates and would make every client one address): no limit here.
-        if limiter is not None and settings.api_keys:
+        if limiter is not None and settings.api_keys and api_key:  # a key, since the check passed
             wait = limiter.acquire(_key_id(api_key))
             if wait > 0:
                 await refuse(

@@ -79,11 +79,12 @@ def probe_image(data: bytes, max_pixels: int) -> ImageHeader:
     """Format and size from the header alone (no pixel data is decoded), with every
     check ``decode_image`` makes before decoding. Cheap: the caller reserves decode
     memory by this size before calling ``decode_image``."""
-    img = _open_checked(data, max_pixels)
-    return ImageHeader(img.size[0], img.size[1], img.format)
+    img, fmt = _open_checked(data, max_pixels)
+    return ImageHeader(img.size[0], img.size[1], fmt)
 
 
-def _open_checked(data: bytes, max_pixels: int) -> Image.Image:
+def _open_checked(data: bytes, max_pixels: int) -> tuple[Image.Image, str]:
+    """The opened (not decoded) image and its format, one of ``ALLOWED_FORMATS``."""
     if not data:
         raise ApiError(422, "empty_image", "the uploaded image is empty (0 bytes)")
     try:
@@ -98,9 +99,10 @@ def _open_checked(data: bytes, max_pixels: int) -> Image.Image:
     except Exception as exc:
         raise ApiError(422, "invalid_image", f"cannot read the image header: {exc}") from None
 
-    if img.format not in ALLOWED_FORMATS:
+    fmt = img.format
+    if fmt is None or fmt not in ALLOWED_FORMATS:
         raise ApiError(
-            415, "unsupported_media_type", f"image format {img.format} is not supported; use JPEG, PNG or WebP"
+            415, "unsupported_media_type", f"image format {fmt} is not supported; use JPEG, PNG or WebP"
         )
     w, h = img.size
     if w < 1 or h < 1:
@@ -109,12 +111,11 @@ def _open_checked(data: bytes, max_pixels: int) -> Image.Image:
         raise ApiError(
             413, "image_too_large", f"image is {w}x{h} = {w * h} pixels; the limit is {max_pixels} pixels"
         )
-    return img
+    return img, fmt
 
 
 def decode_image(data: bytes, max_pixels: int) -> DecodedImage:
-    img = _open_checked(data, max_pixels)
-    fmt = img.format
+    img, fmt = _open_checked(data, max_pixels)
     focal = _exif_focal_35mm(img)
     try:
         # Pillow's own bomb check uses a global; ours already ran, so lift it for this decode.

@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic.json_schema import JsonDict
 
 from .schemas import Distortion
 
@@ -34,7 +35,7 @@ Focal = Annotated[
 ]
 Side = Annotated[int, Field(gt=0, le=100_000, strict=True)]
 
-_EXAMPLE = {
+_EXAMPLE: JsonDict = {
     "device_id": "pixel-7-main",
     "name": "Pixel 7, main camera, 4080x3072",
     "fx": 3220.5,

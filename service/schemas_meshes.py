@@ -30,7 +30,8 @@ class MeshUrls(BaseModel):
     @classmethod
     def for_mesh(cls, base_url: str, mesh_id: str) -> MeshUrls:
         root = f"{base_url.rstrip('/')}/mesh/{mesh_id}"
-        return cls(self=root, **{name: f"{root}.{name}" for name in MESH_FORMATS})
+        # Validated from a dict: the format URLs are extra fields, unknown to the signature.
+        return cls.model_validate({"self": root, **{name: f"{root}.{name}" for name in MESH_FORMATS}})
 
 
 class MeshModelInfo(BaseModel):

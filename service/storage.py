@@ -35,7 +35,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -76,7 +76,8 @@ def _stamp(meta: dict[str, Any], ttl_s: float) -> dict[str, Any]:
 class StorageError(Exception):
     """The storage backend failed; ``code`` is the API error code for it."""
 
-    code = "storage_error"
+    # A Literal: it is also the face's ``mesh_status`` in the response.
+    code: ClassVar[Literal["storage_error", "storage_unavailable", "storage_full"]] = "storage_error"
 
 
 class StorageUnavailableError(StorageError):

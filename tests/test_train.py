@@ -152,3 +152,34 @@ def test_time_budget_drives_the_poly_decay():
     assert lr_at(budget_step(200, 60.0, 1.0, 10, 1000), 1.0, 10, 1000) == 0.0
     # Warm-up is never shortened by the clock.
     assert budget_step(5, 59.0, 1.0, 10, 1000) == 5
+
+
+def test_init_and_resume_carry_the_cumulative_image_count(tmp_path):
+    """--init continues a stored model's count; resuming that run must not drop the init's share."""
+    import itertools
+
+    from jmlr.facemodel import Topology
+    from jmlr.train.trainer import train
+
+    torch.set_num_threads(2)
+    N = Topology.load().num_vertices
+    g = torch.Generator().manual_seed(0)
+    batch = {"image": torch.rand(2, 3, 32, 32, generator=g), "verts": torch.randn(2, N, 3, generator=g) * 0.05,
+             "points2d": torch.rand(2, N, 2, generator=g) * 32}
+    base = {"max_steps": 3, "progress": False, "input_size": 32, "batch_size": 2, "model": TINY,
+            "log_every": 1, "ckpt_every": 0, "optim": {"warmup_steps": 2}, "store_dir": str(tmp_path / "store")}
+
+    def total(path):
+        return json.loads(path.read_text())["images_seen_total"]
+
+    train(dict(base, out=str(tmp_path / "a"), export="first"), batches=itertools.repeat(batch))
+    first = json.loads((tmp_path / "store" / "first" / "manifest.json").read_text())
+    assert first["extra"]["images_seen_total"] == 6
+
+    cont = dict(base, out=str(tmp_path / "b"), init=str(tmp_path / "store" / "first"), max_steps=2)
+    train(cont, batches=itertools.repeat(batch))
+    assert total(tmp_path / "b" / "ckpt" / "last.json") == 6 + 4
+    train(dict(cont, max_steps=4, resume="auto", export="second"), batches=itertools.repeat(batch))
+    assert total(tmp_path / "b" / "ckpt" / "last.json") == 6 + 8
+    second = json.loads((tmp_path / "store" / "second" / "manifest.json").read_text())
+    assert second["extra"]["images_seen_total"] == 6 + 8

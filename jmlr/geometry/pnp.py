@@ -53,6 +53,20 @@ def _canonical_rvec(rvec: np.ndarray) -> np.ndarray:
     return r * (1.0 - 2.0 * np.pi / theta) if theta > np.pi else r
 
 
+def _initial_pose(
+    obj: np.ndarray, img: np.ndarray, K: np.ndarray, dist: np.ndarray, method: int
+) -> tuple[np.ndarray, np.ndarray] | None:
+    # ``method`` first, EPnP when it fails or answers non-finite numbers.
+    for flag in (method, cv2.SOLVEPNP_EPNP):
+        try:
+            ok, rvec, tvec = cv2.solvePnP(obj, img, K, dist, flags=flag)
+        except cv2.error:
+            continue
+        if ok and np.all(np.isfinite(rvec)) and np.all(np.isfinite(tvec)):
+            return rvec, tvec
+    return None
+
+
 def solve_pnp(
     object_points: np.ndarray,
     image_points: np.ndarray,
@@ -84,18 +98,10 @@ def solve_pnp(
     dist = np.zeros(5) if dist is None else np.asarray(dist, dtype=np.float64).ravel()
     if len(obj) != len(img) or len(obj) < 3:
         raise ValueError(f"need N >= 3 matching points, got {len(obj)} 3D and {len(img)} 2D")
-    ok = False
-    rvec = tvec = None
-    for flag in (method, cv2.SOLVEPNP_EPNP):
-        try:
-            ok, rvec, tvec = cv2.solvePnP(obj, img, K, dist, flags=flag)
-        except cv2.error:
-            ok = False
-        if ok and np.all(np.isfinite(rvec)) and np.all(np.isfinite(tvec)):
-            break
-        ok = False
-    if not ok:
+    found = _initial_pose(obj, img, K, dist, method)
+    if found is None:
         return PnPResult.failed(len(obj))
+    rvec, tvec = found
     if refine:
         rvec, tvec = cv2.solvePnPRefineLM(obj, img, K, dist, rvec, tvec)
     proj, _ = cv2.projectPoints(obj, rvec, tvec, K, dist)

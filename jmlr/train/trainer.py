@@ -465,14 +465,15 @@ def train(cfg: dict, batches: Iterator[dict] | None = None) -> dict:
     net, init_manifest = _build_network(run, spec)
     peak_lr = scaled_lr(float(run.cfg["optim"]["lr"]), run.batch * run.world, int(run.cfg["optim"]["lr_batch"]))
     optimizer = make_optimizer(run.cfg["optim"], _param_groups(net, float(run.cfg["optim"]["weight_decay"])), peak_lr)
-    start_step = _resume(run, net, optimizer)
+    start_step, resumed_prior = _resume(run, net, optimizer)
     if batches is None:
         batches = _data_source(run, spec, start_step)
     to_inputs = _Inputs(spec.inputs, net.config["normalisation"], bool(run.cfg.get("channels_last", True)))
     pending: list[dict] = []
     if start_step == 0 and init_manifest is None:
         pending = _initialise_fresh(run, net, spec, batches, to_inputs)
-    images_before = prior_images_seen(init_manifest)
+    # A resumed run carries its own init's prior in the checkpoint (init is not reloaded then).
+    images_before = prior_images_seen(init_manifest) if resumed_prior is None else resumed_prior
 
     def meta_at(step: int) -> dict:
         return _checkpoint_meta(run, net.config, images_before, step)
@@ -516,14 +517,19 @@ def _build_network(run: _Run, spec: Task) -> tuple[torch.nn.Module, dict | None]
     return net, init_manifest
 
 
-def _resume(run: _Run, net: torch.nn.Module, optimizer: torch.optim.Optimizer) -> int:
-    """Restore ``resume`` (a checkpoint folder, or "auto": this run's own if any); the step to start from."""
+def _resume(run: _Run, net: torch.nn.Module, optimizer: torch.optim.Optimizer) -> tuple[int, int | None]:
+    """Restore ``resume`` (a checkpoint folder, or "auto": this run's own if any).
+
+    Returns the step to start from and the images the network had seen before this run
+    began (its ``--init`` model's total; None when not resuming)."""
     resume = run.cfg.get("resume")
     if resume == "auto":
         resume = run.ckpt_dir if (run.ckpt_dir / "last.json").is_file() else None
     if not resume:
-        return 0
-    return int(load_checkpoint(Path(resume), net, optimizer)["step"])
+        return 0, None
+    meta = load_checkpoint(Path(resume), net, optimizer)
+    prior = int(meta.get("images_seen_total", 0)) - int(meta.get("images_seen", 0))
+    return int(meta["step"]), prior
 
 
 def _data_source(run: _Run, spec: Task, start_step: int) -> Iterator[dict]:

@@ -9,18 +9,15 @@ from typing import Annotated
 from fastapi import APIRouter, Body, Path, Response, status
 
 from service.deps import ApiKeyRequired, StorageDep
-from service.errors import ApiError, ErrorResponse
+from service.errors import AUTH_RESPONSES, ApiError, ErrorResponse, OpenApiResponses
 from service.schemas_devices import DEVICE_ID_PATTERN, Device, DeviceCreate, DeviceIn, DeviceList
 
 router = APIRouter(prefix="/devices", tags=["devices"])
 
 DeviceIdPath = Annotated[str, Path(pattern=DEVICE_ID_PATTERN, max_length=64, examples=["pixel-7-main"])]
 
-_NOT_FOUND = {404: {"model": ErrorResponse, "description": "No device with this id."}}
-_AUTH = {
-    401: {"model": ErrorResponse, "description": "No X-API-Key while keys are configured (`missing_api_key`)."},
-    403: {"model": ErrorResponse, "description": "The X-API-Key is not valid (`invalid_api_key`)."},
-}
+_NOT_FOUND: OpenApiResponses = {404: {"model": ErrorResponse, "description": "No device with this id."}}
+_AUTH = AUTH_RESPONSES
 
 
 def _now() -> str:

@@ -15,7 +15,7 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi import Path as PathParam
 
 from service.deps import SettingsDep, StorageDep
-from service.errors import ApiError, ErrorResponse
+from service.errors import ApiError, ErrorResponse, OpenApiResponses
 from service.mesh_export import MESH_FORMATS, export_mesh
 from service.schemas_meshes import MeshInfo, MeshModelInfo, MeshUrls
 from service.storage import Storage
@@ -36,7 +36,7 @@ SpaceQuery = Annotated[
     ),
 ]
 
-_NOT_FOUND = {404: {"model": ErrorResponse, "description": "Unknown or expired mesh id."}}
+_NOT_FOUND: OpenApiResponses = {404: {"model": ErrorResponse, "description": "Unknown or expired mesh id."}}
 
 
 def _load(storage: Storage, mesh_id: str) -> tuple[dict, dict]:
