@@ -28,7 +28,8 @@ from .metrics import Metrics
 from .observe import ObserveMiddleware
 from .pipeline import Engine
 from .ratelimit import RateLimiter
-from .routers import demo, devices, health, meshes, reconstruct
+from .routers import demo, devices, health, meshes, reconstruct, sessions
+from .sessions import Sessions
 from .settings import Settings, get_settings
 from .storage_guard import GuardedStorage
 
@@ -73,6 +74,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     storage = GuardedStorage(lambda: create_storage(settings), app.state.metrics, settings.storage_kind(),
                              retry_s=settings.storage_retry_s)
     app.state.storage = storage
+    app.state.sessions = Sessions.create(settings, storage)
     try:
         status = await asyncio.to_thread(storage.check, 0.0)
         if status.get("evicts_meshes"):
@@ -136,6 +138,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(reconstruct.router)
     app.include_router(devices.router)
     app.include_router(meshes.router)
+    app.include_router(sessions.router)
     demo.install(app)
     return app
 

@@ -11,10 +11,11 @@ import asyncio
 import logging
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -43,6 +44,9 @@ from .respond import camera_out, face_out
 from .schemas import FaceIn, FaceOut, ImageOut, ModelOut, ReconstructResponse
 from .schemas_meshes import MeshUrls
 from .settings import Settings
+
+if TYPE_CHECKING:
+    from .sessions import SessionFrame
 
 log = logging.getLogger("service.pipeline")
 
@@ -79,6 +83,8 @@ class _ImageWork:
     faces: list[Face]
     crops: FaceCrops | None
     timings: dict[str, float]
+    tracked: bool = False  # the faces came from a session's tracks
+    detected: bool = False  # the detector ran
 
 
 class Engine:
@@ -174,11 +180,14 @@ class Engine:
                            f"the request deadline ({self.settings.request_timeout_s:g} s) passed before {stage}")
 
     async def reconstruct(
-        self, req: ReconstructRequest, storage: Any, deadline: float | None = None
+        self, req: ReconstructRequest, storage: Any, deadline: float | None = None,
+        session: SessionFrame | None = None,
     ) -> ReconstructResponse:
         """Run one request. ``deadline`` (``time.monotonic()`` seconds) bounds every stage;
         by default it is ``request_timeout_s`` from now. The request gate passes the one
-        that started when the request arrived."""
+        that started when the request arrived. With a video ``session`` the faces are
+        cropped where its tracks are (the detector runs only when it says so, or when a
+        track is lost) and the answers are its smoothed ones."""
         if not self.ready:
             raise self.not_ready_error()
         s = self.settings
@@ -208,7 +217,8 @@ class Engine:
 
         header: ImageHeader = await asyncio.to_thread(probe_image, req.data, s.max_image_pixels)
         max_faces = min(req.max_faces or s.max_faces, s.max_faces)
-        work = await self._image_stage(req, header, max_faces, deadline)
+        track = session.faces_to_crop if session is not None and req.faces is None else None
+        work = await self._image_stage(req, header, max_faces, deadline, track)
         for name, dt in work.timings.items():
             timings[name] = round(dt * 1000, 3)
             self.metrics.observe_stage(name, dt)
@@ -218,23 +228,23 @@ class Engine:
 
         topo = self.model.topology
         out_faces: list[FaceOut] = []
-        if work.faces and work.crops is not None:
-            self._check_deadline(deadline, "inference")
-            t = time.perf_counter()
-            # The batcher's errors (queue full, deadline, shutting down, model failure)
-            # answer through service.errors.domain_errors.
-            assert self.batcher is not None
-            verts, points = await self.batcher.submit(work.crops.crops, req.flip_tta, deadline)
-            dt = time.perf_counter() - t
-            timings["infer"] = round(dt * 1000, 3)
-            self.metrics.observe_stage("infer", dt)
-            recs = await stage("pnp", reconstruct_faces, work.faces, verts, uncrop_points(work.crops.Ms, points),
-                               cam.intrinsics)
+        recs = await self._predict(work, req.flip_tta, cam, deadline, timings, stage)
+        if session is not None:
+            if work.tracked and session.lost(recs):
+                # A tracked crop lost its face: detect on this frame after all.
+                work = await self._image_stage(req, header, max_faces, deadline, None)
+                timings["redetect"] = round(1000 * sum(work.timings.values()), 3)
+                recs = await self._predict(work, req.flip_tta, cam, deadline, timings, stage)
+            session.detected = work.detected
+            recs = await stage("track", session.update, recs, cam.intrinsics)
+        if recs:
             for k, rec in enumerate(recs):
                 if not rec.finite:  # JSON has no inf/NaN: such a face would answer nulls
                     warnings.append(f"face {k} was dropped: its pose could not be computed (non-finite result)")
             kept = [rec for rec in recs if rec.finite]
             out_faces = [face_out(rec, req.include, topo) for rec in kept]
+            if session is not None:
+                session.annotate(out_faces, kept)
             if out_faces and "blendshapes" in req.include and self.blendshapes is not None:
                 warnings += await stage("blendshapes", self.blendshapes.annotate, out_faces,
                                         np.stack([rec.vertices for rec in kept]))
@@ -252,9 +262,29 @@ class Engine:
             warnings=warnings,
         )
 
+    async def _predict(self, work: _ImageWork, flip_tta: bool, cam: CameraChoice, deadline: float,
+                       timings: dict[str, float], stage) -> list[FaceReconstruction]:
+        """Network and PnP for the located faces of ``work`` (none: an empty list)."""
+        if not work.faces or work.crops is None:
+            return []
+        self._check_deadline(deadline, "inference")
+        t = time.perf_counter()
+        # The batcher's errors (queue full, deadline, shutting down, model failure)
+        # answer through service.errors.domain_errors.
+        assert self.batcher is not None
+        verts, points = await self.batcher.submit(work.crops.crops, flip_tta, deadline)
+        dt = time.perf_counter() - t
+        timings["infer"] = round(dt * 1000, 3)
+        self.metrics.observe_stage("infer", dt)
+        return await stage("pnp", reconstruct_faces, work.faces, verts, uncrop_points(work.crops.Ms, points),
+                           cam.intrinsics)
+
     async def _image_stage(self, req: ReconstructRequest, header: ImageHeader, max_faces: int,
-                           deadline: float) -> _ImageWork:
-        """Decode, locate and crop while holding the image's pixels of the decode budget."""
+                           deadline: float, track: Callable[[int, int], list[Face] | None] | None = None
+                           ) -> _ImageWork:
+        """Decode, locate and crop while holding the image's pixels of the decode budget.
+        ``track(width, height)`` gives the faces to crop instead of locating them (None
+        from it: locate them)."""
         # PixelBudgetTimeout answers 504 through service.errors.domain_errors.
         n = await self.pixel_budget.acquire(header.pixels, deadline - time.monotonic())
         try:
@@ -263,7 +293,8 @@ class Engine:
             self.pixel_budget.release(n)
             raise
         S = int(self.model.input_size)
-        work = asyncio.ensure_future(asyncio.to_thread(self._decode_locate_crop, req.data, req.faces, max_faces, S))
+        work = asyncio.ensure_future(
+            asyncio.to_thread(self._decode_locate_crop, req.data, req.faces, max_faces, S, track))
 
         def release(fut: asyncio.Future) -> None:
             if not fut.cancelled():
@@ -280,22 +311,25 @@ class Engine:
                 # the image until it returns, so its pixels stay reserved until then.
                 work.add_done_callback(release)
 
-    def _decode_locate_crop(self, data: bytes, client: list[FaceIn] | None, max_faces: int, S: int) -> _ImageWork:
+    def _decode_locate_crop(self, data: bytes, client: list[FaceIn] | None, max_faces: int, S: int,
+                            track: Callable[[int, int], list[Face] | None] | None = None) -> _ImageWork:
         t0 = time.perf_counter()
         img = decode_image(data, self.settings.max_image_pixels)
         t1 = time.perf_counter()
         if client is not None:
             check_client_faces(client[:max_faces], img.width, img.height)
         assert self.detector is not None
-        faces = locate_faces(img.rgb, self.detector, client, max_faces)
+        tracked = track(img.width, img.height) if track is not None else None
+        faces = tracked if tracked is not None else locate_faces(img.rgb, self.detector, client, max_faces)
         t2 = time.perf_counter()
-        timings = {"decode": t1 - t0, "detect": t2 - t1}
+        timings = {"decode": t1 - t0, ("track" if tracked is not None else "detect"): t2 - t1}
         crops = None
         if faces:
             crops = crop_faces(img.rgb, [f.landmarks5 for f in faces], S)  # InvalidFacesError: 422
             timings["crop"] = time.perf_counter() - t2
         # Only the crops leave: the full image is freed when this thread returns.
-        return _ImageWork(img.width, img.height, img.format, img.focal_35mm, faces, crops, timings)
+        return _ImageWork(img.width, img.height, img.format, img.focal_35mm, faces, crops, timings,
+                          tracked=tracked is not None, detected=tracked is None and client is None)
 
     # ------------------------------------------------------------------ stages (worker threads)
     def _store(self, storage, faces: list[FaceOut], recs: list[FaceReconstruction], cam: CameraChoice,

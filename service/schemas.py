@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from jmlr.geometry.intrinsics import Intrinsics
 
 from .schemas_meshes import MeshUrls
+from .schemas_sessions import SessionOut
 
 # Bounds on everything a client sends: a coordinate of 1e308 passed "finite" and then
 # overflowed in the crop's SVD or the rescaled K. strict=True: `false` is not 0.0.
@@ -122,7 +123,8 @@ class Pose(BaseModel):
 class FaceOut(BaseModel):
     bbox: list[float] = Field(description="x0, y0, x1, y1 image px")
     score: float | None = Field(description="detector confidence; null for client landmarks")
-    source: Literal["detector", "client_landmarks", "client_bbox"]
+    source: Literal["detector", "client_landmarks", "client_bbox", "tracked"] = Field(
+        description="'tracked': cropped where the session's previous frame put this face (no detection)")
     landmarks5: list[list[float]] = Field(description="the 5 points the crop was aligned on, image px")
     pose: Pose
     pose_ok: bool = Field(description="false when PnP failed or put the face behind the camera")
@@ -141,6 +143,8 @@ class FaceOut(BaseModel):
         "model lacks), fitted to the predicted mesh; only with include=blendshapes",
         examples=[{"eyeBlinkLeft": 0.02, "jawOpen": 0.41, "mouthSmileLeft": 0.0}],
     )
+    track_id: int | None = Field(
+        None, description="in a session: the same number for the same face across frames (null: not followed)")
     mesh_id: str | None = None
     mesh_urls: MeshUrls | None = None
     mesh_status: MeshStatus | None = Field(
@@ -184,3 +188,4 @@ class ReconstructResponse(BaseModel):
     faces: list[FaceOut]
     timings_ms: dict[str, float] = Field(description="per stage: decode, detect, crop, infer, pnp, store, total")
     warnings: list[str] = Field(default_factory=list)
+    session: SessionOut | None = Field(None, description="only with `session_id`: this frame in its session")

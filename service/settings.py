@@ -115,6 +115,30 @@ class Settings(BaseSettings):
 
     public_base_url: str | None = Field(None, description="Prefix for absolute mesh URLs, e.g. https://api.example.com")
 
+    # --- video sessions: session_id on POST /reconstruct (docs/sessions.md) ---
+    session_storage: Literal["storage", "memory"] = Field(
+        "storage",
+        description="'storage': in the mesh storage (SQLite, or Redis shared by replicas); "
+        "'memory': this process only.",
+    )
+    session_ttl_s: float = Field(120.0, gt=0, description="A session expires this long after its last frame.")
+    session_max_memory: int = Field(1000, ge=1, description="'memory' sessions kept at most (least recent dropped).")
+    session_fps: float = Field(
+        30.0, gt=0, le=1000, description="Frame rate assumed for a frame sent without a timestamp."
+    )
+    session_redetect_every: int = Field(
+        30, ge=1, description="Run the face detector at least every this many frames of a session (1: every frame)."
+    )
+    session_max_residual: float = Field(
+        0.1, gt=0, description="A tracked face is lost (detect again) when its reprojection RMS passes this "
+        "fraction of the face's size."
+    )
+    session_min_cutoff: float = Field(1.0, ge=0, le=1000, description="One Euro cutoff at rest, Hz.")
+    session_beta: float = Field(
+        0.05, ge=0, le=1000, description="One Euro cutoff increase, Hz per deg/s, cm/s or mm/s of motion."
+    )
+    session_d_cutoff: float = Field(1.0, ge=0, le=1000, description="One Euro cutoff of the speed estimate, Hz.")
+
     @field_validator("api_keys", mode="before")
     @classmethod
     def _split_keys(cls, v: object) -> object:

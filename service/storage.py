@@ -12,6 +12,11 @@ Mesh expiry is the storage's job: ``put_mesh`` records ``stored_at`` and ``expir
 (Unix seconds) in the meta it keeps, and ``get_mesh`` never returns an expired mesh, even
 before ``purge_expired`` has run.
 
+Video sessions (``service/sessions.py``) keep their state here too, one record per
+session with a TTL that each frame renews: ``get_session`` / ``put_session`` (a
+compare-and-set on the record's version, so two replicas answering frames of one session
+at once cannot both write) / ``delete_session``. Expired sessions are never returned.
+
 Failures of the backend itself (Redis unreachable, SQLite locked or out of disk) leave
 every method as ``StorageUnavailableError`` or ``StorageFullError``, so callers handle one
 family of errors whatever the backend. Size bounds: SQLite mesh files are capped at
@@ -49,14 +54,29 @@ def new_mesh_id() -> str:
     return secrets.token_urlsafe(16)
 
 
+def new_version() -> str:
+    """A session record's version: random, so a record that expired and was created again
+    never matches a version read before."""
+    return secrets.token_hex(8)
+
+
 def _valid_id(value: str) -> bool:
     return bool(_ID_RE.match(value)) and value not in (".", "..")
 
 
 def _arrays_to_bytes(arrays: dict[str, np.ndarray]) -> bytes:
     buf = io.BytesIO()
-    np.savez(buf, **{k: np.ascontiguousarray(v) for k, v in arrays.items()})
+    # numpy's stub types **kwds as if one could be its allow_pickle flag; none is.
+    np.savez(buf, **{k: np.ascontiguousarray(v) for k, v in arrays.items()})  # type: ignore[arg-type]
     return buf.getvalue()
+
+
+def _raw(value: bytes | str) -> bytes:
+    # The Redis client is made without decode_responses (the npz field is binary);
+    # redis-py's types also allow the str of a client made with it.
+    if isinstance(value, str):
+        raise TypeError("the Redis client must return bytes (decode_responses=False)")
+    return value
 
 
 def _arrays_from_bytes(data: bytes) -> dict[str, np.ndarray]:
@@ -154,6 +174,10 @@ class Storage(Protocol):
     def delete_device(self, device_id: str) -> bool: ...
     def put_mesh(self, mesh_id: str, meta: dict, arrays: dict[str, np.ndarray], ttl_s: float) -> int: ...
     def get_mesh(self, mesh_id: str) -> tuple[dict, dict[str, np.ndarray]] | None: ...
+    def get_session(self, key: str) -> tuple[dict, dict[str, np.ndarray], str] | None: ...
+    def put_session(self, key: str, meta: dict, arrays: dict[str, np.ndarray], ttl_s: float,
+                    expected_version: str | None) -> str | None: ...
+    def delete_session(self, key: str) -> bool: ...
     def purge_expired(self) -> int: ...
     def ping(self) -> dict: ...
     def close(self) -> None: ...
@@ -201,6 +225,14 @@ class SqliteStorage:
                     expires_at REAL NOT NULL
                 );
                 CREATE INDEX IF NOT EXISTS meshes_expires ON meshes (expires_at);
+                CREATE TABLE IF NOT EXISTS sessions (
+                    key        TEXT PRIMARY KEY,
+                    version    TEXT NOT NULL,
+                    meta       TEXT NOT NULL,
+                    npz        BLOB NOT NULL,
+                    expires_at REAL NOT NULL
+                );
+                CREATE INDEX IF NOT EXISTS sessions_expires ON sessions (expires_at);
                 """
             )
             columns = {r[1] for r in conn.execute("PRAGMA table_info(meshes)")}
@@ -359,9 +391,41 @@ class SqliteStorage:
             return None
         return json.loads(row[0]), _arrays_from_bytes(data)
 
+    # -- sessions ---------------------------------------------------------------------
+    def get_session(self, key: str) -> tuple[dict, dict[str, np.ndarray], str] | None:
+        """(meta, arrays, version) of a live session, or None."""
+        row = self._conn().execute(
+            "SELECT meta, npz, version FROM sessions WHERE key = ? AND expires_at > ?", (key, time.time())
+        ).fetchone()
+        if row is None:
+            return None
+        return json.loads(row[0]), _arrays_from_bytes(row[1]), row[2]
+
+    def put_session(self, key: str, meta: dict, arrays: dict[str, np.ndarray], ttl_s: float,
+                    expected_version: str | None) -> str | None:
+        """Write a session if its live version is still ``expected_version`` (None: only if
+        there is no live one); returns the new version, or None when another writer won."""
+        data = _arrays_to_bytes(arrays)
+        version = new_version()
+        now = time.time()
+        with self._transaction() as conn:
+            row = conn.execute("SELECT version FROM sessions WHERE key = ? AND expires_at > ?", (key, now)).fetchone()
+            if (row[0] if row else None) != expected_version:
+                return None
+            conn.execute(
+                "INSERT OR REPLACE INTO sessions (key, version, meta, npz, expires_at) VALUES (?, ?, ?, ?, ?)",
+                (key, version, json.dumps(meta), data, now + float(ttl_s)),
+            )
+        return version
+
+    def delete_session(self, key: str) -> bool:
+        cur = self._conn().execute("DELETE FROM sessions WHERE key = ? AND expires_at > ?", (key, time.time()))
+        return cur.rowcount > 0
+
     def purge_expired(self) -> int:
         now = time.time()
         conn = self._conn()
+        conn.execute("DELETE FROM sessions WHERE expires_at <= ?", (now,))
         ids = [r[0] for r in conn.execute("SELECT mesh_id FROM meshes WHERE expires_at <= ?", (now,))]
         with self._transaction() as tx:
             tx.executemany("DELETE FROM meshes WHERE mesh_id = ?", [(i,) for i in ids])
@@ -429,6 +493,18 @@ return 0
 """
 
 
+# Compare-and-set of a session record: write only if its version is still the one read.
+_PUT_SESSION = """
+local current = redis.call('HGET', KEYS[1], 'version')
+if current == false then current = '' end
+if current ~= ARGV[1] then return 0 end
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], 'version', ARGV[2], 'meta', ARGV[3], 'npz', ARGV[4])
+redis.call('PEXPIRE', KEYS[1], ARGV[5])
+return 1
+"""
+
+
 @_translating(_redis_error)
 class RedisStorage:
     """Devices as JSON strings + a set index; meshes as one hash (meta, npz) with a TTL.
@@ -457,6 +533,7 @@ class RedisStorage:
         # Redis must cost a request a few seconds at most, not its whole deadline.
         self.client = client or redis.Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
         self._create_device = self.client.register_script(_CREATE_DEVICE)
+        self._put_session = self.client.register_script(_PUT_SESSION)
         self._memory: tuple[float, int, int] | None = None  # (checked at, used, maxmemory)
         self._memory_lock = threading.Lock()
 
@@ -523,7 +600,7 @@ class RedisStorage:
         return json.loads(raw) if raw is not None else None
 
     def list_devices(self) -> list[dict]:
-        ids = sorted(i.decode() for i in self.client.smembers(self._index_key))
+        ids = sorted(_raw(i).decode() for i in self.client.smembers(self._index_key))
         if not ids:
             return []
         raws = self.client.mget([self._device_key(i) for i in ids])
@@ -579,7 +656,28 @@ class RedisStorage:
         meta = json.loads(meta_raw)
         if meta.get("expires_at", float("inf")) <= time.time():
             return None
-        return meta, _arrays_from_bytes(npz)
+        return meta, _arrays_from_bytes(_raw(npz))
+
+    def _session_key(self, key: str) -> str:
+        return f"{self.prefix}session:{key}"
+
+    def get_session(self, key: str) -> tuple[dict, dict[str, np.ndarray], str] | None:
+        meta, npz, version = self.client.hmget(self._session_key(key), ["meta", "npz", "version"])
+        if not (isinstance(meta, bytes) and isinstance(npz, bytes) and isinstance(version, bytes)):
+            return None
+        return json.loads(meta), _arrays_from_bytes(npz), version.decode()
+
+    def put_session(self, key: str, meta: dict, arrays: dict[str, np.ndarray], ttl_s: float,
+                    expected_version: str | None) -> str | None:
+        """Compare-and-set in one Lua script (see `SqliteStorage.put_session`); Redis
+        expires the record ``ttl_s`` after this write."""
+        version = new_version()
+        args: list[str | bytes | int] = [expected_version or "", version, json.dumps(meta),
+                                         _arrays_to_bytes(arrays), max(1, int(round(float(ttl_s) * 1000)))]
+        return version if self._put_session(keys=[self._session_key(key)], args=args) else None
+
+    def delete_session(self, key: str) -> bool:
+        return bool(self.client.delete(self._session_key(key)))
 
     def purge_expired(self) -> int:
         return 0  # Redis drops expired keys itself

@@ -132,6 +132,15 @@ class GuardedStorage:
     def get_mesh(self, mesh_id: str):
         return self._call("get_mesh", mesh_id)
 
+    def get_session(self, key: str):
+        return self._call("get_session", key)
+
+    def put_session(self, key: str, meta: dict, arrays: dict, ttl_s: float, expected_version: str | None):
+        return self._call("put_session", key, meta, arrays, ttl_s, expected_version)
+
+    def delete_session(self, key: str) -> bool:
+        return self._call("delete_session", key)
+
     def purge_expired(self) -> int:
         return self._call("purge_expired")
 

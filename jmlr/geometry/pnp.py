@@ -104,11 +104,34 @@ def solve_pnp(
     rvec, tvec = found
     if refine:
         rvec, tvec = cv2.solvePnPRefineLM(obj, img, K, dist, rvec, tvec)
-    proj, _ = cv2.projectPoints(obj, rvec, tvec, K, dist)
+    R_cv, _ = cv2.Rodrigues(rvec)
+    return pose_result(obj, img, R_cv, tvec, K, dist)
+
+
+def pose_result(
+    object_points: np.ndarray,
+    image_points: np.ndarray,
+    R_cv: np.ndarray,
+    t_cv: np.ndarray,
+    K: np.ndarray | Intrinsics,
+    dist: np.ndarray | None = None,
+) -> PnPResult:
+    """A given pose as a :class:`PnPResult`: its reprojection of ``object_points`` (N, 3)
+    world m and the RMS pixel distance to ``image_points`` (N, 2), with K (and the
+    distortion). What `solve_pnp` returns for its solution; also for a pose that was
+    changed after PnP (a smoothed one)."""
+    if isinstance(K, Intrinsics):
+        dist = K.dist_coeffs if dist is None else dist
+        K = K.K
+    obj = np.ascontiguousarray(object_points, dtype=np.float64).reshape(-1, 3)
+    img = np.asarray(image_points, dtype=np.float64).reshape(-1, 2)
+    R_cv = np.asarray(R_cv, dtype=np.float64).reshape(3, 3)
+    t_cv = np.asarray(t_cv, dtype=np.float64).reshape(3)
+    dist = np.zeros(5) if dist is None else np.asarray(dist, dtype=np.float64).ravel()
+    rvec, _ = cv2.Rodrigues(R_cv)
+    proj, _ = cv2.projectPoints(obj, rvec, t_cv, np.asarray(K, dtype=np.float64).reshape(3, 3), dist)
     proj = proj.reshape(-1, 2)
     rms = float(np.sqrt(np.mean(np.sum((proj - img) ** 2, axis=1))))
-    R_cv, _ = cv2.Rodrigues(rvec)
-    t_cv = tvec.reshape(3)
     depth = obj @ R_cv[2] + t_cv[2]
     success = bool(np.isfinite(rms) and np.median(depth) > 0)
     return PnPResult(R_cv, t_cv, opencv_to_rt(R_cv, t_cv), rms, success, _canonical_rvec(rvec), proj)

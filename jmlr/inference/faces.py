@@ -19,8 +19,9 @@ __all__ = ["Face", "FaceHint", "FaceSource", "bbox_around_landmarks", "locate_fa
 
 #: ``detector``: found by the detector; ``client_landmarks``: the caller's five points;
 #: ``client_bbox``: the caller's box, with five points from the detector inside it (or
-#: the mean face's placement when it finds none).
-FaceSource = Literal["detector", "client_landmarks", "client_bbox"]
+#: the mean face's placement when it finds none); ``tracked``: five points predicted on
+#: the previous frame of a video (`jmlr.tracking`).
+FaceSource = Literal["detector", "client_landmarks", "client_bbox", "tracked"]
 
 
 @dataclass(frozen=True)

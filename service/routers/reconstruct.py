@@ -14,6 +14,8 @@ from ..errors import ApiError, ErrorResponse
 from ..imaging import check_content_type
 from ..pipeline import ReconstructRequest
 from ..schemas import INCLUDE_OPTIONS, CameraIn, FacesIn, ReconstructResponse
+from ..schemas_sessions import SESSION_ID_PATTERN, SmoothingIn
+from ..sessions import ScopeDep, SessionRequest, SessionsDep
 
 router = APIRouter(tags=["reconstruct"])
 
@@ -25,12 +27,15 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     403: {"model": ErrorResponse, "description": "The X-API-Key is not valid (`invalid_api_key`)."},
     429: {"model": ErrorResponse, "description": "Per-key rate limit exceeded (`rate_limited`); see Retry-After."},
     404: {"model": ErrorResponse, "description": "`device_id` is not registered (`device_not_found`)."},
+    409: {"model": ErrorResponse,
+          "description": "Session frame not used: its `timestamp` is not after the session's last frame "
+          "(`session_timestamp_out_of_order`), or another replica changed the session meanwhile (`session_conflict`)."},
     413: {"model": ErrorResponse,
           "description": "Upload or pixel count over the limit (`payload_too_large`, `image_too_large`)."},
     415: {"model": ErrorResponse, "description": "Not a JPEG/PNG/WebP (`unsupported_media_type`)."},
     422: {"model": ErrorResponse,
           "description": "Unreadable image, bad `camera`/`faces`/`include` (`invalid_image`, `empty_image`, "
-          "`invalid_camera`, `invalid_faces`, `invalid_include`, `validation_error`)."},
+          "`invalid_camera`, `invalid_faces`, `invalid_include`, `invalid_smoothing`, `validation_error`)."},
     500: {"model": ErrorResponse, "description": "The model failed on the batch (`inference_failed`; logged)."},
     503: {"model": ErrorResponse,
           "description": "Refused before the upload was read: model not loaded (`model_not_ready`, "
@@ -42,7 +47,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 
 
 # Far above any valid value (64 faces of box + 5 points is ~15 kB, nested 4 deep).
-_JSON_LIMITS = {"camera": (4096, 3), "faces": (65536, 4)}
+_JSON_LIMITS = {"camera": (4096, 3), "faces": (65536, 4), "smoothing": (1024, 2)}
 
 
 def _parse_json(raw: str | None, model: type[BaseModel], code: str, field: str, wrap: str | None = None):
@@ -99,6 +104,8 @@ async def reconstruct(
     engine: EngineDep,
     settings: SettingsDep,
     storage: OptionalStorageDep,
+    sessions: SessionsDep,
+    scope: ScopeDep,
     camera: Annotated[
         str | None,
         Form(
@@ -127,6 +134,25 @@ async def reconstruct(
         Form(description=f"Comma list of extra per-face arrays: {', '.join(INCLUDE_OPTIONS)}.",
              examples=["vertices,landmarks_2d"]),
     ] = None,
+    session_id: Annotated[
+        str | None,
+        Form(pattern=SESSION_ID_PATTERN,
+             description="Video/AR stream id of the client's choice: faces are tracked from frame to frame and "
+             "their pose, mesh and blendshapes smoothed (docs/sessions.md). Unknown or expired: a new session.",
+             examples=["5f0c2a9e-cam0"]),
+    ] = None,
+    timestamp: Annotated[
+        float | None,
+        Form(ge=0, le=1e12, allow_inf_nan=False,
+             description="With session_id: this frame's capture time in SECONDS (any origin, increasing; divide "
+             "milliseconds by 1000). Omitted: the previous frame's + 1/JMLR_SESSION_FPS."),
+    ] = None,
+    smoothing: Annotated[
+        str | None,
+        Form(description="With session_id: JSON One Euro settings for this frame, e.g. "
+             '{"min_cutoff": 1.0, "beta": 0.05, "d_cutoff": 1.0} or {"enabled": false}.',
+             examples=['{"min_cutoff": 1.0, "beta": 0.05}']),
+    ] = None,
 ) -> ReconstructResponse:
     check_content_type(image.content_type)
     cam = _parse_json(camera, CameraIn, "invalid_camera", "camera")
@@ -143,6 +169,17 @@ async def reconstruct(
     )
     # The gate set the deadline when the request arrived and cancels the work past it;
     # the engine checks it between stages so late work is not started.
-    result = await engine.reconstruct(req, storage, getattr(request.state, "deadline", None))
+    deadline = getattr(request.state, "deadline", None)
+    if session_id is None:
+        if timestamp is not None or smoothing is not None:
+            raise ApiError(422, "invalid_session", "`timestamp` and `smoothing` need a `session_id`")
+        result = await engine.reconstruct(req, storage, deadline)
+    else:
+        if not engine.ready:
+            raise engine.not_ready_error()
+        session = SessionRequest(session_id, timestamp,
+                                 _parse_json(smoothing, SmoothingIn, "invalid_smoothing", "smoothing"))
+        result = await sessions.run_frame(scope, session, engine.model.topology,
+                                          lambda frame: engine.reconstruct(req, storage, deadline, frame))
     request.state.encode_start = time.perf_counter()
     return result

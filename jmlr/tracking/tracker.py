@@ -1,0 +1,319 @@
+"""Faces of a video followed from frame to frame, and their answers smoothed.
+
+A :class:`FaceTracker` holds one video's state (:class:`TrackingState`) and decides, per
+frame, where the faces are before the network runs::
+
+    faces = tracker.faces_to_crop(width, height)  # None: run the detector on this frame
+    recs = reconstruct(image, faces or detect(image))
+    if tracker.lost(recs):                         # a tracked crop no longer holds its face
+        recs = reconstruct(image, detect(image))   # detect on this frame after all
+    recs = tracker.update(recs, intrinsics, t_s, detected)
+
+Between detections each face is cropped on the five points the network predicted for it
+on the previous frame (the detector runs every ``redetect_every`` frames, when there is
+no face, or when a track is lost). A track is lost when its pose failed, its
+reprojection residual is large for the face's size, or its points left the image.
+
+Each track's pose and mesh go through One Euro filters (`jmlr.tracking.one_euro`):
+rotation in the tangent space of the previous filtered rotation, translation in metres,
+head-frame vertices per vertex. ``beta`` is in units of degrees per second (rotation),
+centimetres per second (translation) and millimetres per second (vertices), so that one
+``beta`` fits all three.
+
+The state is plain numbers and arrays (`TrackingState.to_record` / `from_record`), so a
+service can keep it in any key-value store between frames.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
+
+import numpy as np
+
+from jmlr.facemodel.topology import Topology
+from jmlr.geometry.crop import landmarks5_from_68
+from jmlr.geometry.intrinsics import Intrinsics
+from jmlr.geometry.pnp import pose_result
+from jmlr.inference.faces import Face, bbox_around_landmarks
+from jmlr.inference.poses import FaceReconstruction
+
+from .one_euro import OneEuroParams, one_euro_rotation, one_euro_vector
+
+__all__ = [
+    "TrackingParams",
+    "Track",
+    "TrackingState",
+    "FaceTracker",
+    "ROTATION_SPEED_SCALE",
+    "TRANSLATION_SPEED_SCALE",
+    "VERTEX_SPEED_SCALE",
+]
+
+#: Speeds enter ``beta`` in degrees/s, cm/s and mm/s (the filters run in rad, m and m).
+ROTATION_SPEED_SCALE = 180.0 / math.pi
+TRANSLATION_SPEED_SCALE = 100.0
+VERTEX_SPEED_SCALE = 1000.0
+
+
+@dataclass(frozen=True)
+class TrackingParams:
+    """How faces are followed and smoothed.
+
+    Attributes:
+        redetect_every: run the detector at least every this many frames (1: every frame).
+        max_residual: a track is lost when its reprojection RMS exceeds this fraction of
+            the face's size (the side of the box around its five points).
+        min_face_px: a track is lost when that box is smaller than this, in pixels.
+        smoothing: One Euro settings for pose and mesh; None: no smoothing.
+    """
+
+    redetect_every: int = 30
+    max_residual: float = 0.1
+    min_face_px: float = 16.0
+    smoothing: OneEuroParams | None = field(default_factory=OneEuroParams)
+
+
+@dataclass
+class Track:
+    """One face followed over frames.
+
+    Attributes:
+        track_id: stable within a session.
+        landmarks5: (5, 2) image px, where the next frame's crop is aligned.
+        R_cv, t_cv: (3, 3), (3,) the filtered pose (world -> OpenCV camera, metres).
+        omega: (3,) filtered angular velocity, rad/s; t_speed (3,) m/s.
+        vertices: (N, 3) filtered head-frame vertices, metres; v_speed (N, 3) m/s.
+        frames: frames this track has answered.
+    """
+
+    track_id: int
+    landmarks5: np.ndarray
+    R_cv: np.ndarray
+    t_cv: np.ndarray
+    omega: np.ndarray
+    t_speed: np.ndarray
+    vertices: np.ndarray
+    v_speed: np.ndarray
+    frames: int = 1
+
+    _ARRAYS = ("landmarks5", "R_cv", "t_cv", "omega", "t_speed", "vertices", "v_speed")
+
+
+@dataclass
+class TrackingState:
+    """Everything a video keeps between frames.
+
+    Attributes:
+        width, height: the frame size (None before the first frame).
+        t_s: the last frame's time, seconds (None before the first frame).
+        frames: frames seen; since_detection: frames since the detector last ran.
+        tracks: the faces followed; next_id: the next track id.
+    """
+
+    width: int | None = None
+    height: int | None = None
+    t_s: float | None = None
+    frames: int = 0
+    since_detection: int = 0
+    tracks: list[Track] = field(default_factory=list)
+    next_id: int = 0
+
+    def to_record(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """(JSON-able meta, named arrays): what a store keeps; `from_record` reverses it."""
+        meta = {
+            "width": self.width,
+            "height": self.height,
+            "t_s": self.t_s,
+            "frames": self.frames,
+            "since_detection": self.since_detection,
+            "next_id": self.next_id,
+            "tracks": [{"track_id": t.track_id, "frames": t.frames} for t in self.tracks],
+        }
+        arrays = {
+            f"{k}.{name}": np.asarray(getattr(t, name), np.float64)
+            for k, t in enumerate(self.tracks)
+            for name in Track._ARRAYS
+        }
+        return meta, arrays
+
+    @classmethod
+    def from_record(cls, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> TrackingState:
+        tracks = [
+            Track(
+                track_id=int(info["track_id"]),
+                frames=int(info["frames"]),
+                **{name: np.asarray(arrays[f"{k}.{name}"], np.float64) for name in Track._ARRAYS},
+            )
+            for k, info in enumerate(meta["tracks"])
+        ]
+        return cls(
+            width=meta["width"],
+            height=meta["height"],
+            t_s=meta["t_s"],
+            frames=int(meta["frames"]),
+            since_detection=int(meta["since_detection"]),
+            tracks=tracks,
+            next_id=int(meta["next_id"]),
+        )
+
+
+def _face_size(landmarks5: np.ndarray) -> float:
+    x0, y0, x1, y1 = bbox_around_landmarks(landmarks5)
+    return float(min(x1 - x0, y1 - y0))
+
+
+def _match(tracks: Sequence[Track], points: Sequence[np.ndarray], max_distance: float = 0.5) -> list[int | None]:
+    """For each face's five points, the index of the track whose points are nearest (mean
+    distance under ``max_distance`` of the track's face size), each track used once."""
+    pairs = []
+    for i, p in enumerate(points):
+        for j, t in enumerate(tracks):
+            d = float(np.linalg.norm(p - t.landmarks5, axis=1).mean()) / max(_face_size(t.landmarks5), 1e-6)
+            if d < max_distance:
+                pairs.append((d, i, j))
+    out: list[int | None] = [None] * len(points)
+    used: set[int] = set()
+    for _, i, j in sorted(pairs):
+        if out[i] is None and j not in used:
+            out[i], used = j, used | {j}
+    return out
+
+
+class FaceTracker:
+    """One video's tracker; see the module docstring for the loop it runs in.
+
+    Args:
+        topology: the mesh topology (its ``landmarks68`` give the five points to crop on).
+        params: tracking and smoothing settings.
+        state: the state kept from the previous frame (default: a new video).
+    """
+
+    def __init__(
+        self, topology: Topology, params: TrackingParams | None = None, state: TrackingState | None = None
+    ) -> None:
+        self.topology = topology
+        self.params = params or TrackingParams()
+        self.state = state or TrackingState()
+        self._tracked: list[Track] | None = None  # the tracks cropped this frame, in order
+        #: Why `faces_to_crop` started the video over on this frame (None: it did not).
+        self.reset_reason: Literal["frame_size_changed"] | None = None
+        #: After `update`: each returned face's track id (None: the face is not followed).
+        self.track_ids: list[int | None] = []
+
+    # ------------------------------------------------------------------ before the network
+    def faces_to_crop(self, width: int, height: int) -> list[Face] | None:
+        """The faces to crop on a ``width`` x ``height`` frame, from the tracks; None when
+        the detector must run (first frame, no face, ``redetect_every`` reached, or a
+        frame of another size, which starts the video over)."""
+        s = self.state
+        if s.width is not None and (s.width, s.height) != (width, height):
+            self.reset_reason = "frame_size_changed"
+            self.state = TrackingState(t_s=s.t_s, frames=s.frames, next_id=s.next_id)
+            s = self.state
+        s.width, s.height = width, height
+        if not s.tracks or s.since_detection + 1 >= self.params.redetect_every:
+            self._tracked = None
+            return None
+        self._tracked = list(s.tracks)
+        return [Face(bbox_around_landmarks(t.landmarks5), t.landmarks5.copy(), None, "tracked") for t in s.tracks]
+
+    # ------------------------------------------------------------------ after the network
+    def _landmarks5(self, rec: FaceReconstruction) -> np.ndarray:
+        lm68 = np.asarray(self.topology.landmarks68)
+        return landmarks5_from_68(np.asarray(rec.points)[lm68])
+
+    def lost_reason(self, rec: FaceReconstruction) -> str | None:
+        """Why this face's track cannot go on (None: it can)."""
+        if not rec.finite or not rec.pose.success:
+            return "pose_failed"
+        lm5 = self._landmarks5(rec)
+        size = _face_size(lm5)
+        if size < self.params.min_face_px:
+            return "face_too_small"
+        w, h = self.state.width or 0, self.state.height or 0
+        inside = (lm5[:, 0] >= 0) & (lm5[:, 0] < w) & (lm5[:, 1] >= 0) & (lm5[:, 1] < h)
+        if inside.sum() < 3:
+            return "left_frame"
+        if rec.pose.rms_px > self.params.max_residual * size:
+            return "residual"
+        return None
+
+    def lost(self, recs: Sequence[FaceReconstruction]) -> bool:
+        """True when this frame's faces were cropped from tracks and one of them is lost:
+        the caller then detects on this frame and passes the detected faces to `update`."""
+        return self._tracked is not None and any(self.lost_reason(r) is not None for r in recs)
+
+    def update(
+        self, recs: Sequence[FaceReconstruction], intrinsics: Intrinsics, t_s: float, detected: bool
+    ) -> list[FaceReconstruction]:
+        """Advance the state to this frame (time ``t_s`` seconds, after the previous one)
+        and return the faces with their pose and mesh smoothed (same order).
+
+        ``detected``: the faces come from the detector (matched to the tracks by their five
+        points; unmatched tracks end, unmatched faces start new ones); otherwise they are
+        the faces of `faces_to_crop`, in its order. A face whose track is lost is answered
+        as it is and not followed.
+        """
+        s, p = self.state, self.params
+        dt = None if s.t_s is None else t_s - s.t_s
+        if dt is not None and not dt > 0:
+            raise ValueError(f"frame time {t_s} is not after the previous frame's {s.t_s}")
+        if detected or self._tracked is None:
+            olds = _match(s.tracks, [self._landmarks5(r) for r in recs])
+            previous: list[Track | None] = [None if j is None else s.tracks[j] for j in olds]
+            s.since_detection = 0
+        else:
+            previous = list(self._tracked)
+            s.since_detection += 1
+        out, tracks, ids = [], [], []
+        for rec, old in zip(recs, previous):
+            if self.lost_reason(rec) is not None:
+                out.append(rec)
+                ids.append(None)
+                continue
+            if old is None or dt is None or p.smoothing is None:
+                track = self._new_track(rec, old)
+            else:
+                track = self._smoothed(rec, old, dt, p.smoothing)
+            tracks.append(track)
+            ids.append(track.track_id)
+            out.append(self._answer(rec, track, intrinsics) if p.smoothing is not None else rec)
+        s.tracks, s.t_s = tracks, float(t_s)
+        s.frames += 1
+        self._tracked, self.track_ids = None, ids
+        return out
+
+    def _new_track(self, rec: FaceReconstruction, old: Track | None) -> Track:
+        if old is None:
+            track_id = self.state.next_id
+            self.state.next_id += 1
+        else:
+            track_id = old.track_id
+        V = np.asarray(rec.vertices, np.float64)
+        return Track(
+            track_id,
+            self._landmarks5(rec),
+            np.asarray(rec.pose.R_cv, np.float64),
+            np.asarray(rec.pose.t_cv, np.float64),
+            np.zeros(3),
+            np.zeros(3),
+            V,
+            np.zeros_like(V),
+            frames=1 if old is None else old.frames + 1,
+        )
+
+    def _smoothed(self, rec: FaceReconstruction, old: Track, dt: float, params: OneEuroParams) -> Track:
+        R, omega = one_euro_rotation(rec.pose.R_cv, old.R_cv, old.omega, dt, params, ROTATION_SPEED_SCALE)
+        t, t_speed = one_euro_vector(rec.pose.t_cv, old.t_cv, old.t_speed, dt, params, TRANSLATION_SPEED_SCALE)
+        V, v_speed = one_euro_vector(rec.vertices, old.vertices, old.v_speed, dt, params, VERTEX_SPEED_SCALE)
+        return Track(old.track_id, self._landmarks5(rec), R, t, omega, t_speed, V, v_speed, old.frames + 1)
+
+    @staticmethod
+    def _answer(rec: FaceReconstruction, track: Track, intrinsics: Intrinsics) -> FaceReconstruction:
+        # The smoothed mesh posed by the smoothed pose; its residual is measured against
+        # this frame's network points, so it still says how well the answer fits the image.
+        pose = pose_result(track.vertices, rec.points, track.R_cv, track.t_cv, intrinsics)
+        return replace(rec, vertices=track.vertices.copy(), pose=pose)
