@@ -217,10 +217,16 @@ class SubjectAppearance:
     noise_freq: np.ndarray  # (K, 3) rad per metre
     noise_phase: np.ndarray  # (K,)
     noise_amp: np.ndarray  # (K, 3)
+    style: object | None = None  # jmlr.synth.heads.HeadStyle: hair, brows, eyes, skin detail, clothing...
 
 
-def sample_subject_appearance(rng: np.random.Generator) -> SubjectAppearance:
-    """Draw one person's colours and procedural-detail parameters."""
+def sample_subject_appearance(rng: np.random.Generator, heads=None) -> SubjectAppearance:
+    """Draw one person's colours and procedural-detail parameters.
+
+    ``heads``: a `jmlr.synth.heads.HeadConfig`; its elements are drawn from a generator
+    derived from ``rng`` without advancing it (`jmlr.synth.heads.style_rng`), so ``rng``
+    ends in the same state whatever the config.
+    """
     t = rng.uniform(0, len(_SKIN_TONES) - 1)
     i = int(t)
     j = min(i + 1, len(_SKIN_TONES) - 1)
@@ -237,7 +243,7 @@ def sample_subject_appearance(rng: np.random.Generator) -> SubjectAppearance:
     direction = rng.standard_normal((k, 3))
     direction /= np.linalg.norm(direction, axis=1, keepdims=True)
     amp = rng.uniform(-1, 1, (k, 3)) * 0.3 + rng.uniform(-1, 1, (k, 1))
-    return SubjectAppearance(
+    a = SubjectAppearance(
         skin=skin, lip=lip, hair=hair,
         hair_amount=float(rng.choice([0.0, rng.uniform(0.5, 1.0)], p=[0.25, 0.75])),
         brow_amount=float(rng.uniform(0.35, 0.85)),
@@ -247,6 +253,18 @@ def sample_subject_appearance(rng: np.random.Generator) -> SubjectAppearance:
         noise_freq=2 * np.pi / wavelength[:, None] * direction, noise_phase=rng.uniform(0, 2 * np.pi, k),
         noise_amp=amp / np.sqrt(k),
     )
+    if heads is not None and heads.any:
+        from .heads import sample_head_style, style_rng
+
+        a.style = st = sample_head_style(style_rng(rng), heads, a.skin)
+        if heads.hair > 0:  # the scalp (hair, buzz cut or stubble) takes the natural colour
+            a.hair = st.hair_color
+        if st.skin_detail is not None:  # the new tone keeps the subject's lip-to-skin ratio
+            a.lip = np.clip(st.skin_detail.tone * a.lip / np.maximum(a.skin, 1e-3), 0, 1)
+            a.skin = st.skin_detail.tone
+        if st.hair is not None:  # the scalp under the hair shell
+            a.hair_amount = 1.0
+    return a
 
 
 def _mix(alb: np.ndarray, color, weight: np.ndarray, idx: np.ndarray) -> None:
@@ -255,15 +273,20 @@ def _mix(alb: np.ndarray, color, weight: np.ndarray, idx: np.ndarray) -> None:
     alb[idx] = alb[idx] * (1 - w) + np.asarray(color, np.float32) * w
 
 
-def albedo_from_appearance(regions: HeadRegions, appearance: SubjectAppearance) -> np.ndarray:
+def albedo_from_appearance(regions: HeadRegions, appearance: SubjectAppearance, detail=None) -> np.ndarray:
     """Per-vertex albedo (V, 3) float32 of one subject.
 
     Masks are applied only on their support (a few hundred vertices each), which
-    keeps this at a few milliseconds per subject.
+    keeps this at a few milliseconds per subject. ``detail``: the face model's
+    `jmlr.synth.face_detail.DetailRegions`, needed when the appearance has a style; its
+    elements replace the corresponding legacy layers (brows, stubble, freckles).
     """
     r = regions
     sup = r.support
     a = appearance
+    st = a.style
+    if st is not None and detail is None:
+        raise ValueError("an appearance with a head style needs the face model's DetailRegions")
     freq = np.ascontiguousarray(a.noise_freq.T, np.float32)  # (3, K)
     phase = r.positions @ freq + a.noise_phase.astype(np.float32)  # (V, K)
     noise = np.sin(phase) @ a.noise_amp.astype(np.float32)  # (V, 3), roughly unit variance
@@ -271,22 +294,27 @@ def albedo_from_appearance(regions: HeadRegions, appearance: SubjectAppearance) 
     # Unevenness, redness where it peaks (cheeks, nose), freckles as dark speckles.
     alb = a.skin.astype(np.float32)[None] * (1 + np.float32(a.blotch) * noise)
     alb *= 1 + np.float32(a.blotch) * lum[:, None] * np.array([0.3, -0.25, -0.25], np.float32)
-    if a.freckles > 0:
+    if st is not None:
+        from .face_detail import apply_skin_detail
+
+        apply_skin_detail(alb, regions, detail, st)
+    if a.freckles > 0 and (st is None or st.skin_detail is None):
         speck = np.clip(np.sin(phase[:, -8:] * 3.1).prod(1) * 4, 0, 1)
         alb *= 1 - np.float32(a.freckles) * speck[:, None] * np.array([0.6, 0.8, 0.9], np.float32)
     i, w = sup("lips")
     _mix(alb, a.lip * (1 + 0.05 * noise[i]), w * 0.9, i)
     i, w = sup("stubble")
-    if a.stubble_amount > 0:
+    if a.stubble_amount > 0 and (st is None or st.legacy_stubble):
         _mix(alb, a.hair, w * a.stubble_amount * 0.5, i)
         alb[i] *= 1 - w[:, None] * np.float32(a.stubble_amount * 0.15)
     i, w = sup("scalp")
     if a.hair_amount > 0:
         hair_tex = np.clip(1 + 0.25 * noise[i].mean(1, keepdims=True), 0.5, 1.5)
         _mix(alb, a.hair * hair_tex, w * a.hair_amount, i)
-    i, w = sup("brows")
-    brow_tex = np.clip(0.75 + 0.5 * np.sin(phase[i, :4] * 4.0).mean(1), 0.3, 1.0)
-    _mix(alb, a.hair * 0.8, w * a.brow_amount * brow_tex, i)
+    if st is None or st.eyebrows is None:  # else the style's brows replace these
+        i, w = sup("brows")
+        brow_tex = np.clip(0.75 + 0.5 * np.sin(phase[i, :4] * 4.0).mean(1), 0.3, 1.0)
+        _mix(alb, a.hair * 0.8, w * a.brow_amount * brow_tex, i)
     i, w = sup("eye_socket")
     _mix(alb, a.skin * np.array([0.75, 0.45, 0.45]), w, i)
     i, w = sup("mouth")
@@ -303,6 +331,10 @@ def albedo_from_appearance(regions: HeadRegions, appearance: SubjectAppearance) 
     _mix(alb, a.iris[None] * stripes[:, None] * (1 - 0.6 * r.limbus[i, None]), w, i)
     i, w = sup("pupil")
     _mix(alb, np.array([0.02, 0.02, 0.02]), w, i)
+    if st is not None:
+        from .face_detail import apply_detail
+
+        apply_detail(alb, regions, detail, st, a.skin)
     return np.clip(alb, 0, 1, out=alb)
 
 

@@ -63,7 +63,7 @@ def synthesize_dataset(out: str | Path, generator: SyntheticFaceGenerator, subje
         with numpy_threads_like_torch(), torch.no_grad():
             params: SceneParams = generator.sample_params(rngs, len(chunk), subjects=subj, actions=acts)
             render = generator.render(params, rng=rngs)
-            images = generator.finish(render, rngs, jpeg=False)
+            images = generator.finish(render, rngs, jpeg=False, params=params)
             verts = generator.topology_vertices_np(params.identity, params.expression)
             lm = _project(verts[:, generator.landmarks68].astype(np.float64), params.R_t.astype(np.float64),
                           generator.K)

@@ -90,11 +90,13 @@ class Fragments:
 @dataclass
 class RenderOutput:
     """image: (B, H, W, 3) float in [0, 1] (black background); mask: (B, H, W) bool;
-    depth: (B, H, W) metres (z of the OpenCV camera, 0 on background)."""
+    depth: (B, H, W) metres (z of the OpenCV camera, 0 on background); lighting: the
+    `Lighting` it was shaded with, where the caller keeps it (shadows need the key light)."""
 
     image: torch.Tensor
     mask: torch.Tensor
     depth: torch.Tensor
+    lighting: Lighting | None = None
 
 
 @dataclass

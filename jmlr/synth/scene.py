@@ -31,8 +31,10 @@ from .appearance import (
     sample_subject_appearance,
     specular_and_occlusion,
 )
+from .heads import HeadAssets, HeadConfig, SubjectMesh
 from .render import Lighting, RenderOutput, render_mesh
 from .sampler import FACIAL_ACTIONS, PoseSampler, sample_expression, sample_identity
+from .world import WorldConfig, element_rngs
 
 __all__ = ["SceneParams", "SyntheticFaceGenerator", "wcpa_intrinsics", "render_materials", "RENDERERS",
            "numpy_threads_like_torch", "set_worker_threads"]
@@ -123,7 +125,9 @@ class SceneParams:
 
     identity (B, K) and expression (B, E) float32 weights; R_t (B, 4, 4) float32
     row-vector world -> OpenGL camera; actions: B facial-action names;
-    appearance: B `SubjectAppearance`.
+    appearance: B `SubjectAppearance`; K: (B, 3, 3) intrinsics of each frame when the
+    captures have cameras of their own (phone cameras, `jmlr.synth.camera`), else None
+    (the generator's K).
     """
 
     identity: np.ndarray
@@ -131,6 +135,7 @@ class SceneParams:
     R_t: np.ndarray
     actions: list[str]
     appearance: list[SubjectAppearance]
+    K: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.identity)
@@ -141,6 +146,7 @@ class SceneParams:
             np.concatenate([p.identity for p in parts]), np.concatenate([p.expression for p in parts]),
             np.concatenate([p.R_t for p in parts]), [a for p in parts for a in p.actions],
             [a for p in parts for a in p.appearance],
+            None if parts[0].K is None else np.concatenate([p.K for p in parts]),
         )
 
 
@@ -169,11 +175,20 @@ class SyntheticFaceGenerator:
             when this process can create a context, else torch (the reason is logged).
             Default: ``$JMLR_SYNTH_RENDERER`` or ``"auto"``. Resolved on first render,
             in the process that renders (see `renderer_name`).
+        world: `jmlr.synth.world.WorldConfig`, the probability of each world and camera
+            element (photo backgrounds, coloured light, shadows, occluders, phone
+            cameras and their effects). Default: ``$JMLR_SYNTH_WORLD`` or all on;
+            `WorldConfig.legacy()` gives the earlier backgrounds and effects byte for byte.
+        heads: `jmlr.synth.heads.HeadConfig`, the probability of each head element (hair,
+            brows, eyes, skin detail, clothing, ...). Default: ``$JMLR_SYNTH_HEADS`` or all
+            on; `HeadConfig.legacy()` draws the earlier bald heads byte for byte. Hair and
+            torso add triangles (`render_faces`); `faces` stays the head's own.
     """
 
     def __init__(self, facemodel, topology, device="cpu", K: np.ndarray | None = None,
                  image_size: tuple[int, int] = WCPA_IMAGE_SIZE, pose_sampler: PoseSampler | None = None,
-                 identity_scale: float = 1.0, renderer: str | None = None):
+                 identity_scale: float = 1.0, renderer: str | None = None, heads: HeadConfig | None = None,
+                 world: WorldConfig | None = None):
         self.facemodel = facemodel
         self.topology = topology
         self.device = torch.device(device)
@@ -190,7 +205,15 @@ class SyntheticFaceGenerator:
         self.occlusion = torch.as_tensor(occ, device=self.device)
         self.topology_index = torch.as_tensor(np.asarray(topology.ict_index), dtype=torch.long, device=self.device)
         self.landmarks68 = np.asarray(topology.landmarks68)
-        self._albedo_cache: dict[int, tuple[SubjectAppearance, np.ndarray]] = {}
+        self._albedo_cache: dict[int, tuple[SubjectAppearance, SubjectMesh]] = {}
+        self.heads = HeadConfig.from_env() if heads is None else heads
+        self.head_assets = HeadAssets(facemodel, self.regions, self.heads, _skin_triangles(facemodel)) \
+            if self.heads.any else None
+        self.render_faces = self.faces
+        if self.head_assets is not None and self.head_assets.num_extra:
+            extra = torch.as_tensor(self.head_assets.faces, device=self.device)
+            self.render_faces = torch.cat([self.faces, extra])
+            self._neutral = torch.as_tensor(np.asarray(facemodel.neutral, np.float32), device=self.device)
         self._eyeballs = [facemodel.region(f"eyeball_{side}") for side in ("left", "right")
                           if f"eyeball_{side}" in facemodel.region_names]
         # float32 copies of the bases on the topology's vertices: the fp16 model would
@@ -204,6 +227,12 @@ class SyntheticFaceGenerator:
         if self.renderer not in RENDERERS:
             raise ValueError(f"renderer must be one of {RENDERERS}, not {self.renderer!r}")
         self._gl_fallback_logged = False
+        self.world = WorldConfig.from_env() if world is None else world
+        from .backgrounds import photo_backgrounds
+        from .camera import PhoneCameraModel
+
+        self.photos = photo_backgrounds() if self.world.photo_background > 0 else None
+        self.phone_camera = PhoneCameraModel()
 
     # ------------------------------------------------------------------ backend
     def _gl(self):
@@ -231,20 +260,23 @@ class SyntheticFaceGenerator:
     def sample_subject(self, rng: np.random.Generator) -> tuple[np.ndarray, SubjectAppearance]:
         """One person: identity weights (K,) and appearance."""
         ident = sample_identity(rng, 1, self.facemodel.num_identity, self.identity_scale)[0]
-        return ident, sample_subject_appearance(rng)
+        return ident, sample_subject_appearance(rng, self.heads)
 
     def sample_params(self, rng, batch: int, subjects=None, actions=None,
-                      max_tries: int = 20) -> SceneParams:
+                      max_tries: int = 20, phone_camera: bool = False) -> SceneParams:
         """Draw B captures; ``subjects`` (list of (identity, appearance)) and ``actions``
         (list of names) fix those parts, otherwise they are random.
 
         Poses are redrawn until the 68 landmarks land inside the frame. ``rng`` may be
         a list of one generator per image (each image is then drawn from its own).
+        With ``phone_camera`` each capture gets, with the probability ``world.camera``, a
+        phone camera of its own (`SceneParams.K`, a focal length and distance from
+        `jmlr.synth.camera.PhoneCameraModel`); the other captures use the generator's K.
         """
         if isinstance(rng, (list, tuple)):
             return SceneParams.concat([
                 self.sample_params(r, 1, None if subjects is None else [subjects[i]],
-                                   None if actions is None else [actions[i]], max_tries)
+                                   None if actions is None else [actions[i]], max_tries, phone_camera)
                 for i, r in enumerate(_per_image(rng, batch))])
         if subjects is None:
             subjects = [self.sample_subject(rng) for _ in range(batch)]
@@ -255,6 +287,9 @@ class SyntheticFaceGenerator:
         R_t = np.zeros((batch, 4, 4), np.float32)
         verts = self.topology_vertices_np(identity, expression)
         lm = verts[:, self.landmarks68]
+        if phone_camera and self.world.camera > 0:
+            Ks, R_t = self._phone_poses(rng, lm, max_tries)
+            return SceneParams(identity, expression, R_t, list(actions), [s[1] for s in subjects], Ks)
         todo = np.arange(batch)
         for _ in range(max_tries):
             cand, _ = self.pose_sampler.sample(rng, len(todo), self.K, self.image_size)
@@ -267,6 +302,31 @@ class SyntheticFaceGenerator:
             if len(todo) == 0:
                 break
         return SceneParams(identity, expression, R_t, list(actions), [s[1] for s in subjects])
+
+    def _phone_poses(self, rng: np.random.Generator, lm: np.ndarray, max_tries: int) -> tuple[np.ndarray, np.ndarray]:
+        """Per capture: K (B, 3, 3) of a phone camera (or the generator's) and a pose
+        R_t (B, 4, 4) at its distance with the 68 landmarks ``lm`` (B, 68, 3) in the frame."""
+        B = len(lm)
+        cams = element_rngs(rng, B)  # drawn without advancing rng
+        Ks = np.repeat(self.K[None], B, 0)
+        R_t = np.zeros((B, 4, 4), np.float32)
+        w, h = self.image_size
+        for b in range(B):
+            sampler = self.pose_sampler
+            rc = cams[b]["camera"]
+            if rc.random() < self.world.camera:
+                Ks[b], _, dist = self.phone_camera.sample(rc, self.image_size)
+                sampler = self.phone_camera.pose_sampler(sampler, dist)
+            for _ in range(max_tries):
+                R_t[b] = sampler.sample(rng, 1, Ks[b], self.image_size)[0][0]
+                p = _project(lm[b:b + 1], R_t[b:b + 1], Ks[b])[0]
+                if (p >= 0).all() and (p[:, 0] <= w - 1).all() and (p[:, 1] <= h - 1).all():
+                    break
+        return Ks, R_t
+
+    def frame_intrinsics(self, params: SceneParams) -> np.ndarray:
+        """K (B, 3, 3) of each capture's frame: its own camera's, else the generator's."""
+        return np.repeat(self.K[None], len(params), 0) if params.K is None else np.asarray(params.K, np.float64)
 
     # ------------------------------------------------------------------ geometry
     def head_vertices(self, identity: np.ndarray, expression: np.ndarray) -> torch.Tensor:
@@ -297,15 +357,38 @@ class SyntheticFaceGenerator:
 
     # ------------------------------------------------------------------ rendering
     def albedo(self, appearance: SubjectAppearance) -> np.ndarray:
-        """Per-vertex albedo (V, 3) of a subject, computed once per appearance object."""
+        """Per-vertex albedo (V, 3) of a subject's head, computed once per appearance object."""
+        return self.subject_mesh(appearance).albedo[: len(self.regions.positions)]
+
+    def subject_mesh(self, appearance: SubjectAppearance) -> SubjectMesh:
+        """A subject's shading inputs and extra geometry (hair, torso) in the layout of
+        `render_faces`, computed once per appearance object."""
         key = id(appearance)
         hit = self._albedo_cache.get(key)
         if hit is None or hit[0] is not appearance:
             if len(self._albedo_cache) > 256:
                 self._albedo_cache.clear()
-            hit = (appearance, albedo_from_appearance(self.regions, appearance))
+            ha = self.head_assets
+            albedo = albedo_from_appearance(self.regions, appearance, None if ha is None else ha.detail)
+            spec, occ = self.specular.cpu().numpy(), self.occlusion.cpu().numpy()
+            if ha is None or appearance.style is None:
+                mesh = SubjectMesh(albedo, spec, occ, np.zeros((0, 3), np.float32), np.zeros(0, np.int64))
+            else:
+                mesh = ha.subject_mesh(appearance.style, albedo, spec, occ, appearance.skin)
+            hit = (appearance, mesh)
             self._albedo_cache[key] = hit
         return hit[1]
+
+    def dressed_vertices(self, verts: torch.Tensor, meshes: list[SubjectMesh]) -> torch.Tensor:
+        """Head vertices (B, V, 3) followed by each subject's extra vertices (B, V + X, 3):
+        each sits at ``rest + head[anchor] - neutral[anchor]``."""
+        if self.render_faces is self.faces:
+            return verts
+        dev = verts.device
+        rest = torch.as_tensor(np.stack([m.rest for m in meshes]), device=dev)
+        anchor = torch.as_tensor(np.stack([m.anchor for m in meshes]), device=dev)
+        moved = torch.gather(verts, 1, anchor[..., None].expand(-1, -1, 3)) - self._neutral.to(dev)[anchor]
+        return torch.cat([verts, rest + moved], 1)
 
     def render(self, params: SceneParams, verts: torch.Tensor | None = None, K: np.ndarray | None = None,
                size: tuple[int, int] | None = None, rng: np.random.Generator | None = None) -> RenderOutput:
@@ -320,19 +403,29 @@ class SyntheticFaceGenerator:
         rngs = _per_image(rng, B)
         if verts is None:
             verts = self.head_vertices(params.identity, params.expression)
-        verts = self._recess_eyeballs(verts)
-        albedo = torch.as_tensor(np.stack([self.albedo(a) for a in params.appearance]), device=self.device)
+        meshes = [self.subject_mesh(a) for a in params.appearance]
+        verts = self.dressed_vertices(self._recess_eyeballs(verts), meshes)
+        stack = lambda k: torch.as_tensor(np.stack([getattr(m, k) for m in meshes]), device=self.device)  # noqa: E731
+        albedo = stack("albedo")
         parts = ([sample_lighting(r, 1) for r in rngs] if isinstance(rng, (list, tuple))
                  else [sample_lighting(rngs[0], B)])
         lighting = Lighting(*(torch.cat(ts) for ts in zip(*((q.ambient, q.directions, q.colors, q.specular, q.shininess)
                                                              for q in parts)))).to(self.device)
-        K_t = torch.as_tensor(self.K if K is None else K, dtype=torch.float32, device=self.device)
+        lighting.shininess = lighting.shininess * torch.tensor([m.gloss for m in meshes], device=self.device)
+        if self.world.colour_light > 0:
+            from .environment import colour_lighting
+
+            lighting = colour_lighting(lighting, _world_rngs(rng, B), self.world.colour_light)
+        K_t = torch.as_tensor(self.frame_intrinsics(params) if K is None else K, dtype=torch.float32,
+                              device=self.device)
         w, h = size or self.image_size
         R_t = torch.as_tensor(params.R_t, dtype=torch.float32, device=self.device)
         gl = self._gl()
-        return (render_mesh if gl is None else gl.render_mesh)(
-            verts, self.faces, R_t, K_t, (h, w), albedo, lighting,
-            specular_mask=self.specular.expand(B, -1), occlusion=self.occlusion.expand(B, -1))
+        out = (render_mesh if gl is None else gl.render_mesh)(
+            verts, self.render_faces, R_t, K_t, (h, w), albedo, lighting,
+            specular_mask=stack("specular"), occlusion=stack("occlusion"))
+        out.lighting = lighting.to(out.image.device)
+        return out
 
     def _recess_eyeballs(self, verts: torch.Tensor, shrink: float = 0.97) -> torch.Tensor:
         """Shrink the eyeballs about their centres by ~0.5 mm for rendering only.
@@ -351,14 +444,22 @@ class SyntheticFaceGenerator:
         return verts
 
     def finish(self, out: RenderOutput, rng, jpeg: bool = True, effects: bool = True,
-               scale=None) -> list[np.ndarray]:
+               scale=None, params: SceneParams | None = None, K: np.ndarray | None = None,
+               frame_from_image: np.ndarray | None = None) -> list[np.ndarray]:
         """Composite the renders over random backgrounds and apply camera effects.
 
         ``rng``: one generator or one per image. ``scale``: (B,) or scalar size of a
         render pixel relative to a full-frame pixel (blur is scaled by it); default
         the render size over the frame size.
+        With any `world` element on, `jmlr.synth.environment.finish_capture` makes each
+        picture instead (photo backgrounds, shadows, occluders, phone camera); it needs
+        the captures' ``params`` for occluders and shadows, ``K`` (3, 3) or (B, 3, 3)
+        the renders were made with (default the frames') and ``frame_from_image``
+        (B, 2, 3) render px -> frame px for crops (vignetting follows the frame).
         Returns B uint8 (H, W, 3) RGB images.
         """
+        if self.world.any:
+            return self._finish_world(out, rng, jpeg, effects, params, K, frame_from_image)
         images = out.image.detach().cpu().numpy()
         masks = out.mask.detach().cpu().numpy()
         h, w = images.shape[1:3]
@@ -372,10 +473,59 @@ class SyntheticFaceGenerator:
             result.append(im)
         return result
 
+    def _finish_world(self, out: RenderOutput, rng, jpeg: bool, effects: bool, params: SceneParams | None,
+                      K: np.ndarray | None, frame_from_image: np.ndarray | None) -> list[np.ndarray]:
+        from .environment import CaptureContext, finish_capture
+        from .occluders import Anchors
+
+        images = out.image.detach().cpu().numpy()
+        masks = out.mask.detach().cpu().numpy()
+        depths = out.depth.detach().cpu().numpy()
+        B = len(images)
+        rngs = _world_rngs(rng, B)
+        config = self.world if effects else self.world.without_camera_effects()
+        lights = getattr(out, "lighting", None)
+        frame_K = self.frame_intrinsics(params) if params is not None else np.repeat(self.K[None], B, 0)
+        render_K = frame_K if K is None else np.broadcast_to(np.asarray(K, np.float64), (B, 3, 3))
+        lm = None
+        if params is not None:
+            lm = self.topology_vertices_np(params.identity, params.expression)[:, self.landmarks68].astype(np.float64)
+        result = []
+        for b in range(B):
+            ctx = CaptureContext(frame_size=self.image_size, principal_point=(frame_K[b, 0, 2], frame_K[b, 1, 2]),
+                                 frame_from_image=None if frame_from_image is None else frame_from_image[b])
+            if lm is not None:
+                R_t = params.R_t[b].astype(np.float64)
+                ctx.anchors = Anchors(lm[b], R_t[:3, :3], R_t[3, :3], render_K[b])
+                ap = params.appearance[b]
+                ctx.colours = {"skin": np.asarray(ap.skin), "hair": np.asarray(ap.hair)}
+            if lights is not None:
+                ctx.light_dir = lights.directions[b, 0].detach().cpu().numpy().astype(np.float64)
+            result.append(finish_capture(images[b], masks[b], depths[b], rngs[b], config, ctx, self.photos, jpeg))
+        return result
+
+
+
+def _skin_triangles(facemodel) -> np.ndarray:
+    """(T, 3) triangles of the skin materials (face and back of the head)."""
+    names = list(facemodel.material_names)
+    skin = [names.index(m) for m in ("M_Face", "M_BackHead") if m in names]
+    quads = np.asarray(facemodel.quads)
+    return facemodel.triangles(quads[np.isin(np.asarray(facemodel.face_material), skin)])
+
+
+def _world_rngs(rng, batch: int) -> list[dict[str, np.random.Generator]]:
+    """One dict of element generators per image (`jmlr.synth.world.element_rngs`), derived
+    from the image's generator, or from a shared one, without advancing it."""
+    if isinstance(rng, (list, tuple)):
+        return [element_rngs(r, 1)[0] for r in _per_image(rng, batch)]
+    return element_rngs(rng or np.random.default_rng(), batch)
+
 
 def _project(V: np.ndarray, R_t: np.ndarray, K: np.ndarray) -> np.ndarray:
-    """World points (B, N, 3) -> pixels (B, N, 2) (row-vector R_t, OpenGL camera)."""
+    """World points (B, N, 3) -> pixels (B, N, 2) (row-vector R_t, OpenGL camera);
+    K (3, 3) or one per capture (B, 3, 3)."""
     cam = V @ R_t[:, :3, :3] + R_t[:, None, 3, :3]
     cv = cam * np.array([1.0, -1.0, -1.0])
-    p = cv @ np.asarray(K).T
+    p = cv @ np.swapaxes(np.asarray(K), -1, -2)
     return p[..., :2] / np.maximum(p[..., 2:3], 1e-9)

