@@ -31,6 +31,17 @@ def jitter_of(M_det: np.ndarray, M_gt: np.ndarray, size: int) -> tuple[float, fl
     return s - 1.0, rot, shift
 
 
+def match_detection(dets: list, gt5: np.ndarray):
+    """The detection of an image with one face whose 5 points are nearest the ground truth
+    ``gt5`` (5, 2), or None when even that one is another face or a false positive."""
+    if not dets:
+        return None
+    det = min(dets, key=lambda d: float(np.abs(np.asarray(d.landmarks5) - gt5).mean()))
+    if np.abs(np.asarray(det.landmarks5) - gt5).mean() > 0.5 * np.linalg.norm(gt5[0] - gt5[1]) + 20:
+        return None
+    return det
+
+
 def main() -> int:
     from jmlr.data.datasets import list_rows
     from jmlr.detect import create_detector
@@ -50,13 +61,9 @@ def main() -> int:
         s = layout.load_sample(args.data, *row)
         rgb = s.load_image()
         gt5 = landmarks5_from_68(np.asarray(s.landmarks68, np.float64))
-        dets = detector.detect(rgb)
-        if not dets:
+        det = match_detection(detector.detect(rgb), gt5)
+        if det is None:
             continue
-        # The detection whose 5 points are nearest the ground truth (one face per image).
-        det = min(dets, key=lambda d: float(np.abs(np.asarray(d.landmarks5) - gt5).mean()))
-        if np.abs(np.asarray(det.landmarks5) - gt5).mean() > 0.5 * np.linalg.norm(gt5[0] - gt5[1]) + 20:
-            continue  # another face or a false positive
         found += 1
         ds, dr, dt = jitter_of(crop_transform(np.asarray(det.landmarks5, np.float64), args.size),
                                crop_transform(gt5, args.size), args.size)

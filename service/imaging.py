@@ -26,17 +26,20 @@ _FOCAL_35MM = 0xA405  # FocalLengthIn35mmFilm
 
 @dataclass
 class DecodedImage:
-    rgb: np.ndarray  # (H, W, 3) uint8, EXIF orientation applied
+    rgb: np.ndarray  # (h, w, 3) uint8, EXIF orientation applied; the frame at 1/reduction of its size
     format: str
     focal_35mm: float | None  # EXIF FocalLengthIn35mmFilm, if present and sane
+    reduction: int = 1  # rgb pixel i covers frame pixels [r i, r i + r)
+    frame_size: tuple[int, int] | None = None  # (W, H) of the frame, oriented; None: rgb's own
 
     @property
     def width(self) -> int:
-        return int(self.rgb.shape[1])
+        """Frame width, px (what intrinsics and faces refer to), whatever the reduction."""
+        return int(self.frame_size[0]) if self.frame_size else int(self.rgb.shape[1])
 
     @property
     def height(self) -> int:
-        return int(self.rgb.shape[0])
+        return int(self.frame_size[1]) if self.frame_size else int(self.rgb.shape[0])
 
 
 def check_content_type(content_type: str | None) -> None:
@@ -114,9 +117,28 @@ def _open_checked(data: bytes, max_pixels: int) -> tuple[Image.Image, str]:
     return img, fmt
 
 
-def decode_image(data: bytes, max_pixels: int) -> DecodedImage:
+_ORIENTATION = 0x0112
+_TRANSPOSED = {5, 6, 7, 8}  # EXIF orientations that swap width and height
+
+
+def decode_image(data: bytes, max_pixels: int, reduction: int = 1) -> DecodedImage:
+    """Decode an upload to RGB, EXIF orientation applied.
+
+    ``reduction`` 2, 4 or 8 decodes a JPEG at that fraction of its size with libjpeg's
+    DCT scaling (a fraction of the work and memory; other formats decode whole): the
+    result's ``reduction`` says what was done, ``width``/``height`` stay the frame's.
+    """
     img, fmt = _open_checked(data, max_pixels)
     focal = _exif_focal_35mm(img)
+    w, h = img.size
+    try:
+        transposed = int(img.getexif().get(_ORIENTATION) or 1) in _TRANSPOSED
+    except Exception:  # malformed EXIF: exif_transpose below ignores it too
+        transposed = False
+    frame = (h, w) if transposed else (w, h)
+    if reduction > 1 and fmt == "JPEG":
+        img.draft("RGB", (-(-w // reduction), -(-h // reduction)))
+    got = max(1, round(w / img.size[0]))
     try:
         # Pillow's own bomb check uses a global; ours already ran, so lift it for this decode.
         with warnings.catch_warnings():
@@ -133,4 +155,5 @@ def decode_image(data: bytes, max_pixels: int) -> DecodedImage:
     except (OSError, SyntaxError, ValueError) as exc:
         # Truncated or corrupt pixel data: Pillow raises OSError ("image file is truncated").
         raise ApiError(422, "invalid_image", f"the image data is corrupt or truncated: {exc}") from None
-    return DecodedImage(rgb=np.ascontiguousarray(rgb), format=fmt, focal_35mm=focal)
+    return DecodedImage(rgb=np.ascontiguousarray(rgb), format=fmt, focal_35mm=focal, reduction=got,
+                        frame_size=frame)

@@ -11,7 +11,6 @@ import asyncio
 import logging
 import re
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -28,9 +27,13 @@ from jmlr.inference import (
     crop_faces,
     load_backend,
     locate_faces,
+    max_reduction,
     reconstruct_faces,
+    resolve_backend,
     uncrop_points,
 )
+from jmlr.inference.crops import REDUCTIONS
+from jmlr.onnxrt import OrtOptions
 
 from .batcher import DynamicBatcher
 from .blendshapes import BlendshapeEstimator
@@ -49,6 +52,11 @@ if TYPE_CHECKING:
     from .sessions import SessionFrame
 
 log = logging.getLogger("service.pipeline")
+
+#: Detection decodes a JPEG at the detector's own scale only from this size up: below
+#: it a whole decode takes a few ms, and a face too small for the reduced frame would
+#: pay a second decode.
+REDUCED_DETECTION_MIN_PIXELS = 2_000_000
 
 
 @dataclass
@@ -98,6 +106,7 @@ class Engine:
         self.batcher: DynamicBatcher | None = None
         self.blendshapes: BlendshapeEstimator | None = None
         self.device: str = "cpu"
+        self.backend: str = ""
         self.loaded = False
         self.error: str | None = None
         self.pixel_budget = PixelBudget(settings.decode_pixel_budget, metrics.decode_pixels.set)
@@ -137,11 +146,16 @@ class Engine:
         name = s.model_name or default_model_name(self.device, s.model_store)
         path = Path(name) if Path(name).is_absolute() else Path(s.model_store) / name
         t0 = time.perf_counter()
-        model = load_backend(path, s.backend, self.device)
-        detector = create_detector(s.detector, s.detector_threshold, s.detector_max_side)
+        ort_options = OrtOptions(threads=s.ort_threads, spinning=s.ort_spinning)
+        self.backend = resolve_backend(s.backend, self.device)
+        model = load_backend(path, self.backend, self.device, cache_dir=s.onnx_cache_dir,
+                             calibration=s.onnx_calibration, ort_options=ort_options)
+        detector = create_detector(s.detector, s.detector_threshold, s.detector_max_side, s.detect_min_face_px,
+                                   ort_options)
         if s.warmup:
             S = int(model.input_size)
-            model.predict(np.zeros((1, S, S, 3), np.uint8), flip_tta=False)
+            for batch in sorted({1, s.max_batch_size}):
+                model.predict(np.zeros((batch, S, S, 3), np.uint8), flip_tta=False)
             detector.detect(np.zeros((64, 64, 3), np.uint8))
         self.model, self.detector = model, detector
         self.blendshapes = BlendshapeEstimator(model.topology)
@@ -154,8 +168,8 @@ class Engine:
         self.metrics.model_ready.set(1)
         self.loaded, self.error = True, None
         log.info(
-            "model %s v%s loaded on %s in %.1f s (%d vertices, input %d, detector %s)",
-            model.name, model.version, self.device, time.perf_counter() - t0, topo.num_vertices,
+            "model %s v%s loaded on %s (backend %s) in %.1f s (%d vertices, input %d, detector %s)",
+            model.name, model.version, self.device, self.backend, time.perf_counter() - t0, topo.num_vertices,
             model.input_size, detector.name,
         )
 
@@ -217,7 +231,7 @@ class Engine:
 
         header: ImageHeader = await asyncio.to_thread(probe_image, req.data, s.max_image_pixels)
         max_faces = min(req.max_faces or s.max_faces, s.max_faces)
-        track = session.faces_to_crop if session is not None and req.faces is None else None
+        track = session if req.faces is None else None
         work = await self._image_stage(req, header, max_faces, deadline, track)
         for name, dt in work.timings.items():
             timings[name] = round(dt * 1000, 3)
@@ -235,8 +249,8 @@ class Engine:
                 work = await self._image_stage(req, header, max_faces, deadline, None)
                 timings["redetect"] = round(1000 * sum(work.timings.values()), 3)
                 recs = await self._predict(work, req.flip_tta, cam, deadline, timings, stage)
-            session.detected = work.detected
-            recs = await stage("track", session.update, recs, cam.intrinsics)
+            session.detected, session.tracked = work.detected, work.tracked
+            recs = await stage("session", session.update, recs, cam.intrinsics)
         if recs:
             for k, rec in enumerate(recs):
                 if not rec.finite:  # JSON has no inf/NaN: such a face would answer nulls
@@ -280,11 +294,9 @@ class Engine:
                            cam.intrinsics)
 
     async def _image_stage(self, req: ReconstructRequest, header: ImageHeader, max_faces: int,
-                           deadline: float, track: Callable[[int, int], list[Face] | None] | None = None
-                           ) -> _ImageWork:
+                           deadline: float, track: SessionFrame | None = None) -> _ImageWork:
         """Decode, locate and crop while holding the image's pixels of the decode budget.
-        ``track(width, height)`` gives the faces to crop instead of locating them (None
-        from it: locate them)."""
+        With a session (``track``) the faces are its tracks', unless it asks to detect."""
         # PixelBudgetTimeout answers 504 through service.errors.domain_errors.
         n = await self.pixel_budget.acquire(header.pixels, deadline - time.monotonic())
         try:
@@ -294,7 +306,7 @@ class Engine:
             raise
         S = int(self.model.input_size)
         work = asyncio.ensure_future(
-            asyncio.to_thread(self._decode_locate_crop, req.data, req.faces, max_faces, S, track))
+            asyncio.to_thread(self._decode_locate_crop, req.data, req.faces, max_faces, S, track, header))
 
         def release(fut: asyncio.Future) -> None:
             if not fut.cancelled():
@@ -311,25 +323,59 @@ class Engine:
                 # the image until it returns, so its pixels stay reserved until then.
                 work.add_done_callback(release)
 
+    def _planned_reduction(self, header: ImageHeader | None, client: list[FaceIn] | None, max_faces: int,
+                           S: int) -> int:
+        """The JPEG reduction to decode at (`service.imaging.decode_image`): what the
+        caller's five points let every crop afford, or, for detection in a large photo,
+        what the detector looks at (faces found too small for it are decoded again)."""
+        if header is None or header.format != "JPEG":
+            return 1
+        if client is not None:
+            given = client[:max_faces]
+            if not given or any(f.landmarks5 is None for f in given):
+                return 1
+            try:
+                return max_reduction([np.asarray(f.landmarks5, np.float64) for f in given], S)
+            except (ValueError, TypeError, np.linalg.LinAlgError):
+                return 1  # crop_faces answers the 422
+        if header.pixels < REDUCED_DETECTION_MIN_PIXELS:
+            return 1
+        input_scale = getattr(self.detector, "input_scale", None)
+        scale = float(input_scale(header.height, header.width)) if input_scale is not None else 1.0
+        return next((r for r in REDUCTIONS if r * scale <= 1.0), 1)
+
     def _decode_locate_crop(self, data: bytes, client: list[FaceIn] | None, max_faces: int, S: int,
-                            track: Callable[[int, int], list[Face] | None] | None = None) -> _ImageWork:
+                            track: SessionFrame | None = None,
+                            header: ImageHeader | None = None) -> _ImageWork:
         t0 = time.perf_counter()
-        img = decode_image(data, self.settings.max_image_pixels)
+        reduction = 1 if track is not None else self._planned_reduction(header, client, max_faces, S)
+        img = decode_image(data, self.settings.max_image_pixels, reduction)
         t1 = time.perf_counter()
         if client is not None:
             check_client_faces(client[:max_faces], img.width, img.height)
         assert self.detector is not None
-        tracked = track(img.width, img.height) if track is not None else None
-        faces = tracked if tracked is not None else locate_faces(img.rgb, self.detector, client, max_faces)
+        tracked = track.faces_to_crop(img.width, img.height) if track is not None else None
+        detected = tracked is None and client is None
+        if tracked is None:
+            faces = locate_faces(img.rgb, self.detector, client, max_faces, img.reduction)
+            if not faces and track is not None:
+                tracked = track.kept_faces()  # a detector miss does not end tracks that hold
+        faces = tracked if tracked is not None else faces
         t2 = time.perf_counter()
-        timings = {"decode": t1 - t0, ("track" if tracked is not None else "detect"): t2 - t1}
+        timings = {"decode": t1 - t0, ("detect" if detected else "track"): t2 - t1}
         crops = None
         if faces:
-            crops = crop_faces(img.rgb, [f.landmarks5 for f in faces], S)  # InvalidFacesError: 422
+            lms = [f.landmarks5 for f in faces]
+            if img.reduction > 1 and client is None and max_reduction(lms, S) < img.reduction:
+                # A face too small to crop from the frame the detector used: decode finer.
+                img = decode_image(data, self.settings.max_image_pixels, max_reduction(lms, S))
+                timings["decode"] += time.perf_counter() - t2
+                t2 = time.perf_counter()
+            crops = crop_faces(img.rgb, lms, S, img.reduction)  # InvalidFacesError: 422
             timings["crop"] = time.perf_counter() - t2
         # Only the crops leave: the full image is freed when this thread returns.
         return _ImageWork(img.width, img.height, img.format, img.focal_35mm, faces, crops, timings,
-                          tracked=tracked is not None, detected=tracked is None and client is None)
+                          tracked=tracked is not None, detected=detected)
 
     # ------------------------------------------------------------------ stages (worker threads)
     def _store(self, storage, faces: list[FaceOut], recs: list[FaceReconstruction], cam: CameraChoice,

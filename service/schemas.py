@@ -186,6 +186,8 @@ class ReconstructResponse(BaseModel):
     camera: CameraOut
     image: ImageOut
     faces: list[FaceOut]
-    timings_ms: dict[str, float] = Field(description="per stage: decode, detect, crop, infer, pnp, store, total")
+    timings_ms: dict[str, float] = Field(
+        description="per stage: decode, detect (or track: a session frame cropped from its tracks), crop, infer, "
+        "pnp, session (tracking and smoothing), redetect (a lost track), blendshapes, store, total")
     warnings: list[str] = Field(default_factory=list)
     session: SessionOut | None = Field(None, description="only with `session_id`: this frame in its session")

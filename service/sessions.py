@@ -62,17 +62,22 @@ class SessionFrame:
     def __init__(self, tracker: FaceTracker, t_s: float) -> None:
         self.tracker = tracker
         self.t_s = t_s
-        self.detected = False  # set by the pipeline: the detector ran on this frame
+        # Set by the pipeline: the detector ran; the faces were cropped from the tracks.
+        self.detected = False
+        self.tracked = False
         self._ids: dict[int, int | None] = {}
 
     def faces_to_crop(self, width: int, height: int) -> list[Face] | None:
         return self.tracker.faces_to_crop(width, height)
 
+    def kept_faces(self) -> list[Face] | None:
+        return self.tracker.kept_faces()
+
     def lost(self, recs: list[FaceReconstruction]) -> bool:
         return self.tracker.lost(recs)
 
     def update(self, recs: list[FaceReconstruction], intrinsics: Intrinsics) -> list[FaceReconstruction]:
-        out = self.tracker.update(recs, intrinsics, self.t_s, self.detected)
+        out = self.tracker.update(recs, intrinsics, self.t_s, self.detected, self.tracked)
         self._ids = {id(rec): track_id for rec, track_id in zip(out, self.tracker.track_ids)}
         return out
 

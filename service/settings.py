@@ -27,7 +27,27 @@ class Settings(BaseSettings):
         None, description="Model in the store; None = the default for the device in model_store/index.json."
     )
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    backend: str = Field("torch", description="Inference runtime, a name in jmlr.inference.BACKENDS.")
+    backend: str = Field(
+        "auto",
+        description="Inference runtime: 'torch', 'ort' (ONNX Runtime fp32), 'ort-int8' (static int8; needs a cached "
+        "graph or onnx_calibration), or 'auto' (jmlr.inference.AUTO_BACKENDS: torch on CUDA, ort on the CPU).",
+    )
+    onnx_cache_dir: Path | None = Field(
+        None, description="Where exported ONNX graphs are cached; None = $JMLR_ONNX_CACHE or ~/.cache/jmlr/onnx."
+    )
+    onnx_calibration: Path | None = Field(
+        None,
+        description="Packed (jmlr pack) or challenge-layout (jmlr synth) data to calibrate an int8 graph on when "
+        "none is cached (`jmlr export-onnx --int8` makes one ahead of time).",
+    )
+    ort_threads: int = Field(
+        0, ge=0, description="ONNX Runtime intra-op threads per session (detector, network); 0 = one per core."
+    )
+    ort_spinning: bool = Field(
+        False,
+        description="Let idle ONNX Runtime threads spin-wait (ORT's default). Off: spinning threads take the cores "
+        "from the next stage (issue 12).",
+    )
     warmup: bool = Field(True, description="Run one dummy batch at start so the first request is not slow.")
 
     # --- storage (meshes, registered devices) ---
@@ -111,6 +131,13 @@ class Settings(BaseSettings):
     detector_threshold: float = Field(0.5, gt=0, lt=1)
     detector_max_side: int = Field(
         960, ge=64, description="Images are downscaled so the longer side is at most this before detection."
+    )
+    detect_min_face_px: float | None = Field(
+        48.0,
+        gt=0,
+        description="The smallest face (box width, image px) detection must find: CenterFace runs on the photo "
+        "downscaled so that this face is jmlr.detect.CENTERFACE_FACE_PX wide (large JPEGs are decoded at that "
+        "scale). None = only detector_max_side limits the size.",
     )
 
     public_base_url: str | None = Field(None, description="Prefix for absolute mesh URLs, e.g. https://api.example.com")

@@ -100,7 +100,9 @@ def server(tmp_path_factory):
     """The shipped model behind a real HTTP server on loopback (the browser needs one)."""
     import uvicorn
 
-    settings = Settings(data_dir=tmp_path_factory.mktemp("var"), device="cpu")
+    # The page is under test, not the speed: a loaded CI machine (the 10 s default deadline
+    # gave a 504 beside a training run) must not fail it.
+    settings = Settings(data_dir=tmp_path_factory.mktemp("var"), device="cpu", request_timeout_s=150.0)
     port = _free_port()
     srv = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=srv.run, daemon=True)
@@ -162,7 +164,8 @@ def test_demo_in_a_real_browser(server, browser, tmp_path):
     assert browser.current_url.endswith("/demo")
     browser.find_element("id", "file").send_keys(str(photo))
 
-    _wait(browser, "return document.getElementById('status').dataset.state === 'done'", what="the reconstruction")
+    _wait(browser, "return document.getElementById('status').dataset.state === 'done'", timeout=180.0,
+          what="the reconstruction")
     overlay = _data(browser, "overlay")
     assert overlay["faces"] == "1" and int(overlay["points"]) == num_vertices
     bars = browser.find_elements("css selector", "#bars .bar")

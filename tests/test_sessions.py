@@ -139,14 +139,27 @@ def test_tracker_detects_first_then_tracks_then_redetects(topology):
     faces = tracker.faces_to_crop(640, 480)
     assert faces is not None and len(faces) == 1 and faces[0].source == "tracked"
     np.testing.assert_allclose(faces[0].landmarks5, tracker.state.tracks[0].landmarks5)
-    out = tracker.update([_rec(topology, FRONTAL, t, source="tracked")], K, 1 / FPS, detected=False)
+    out = tracker.update([_rec(topology, FRONTAL, t, source="tracked")], K, 1 / FPS, detected=False, tracked=True)
     assert tracker.track_ids == [0] and len(out) == 1
     assert tracker.faces_to_crop(640, 480) is not None
-    tracker.update([_rec(topology, FRONTAL, t, source="tracked")], K, 2 / FPS, detected=False)
+    tracker.update([_rec(topology, FRONTAL, t, source="tracked")], K, 2 / FPS, detected=False, tracked=True)
     assert tracker.faces_to_crop(640, 480) is None  # fourth frame: 3 since the detector ran
     tracker.update([_rec(topology, FRONTAL, t + 0.002)], K, 3 / FPS, detected=True)
     assert tracker.track_ids == [0]  # the detection is matched to the same track
     assert tracker.state.since_detection == 0 and tracker.state.frames == 4
+
+
+def test_a_detector_miss_keeps_tracks_that_hold(topology):
+    tracker = FaceTracker(topology, TrackingParams(redetect_every=1))
+    t = np.array([0.0, 0.0, 0.6])
+    tracker.faces_to_crop(640, 480)
+    tracker.update([_rec(topology, FRONTAL, t)], K, 0.0, detected=True)
+    assert tracker.faces_to_crop(640, 480) is None  # scheduled detection ...
+    kept = tracker.kept_faces()  # ... found nothing: crop where the track is
+    assert kept is not None and kept[0].source == "tracked"
+    tracker.update([_rec(topology, FRONTAL, t, source="tracked")], K, 1 / FPS, detected=True, tracked=True)
+    assert tracker.track_ids == [0] and tracker.state.since_detection == 0
+    assert tracker.state.tracks[0].frames == 2
 
 
 def test_tracker_frame_size_change_restarts(topology):
@@ -191,7 +204,7 @@ def test_tracker_smooths_a_still_head_and_keeps_outputs_consistent(topology):
         R = FRONTAL @ rotvec_to_matrix(rng.normal(0, np.radians(1.5), 3))
         t = t_true + rng.normal(0, 0.004, 3)
         tracker.faces_to_crop(640, 480)
-        (out,) = tracker.update([_rec(topology, R, t, seed=k)], K, k / FPS, detected=k == 0)
+        (out,) = tracker.update([_rec(topology, R, t, seed=k)], K, k / FPS, detected=k == 0, tracked=k > 0)
         raw_err.append(np.linalg.norm(t - t_true))
         smooth_err.append(np.linalg.norm(out.pose.t_cv - t_true))
         # The answer is one posed mesh: its reprojection is its own pose's.
@@ -410,3 +423,57 @@ def test_concurrent_frames_of_one_session_do_not_corrupt_it(client, astronaut):
     assert sorted(a.json()["session"]["frame"] for a in answers) == [0, 1, 2]
     info = client.get("/sessions/race", headers={"X-API-Key": KEY_A}).json()
     assert info["frames"] == 3 and info["last_timestamp_s"] == pytest.approx(2 / 30)
+
+
+def test_a_frame_that_lost_a_race_is_refused(topology):
+    # Another replica writes the session while this frame is answered: the compare-and-set
+    # refuses this frame's write (409) instead of merging two histories.
+    import asyncio
+    from types import SimpleNamespace
+
+    from service.errors import ApiError
+    from service.sessions import SessionRequest, Sessions
+    from service.settings import Settings
+
+    store = MemorySessionStore()
+    sessions = Sessions(Settings(_env_file=None), store)
+
+    async def answer(frame):
+        return SimpleNamespace(session=None)
+
+    async def answer_while_another_writes(frame):
+        meta, arrays, version = store.get("open:s")
+        assert store.put("open:s", meta, arrays, 60.0, version)
+        return SimpleNamespace(session=None)
+
+    async def answer_while_deleted(frame):
+        assert store.delete("open:s")
+        return SimpleNamespace(session=None)
+
+    async def go():
+        first = await sessions.run_frame("open", SessionRequest("s"), topology, answer)
+        assert first.session.status == "started"
+        for racer in (answer_while_another_writes, answer_while_deleted):
+            with pytest.raises(ApiError) as err:
+                await sessions.run_frame("open", SessionRequest("s"), topology, racer)
+            assert (err.value.status_code, err.value.code) == (409, "session_conflict")
+
+    asyncio.run(go())
+
+
+def test_session_storage_outage_is_503(client, astronaut):
+    from service.storage import StorageUnavailableError
+
+    class Down:
+        def get(self, key):
+            raise StorageUnavailableError("redis: ConnectionError")
+
+        put = delete = get
+
+    sessions = client.app.state.sessions
+    store, sessions.store = sessions.store, Down()
+    try:
+        assert _code(_frame(client, astronaut, session_id="down"), 503) == "storage_unavailable"
+        assert _code(client.delete("/sessions/down", headers={"X-API-Key": KEY_A}), 503) == "storage_unavailable"
+    finally:
+        sessions.store = store

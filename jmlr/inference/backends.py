@@ -1,8 +1,10 @@
 """Backends run a stored model on aligned crops; an ensemble averages several.
 
-A backend is anything with the :class:`Backend` attributes and ``predict`` (the PyTorch
-one is `jmlr.store.LoadedModel`). :data:`BACKENDS` maps a name to a loader, so another
-runtime (e.g. ONNX Runtime) is one more entry; nothing else here changes. Flip
+A backend is anything with the :class:`Backend` attributes and ``predict``.
+:data:`BACKENDS` maps a name to a loader: ``torch`` (`jmlr.store.LoadedModel`, CPU or
+CUDA), ``ort`` and ``ort-int8`` (ONNX Runtime, fp32 or static int8;
+`jmlr.inference.ort_backend`), and ``auto``, which picks per device
+(:func:`resolve_backend`). Flip
 test-time augmentation is the backend's ``predict(..., flip_tta=True)``
 (`jmlr.store.unflip_predictions` works on numpy too).
 """
@@ -11,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -19,7 +21,7 @@ from jmlr.facemodel.topology import Topology
 
 from .crops import FaceCrops, uncrop_points
 
-__all__ = ["Backend", "BACKENDS", "load_backend", "Ensemble"]
+__all__ = ["Backend", "BACKENDS", "AUTO_BACKENDS", "resolve_backend", "load_backend", "Ensemble"]
 
 
 class Backend(Protocol):
@@ -35,7 +37,7 @@ class Backend(Protocol):
         ...
 
 
-def _load_torch(model: str | Path, device: str) -> Backend:
+def _load_torch(model: str | Path, device: str, **_: Any) -> Backend:
     from jmlr.store import load_model  # torch comes with it, only when a model is loaded
 
     loaded = load_model(model, device=device)
@@ -45,15 +47,42 @@ def _load_torch(model: str | Path, device: str) -> Backend:
     return loaded
 
 
-#: backend name -> loader(model folder or store name, device)
-BACKENDS: dict[str, Callable[[str | Path, str], Backend]] = {"torch": _load_torch}
+def _load_ort(model: str | Path, device: str, **options: Any) -> Backend:
+    from .ort_backend import load_ort
+
+    return load_ort(model, device, variant="fp32", **options)
 
 
-def load_backend(model: str | Path, backend: str = "torch", device: str = "cpu") -> Backend:
-    """Load ``model`` (a model-store folder, or a name in the default store) with ``backend``."""
+def _load_ort_int8(model: str | Path, device: str, **options: Any) -> Backend:
+    from .ort_backend import load_ort
+
+    return load_ort(model, device, variant="int8", **options)
+
+
+#: backend name -> loader(model folder or store name, device, **options). Options a
+#: loader does not use are ignored: ``cache_dir`` and ``calibration`` (ONNX graphs,
+#: `jmlr.inference.onnx_export`), ``ort_options`` (`jmlr.onnxrt.OrtOptions`).
+BACKENDS: dict[str, Callable[..., Backend]] = {"torch": _load_torch, "ort": _load_ort, "ort-int8": _load_ort_int8}
+
+#: what ``auto`` means per device kind: PyTorch on CUDA, ONNX Runtime fp32 on the CPU
+#: (faster than PyTorch at the same outputs; docs/bench_service.md)
+AUTO_BACKENDS = {"cuda": "torch", "cpu": "ort"}
+
+
+def resolve_backend(backend: str, device: str) -> str:
+    """The backend ``backend`` names on ``device``: itself, or for ``auto`` the entry of
+    :data:`AUTO_BACKENDS` for the device's kind."""
+    if backend == "auto":
+        return AUTO_BACKENDS["cuda" if str(device).startswith("cuda") else "cpu"]
     if backend not in BACKENDS:
-        raise ValueError(f"unknown backend {backend!r}; known: {sorted(BACKENDS)}")
-    return BACKENDS[backend](model, device)
+        raise ValueError(f"unknown backend {backend!r}; known: {sorted(BACKENDS)} or 'auto'")
+    return backend
+
+
+def load_backend(model: str | Path, backend: str = "torch", device: str = "cpu", **options: Any) -> Backend:
+    """Load ``model`` (a model-store folder, or a name in the default store) with
+    ``backend`` (a :data:`BACKENDS` name or ``auto``); ``options`` go to its loader."""
+    return BACKENDS[resolve_backend(backend, device)](model, device, **options)
 
 
 def _same_topology(a: Topology, b: Topology) -> bool:

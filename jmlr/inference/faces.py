@@ -68,16 +68,21 @@ def bbox_around_landmarks(landmarks5: np.ndarray) -> np.ndarray:
 
 
 def locate_faces(image: np.ndarray, detector: Detector, given: Sequence[FaceHintLike] | None = None,
-                 max_faces: int | None = None) -> list[Face]:
+                 max_faces: int | None = None, reduction: int = 1) -> list[Face]:
     """The faces to reconstruct in an RGB uint8 (H, W, 3) image.
 
     With ``given`` (the caller's faces, in order) each one's five points are used as they
     are, or found by ``detector`` inside its box; without, ``detector`` finds them, best
-    score first. At most ``max_faces`` (None: all).
+    score first. At most ``max_faces`` (None: all). ``reduction``: ``image`` is the frame
+    decoded at 1/reduction of its size (`crop_faces`); faces are frame px either way, and
+    a face given by its box alone needs the full frame (reduction 1).
     """
     if given is not None:
+        if reduction != 1 and any(f.landmarks5 is None for f in given[:max_faces]):
+            raise ValueError("faces given by their box alone are located in the full frame (reduction 1)")
         return [_given_face(image, detector, f) for f in given[:max_faces]]
-    dets = sorted(detector.detect(image), key=lambda d: -d.score)
+    found = detector.detect(image) if reduction == 1 else detector.detect(image, reduction=reduction)
+    dets = sorted(found, key=lambda d: -d.score)
     return [Face(d.bbox, d.landmarks5, d.score, "detector") for d in dets[:max_faces]]
 
 

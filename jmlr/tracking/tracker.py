@@ -3,16 +3,22 @@
 A :class:`FaceTracker` holds one video's state (:class:`TrackingState`) and decides, per
 frame, where the faces are before the network runs::
 
-    faces = tracker.faces_to_crop(width, height)  # None: run the detector on this frame
-    recs = reconstruct(image, faces or detect(image))
-    if tracker.lost(recs):                         # a tracked crop no longer holds its face
-        recs = reconstruct(image, detect(image))   # detect on this frame after all
-    recs = tracker.update(recs, intrinsics, t_s, detected)
+    faces = tracker.faces_to_crop(width, height)      # None: run the detector on this frame
+    tracked = faces is not None
+    if not tracked:
+        faces = detect(image) or tracker.kept_faces()  # a detector miss does not end tracks
+        tracked = faces is not None and faces[0].source == "tracked"
+    recs = reconstruct(image, faces)
+    if tracked and tracker.lost(recs):                 # a tracked crop lost its face:
+        recs = reconstruct(image, detect(image))       # detect on this frame after all
+        tracked = False
+    recs = tracker.update(recs, intrinsics, t_s, detected, tracked)
 
 Between detections each face is cropped on the five points the network predicted for it
 on the previous frame (the detector runs every ``redetect_every`` frames, when there is
 no face, or when a track is lost). A track is lost when its pose failed, its
-reprojection residual is large for the face's size, or its points left the image.
+reprojection residual is large for the face's size, or its points left the image; a
+detector that finds no face on a scheduled frame does not end tracks that still hold.
 
 Each track's pose and mesh go through One Euro filters (`jmlr.tracking.one_euro`):
 rotation in the tangent space of the previous filtered rotation, translation in metres,
@@ -197,7 +203,6 @@ class FaceTracker:
         self.topology = topology
         self.params = params or TrackingParams()
         self.state = state or TrackingState()
-        self._tracked: list[Track] | None = None  # the tracks cropped this frame, in order
         #: Why `faces_to_crop` started the video over on this frame (None: it did not).
         self.reset_reason: Literal["frame_size_changed"] | None = None
         #: After `update`: each returned face's track id (None: the face is not followed).
@@ -215,10 +220,17 @@ class FaceTracker:
             s = self.state
         s.width, s.height = width, height
         if not s.tracks or s.since_detection + 1 >= self.params.redetect_every:
-            self._tracked = None
             return None
-        self._tracked = list(s.tracks)
-        return [Face(bbox_around_landmarks(t.landmarks5), t.landmarks5.copy(), None, "tracked") for t in s.tracks]
+        return self.kept_faces()
+
+    def kept_faces(self) -> list[Face] | None:
+        """The tracks' faces whatever the schedule (None: no track): for a frame where the
+        detector ran and found nothing, so that its miss does not end tracks that hold."""
+        if not self.state.tracks:
+            return None
+        return [
+            Face(bbox_around_landmarks(t.landmarks5), t.landmarks5.copy(), None, "tracked") for t in self.state.tracks
+        ]
 
     # ------------------------------------------------------------------ after the network
     def _landmarks5(self, rec: FaceReconstruction) -> np.ndarray:
@@ -242,32 +254,37 @@ class FaceTracker:
         return None
 
     def lost(self, recs: Sequence[FaceReconstruction]) -> bool:
-        """True when this frame's faces were cropped from tracks and one of them is lost:
-        the caller then detects on this frame and passes the detected faces to `update`."""
-        return self._tracked is not None and any(self.lost_reason(r) is not None for r in recs)
+        """True when one of these faces is lost: if they were cropped from the tracks, the
+        caller detects on this frame after all and gives `update` the detected faces."""
+        return any(self.lost_reason(r) is not None for r in recs)
 
     def update(
-        self, recs: Sequence[FaceReconstruction], intrinsics: Intrinsics, t_s: float, detected: bool
+        self,
+        recs: Sequence[FaceReconstruction],
+        intrinsics: Intrinsics,
+        t_s: float,
+        detected: bool,
+        tracked: bool = False,
     ) -> list[FaceReconstruction]:
         """Advance the state to this frame (time ``t_s`` seconds, after the previous one)
         and return the faces with their pose and mesh smoothed (same order).
 
-        ``detected``: the faces come from the detector (matched to the tracks by their five
-        points; unmatched tracks end, unmatched faces start new ones); otherwise they are
-        the faces of `faces_to_crop`, in its order. A face whose track is lost is answered
-        as it is and not followed.
+        ``tracked``: the faces are those of `faces_to_crop` / `kept_faces`, in order;
+        otherwise (the detector's or the caller's) they are matched to the tracks by their
+        five points (unmatched tracks end, unmatched faces start new ones). ``detected``:
+        the detector ran on this frame (the ``redetect_every`` count starts again). A face
+        whose track is lost is answered as it is and not followed.
         """
         s, p = self.state, self.params
         dt = None if s.t_s is None else t_s - s.t_s
         if dt is not None and not dt > 0:
             raise ValueError(f"frame time {t_s} is not after the previous frame's {s.t_s}")
-        if detected or self._tracked is None:
-            olds = _match(s.tracks, [self._landmarks5(r) for r in recs])
-            previous: list[Track | None] = [None if j is None else s.tracks[j] for j in olds]
-            s.since_detection = 0
+        if tracked:
+            previous: list[Track | None] = list(s.tracks)
         else:
-            previous = list(self._tracked)
-            s.since_detection += 1
+            olds = _match(s.tracks, [self._landmarks5(r) for r in recs])
+            previous = [None if j is None else s.tracks[j] for j in olds]
+        s.since_detection = 0 if detected else s.since_detection + 1
         out, tracks, ids = [], [], []
         for rec, old in zip(recs, previous):
             if self.lost_reason(rec) is not None:
@@ -283,7 +300,7 @@ class FaceTracker:
             out.append(self._answer(rec, track, intrinsics) if p.smoothing is not None else rec)
         s.tracks, s.t_s = tracks, float(t_s)
         s.frames += 1
-        self._tracked, self.track_ids = None, ids
+        self.track_ids = ids
         return out
 
     def _new_track(self, rec: FaceReconstruction, old: Track | None) -> Track:

@@ -1,0 +1,446 @@
+"""Video sessions on a rendered sequence with smooth, known motion (not a test).
+
+Renders one synthetic person (`jmlr.synth`) turning and nodding slowly in front of a
+640x480 camera with known K, while opening and closing the jaw: ``--frames`` frames at
+``--fps``, fresh sensor noise on every frame and a JPEG round trip, over one fixed
+background. The frames go through ``POST /reconstruct`` of an in-process service (the
+shipped default model, CenterFace) three ways:
+
+  stateless   every frame on its own (detection on every frame);
+  tracked     in a session with smoothing off: crops from the previous frame's points;
+  session     in a session with the One Euro smoothing (the service's settings, or
+              ``--min-cutoff/--beta/--d-cutoff``).
+
+and compares each with the ground truth: MAE of rotation (geodesic, degrees), of
+translation (mm) and of the posed vertices (mm, OpenCV camera frame), and the jitter:
+the mean norm of the second difference over frames of rotation (deg/frame^2, from the
+relative rotations of consecutive frames), translation (mm/frame^2), head-frame
+vertices (mm/frame^2, mean over vertices) and ARKit blendshape weights; the ground
+truth's own second difference is the floor. Also the share of frames where the
+detector ran.
+
+``--sweep`` applies a grid of One Euro settings offline (`jmlr.tracking.one_euro`) to the
+*tracked* run's per-frame answers: the crops of a session come from the unsmoothed
+points, so this is what the session would answer with those settings (blendshapes aside).
+
+The rendered frames are cached under ``.cache/`` (``--cache``).
+
+    python bench/bench_sessions.py [--frames 150] [--sweep] \
+        [--json docs/sessions_results.json] [--plot docs/sessions.png]
+
+Timings are not reported: the machine it was run on was shared with a training job.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from jmlr.geometry.camera import rt_to_opencv
+from jmlr.geometry.rotation import euler_to_matrix, geodesic_angle_deg, matrix_to_rotvec
+
+WIDTH, HEIGHT = 640, 480
+K = np.array([[560.0, 0.0, 320.0], [0.0, 560.0, 240.0], [0.0, 0.0, 1.0]])
+
+
+# ----------------------------------------------------------------------------- the sequence
+
+
+def motion(t: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Ground-truth head motion at times t (s): yaw/pitch/roll (degrees), the head
+    origin in the OpenCV camera frame (m) and the jaw opening weight."""
+    yaw = 28.0 * np.sin(2 * np.pi * t / 5.0)
+    pitch = 4.0 + 10.0 * np.sin(2 * np.pi * t / 2.5 + 0.5)
+    roll = 4.0 * np.sin(2 * np.pi * t / 4.0)
+    pos = np.stack(
+        [
+            0.03 * np.sin(2 * np.pi * t / 6.0),
+            -0.01 + 0.01 * np.sin(2 * np.pi * t / 3.0),
+            0.62 + 0.05 * np.sin(2 * np.pi * t / 5.0 + 1.0),
+        ],
+        -1,
+    )
+    jaw = 0.3 * (1 - np.cos(2 * np.pi * t / 2.0)) / 2
+    return np.stack([yaw, pitch, roll], -1), pos, jaw
+
+
+def load_or_render(frames: int, fps: float, seed: int, renderer: str | None, cache: Path | None) -> dict:
+    """`render_sequence`, kept in ``cache`` (an .npz without pickles) between runs."""
+    if cache is not None and cache.is_file():
+        with np.load(cache, allow_pickle=False) as z:
+            seq = {k: z[k] for k in ("R_cv", "t_cv", "verts", "expression")}
+            blob, ends = z["jpeg_blob"], z["jpeg_ends"]
+        seq["jpeg"] = [blob[a:b].tobytes() for a, b in zip(np.r_[0, ends[:-1]], ends)]
+        return seq
+    seq = render_sequence(frames, fps, seed, renderer)
+    if cache is not None:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        ends = np.cumsum([len(j) for j in seq["jpeg"]])
+        blob = np.frombuffer(b"".join(seq["jpeg"]), np.uint8)
+        np.savez(cache, jpeg_blob=blob, jpeg_ends=ends, **{k: seq[k] for k in ("R_cv", "t_cv", "verts", "expression")})
+    return seq
+
+
+def render_sequence(frames: int, fps: float, seed: int, renderer: str | None):
+    """JPEG frames and their ground truth: R_cv (F, 3, 3), t_cv (F, 3) m, head-frame
+    vertices (F, N, 3) m, expression weights (F, E)."""
+    import cv2
+    import torch
+
+    from jmlr.facemodel import FaceModel, Topology
+    from jmlr.facemodel.topology import default_topology_path
+    from jmlr.synth.appearance import composite, encode_jpeg, sample_background
+    from jmlr.synth.sampler import expression_vector
+    from jmlr.synth.scene import SyntheticFaceGenerator
+
+    torch.set_num_threads(1)
+    model = FaceModel.load()
+    topo = Topology.load(default_topology_path())
+    gen = SyntheticFaceGenerator(model, topo, K=K, image_size=(WIDTH, HEIGHT), renderer=renderer)
+    rng = np.random.default_rng(seed)
+    base = gen.sample_params(rng, 1, actions=["neutral"])
+    background = sample_background(np.random.default_rng(seed + 1), HEIGHT, WIDTH)
+    t = np.arange(frames) / fps
+    angles, pos, jaw = motion(t)
+    names = gen.expression_names
+    F = np.diag([1.0, -1.0, -1.0])
+    out = {"jpeg": [], "R_cv": [], "t_cv": [], "verts": [], "expression": []}
+    for k in range(frames):
+        # Head rotation in the OpenGL-style camera frame (y up), the synth's convention.
+        R_head = euler_to_matrix(*angles[k])
+        R_t = np.eye(4)
+        R_t[:3, :3] = R_head.T
+        R_t[3, :3] = F @ pos[k]
+        expr = expression_vector({"jawOpen": float(jaw[k])}, names)[None]
+        params = type(base)(base.identity, expr, R_t[None].astype(np.float32), base.actions, base.appearance)
+        r = gen.render(params, rng=np.random.default_rng(seed + 2))  # same lighting on every frame
+        fg = r.image[0].detach().cpu().numpy()
+        img = composite(fg, r.mask[0].detach().cpu().numpy(), background)
+        noise = np.random.default_rng(seed + 100 + k).normal(0, 3.0, img.shape)
+        img = np.clip(img + noise, 0, 255).astype(np.uint8)
+        out["jpeg"].append(encode_jpeg(img, 88))
+        R_cv, t_cv = rt_to_opencv(R_t)
+        out["R_cv"].append(R_cv)
+        out["t_cv"].append(t_cv)
+        out["verts"].append(gen.topology_vertices_np(base.identity, expr)[0])
+        out["expression"].append(expr[0])
+        if k == 0:
+            cv2.imwrite(
+                str(Path(tempfile.gettempdir()) / "bench_sessions_frame0.jpg"), cv2.cvtColor(img, cv2.COLOR_RGB2BGR)
+            )
+    return {key: (v if key == "jpeg" else np.stack(v)) for key, v in out.items()}
+
+
+# ----------------------------------------------------------------------------- the service
+
+
+def run_service(seq: dict, fps: float, modes: dict[str, dict | None], settings_kw: dict) -> dict:
+    """POST every frame once per mode; returns per mode the poses, vertices,
+    blendshapes and whether the detector ran."""
+    from fastapi.testclient import TestClient
+
+    from service.app import create_app
+    from service.settings import Settings
+
+    camera = json.dumps({"fx": K[0, 0], "fy": K[1, 1], "cx": K[0, 2], "cy": K[1, 2], "width": WIDTH, "height": HEIGHT})
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        app = create_app(
+            Settings(
+                data_dir=Path(tmp),
+                device="cpu",
+                session_storage="memory",
+                rate_limit_per_minute=0,
+                request_timeout_s=120.0,
+                **settings_kw,
+            )
+        )
+        with TestClient(app) as client:
+            for name, smoothing in modes.items():
+                rows = {"R_cv": [], "t_cv": [], "verts": [], "blendshapes": [], "detected": [], "found": []}
+                session_id = f"bench-{name}-{time.time_ns()}"
+                for k, jpeg in enumerate(seq["jpeg"]):
+                    form = {"camera": camera, "include": "vertices,blendshapes"}
+                    if smoothing is not None:
+                        form.update(session_id=session_id, timestamp=f"{k / fps:.6f}", smoothing=json.dumps(smoothing))
+                    r = client.post(
+                        "/reconstruct", files={"image": ("f.jpg", io.BytesIO(jpeg), "image/jpeg")}, data=form
+                    )
+                    if r.status_code != 200:
+                        raise RuntimeError(f"{name} frame {k}: {r.status_code} {r.text[:300]}")
+                    body = r.json()
+                    faces = body["faces"]
+                    rows["found"].append(bool(faces))
+                    rows["detected"].append(body["session"]["detected"] if "session" in body else True)
+                    if not faces:
+                        for key in ("R_cv", "t_cv", "verts", "blendshapes"):
+                            rows[key].append(None)
+                        continue
+                    f = faces[0]
+                    rows["R_cv"].append(np.array(f["pose"]["rotation"]))
+                    rows["t_cv"].append(np.array(f["pose"]["translation"]))
+                    rows["verts"].append(np.array(f["vertices"]))
+                    rows["blendshapes"].append(np.array(list(f["blendshapes"].values())))
+                    if k % 25 == 0:
+                        print(f"  {name}: frame {k}", file=sys.stderr, flush=True)
+                results[name] = rows
+    return results
+
+
+# ----------------------------------------------------------------------------- metrics
+
+
+def _triples(ok: np.ndarray) -> np.ndarray:
+    """Indices i where frames i, i+1, i+2 all have a face (second differences need three)."""
+    return np.flatnonzero(ok[:-2] & ok[1:-1] & ok[2:])
+
+
+def _stack(values: list, ok: np.ndarray, like: np.ndarray) -> np.ndarray:
+    """Per-frame values, NaN where a frame has no face."""
+    return np.stack([np.asarray(v, np.float64) if k else np.full_like(like, np.nan) for v, k in zip(values, ok)])
+
+
+def jitter(R: np.ndarray, t: np.ndarray, V: np.ndarray, ok: np.ndarray) -> dict:
+    """Mean norms of second differences over frames: rotation (deg/frame^2, of the
+    camera-frame angular step between frames), translation and vertices (mm/frame^2)."""
+    i = _triples(ok)
+    step = matrix_to_rotvec(R[1:] @ np.swapaxes(R[:-1], -1, -2))  # step[k]: frame k -> k+1
+    d2 = lambda x: x[i + 2] - 2 * x[i + 1] + x[i]  # noqa: E731
+    return {
+        "jitter_r_deg": float(np.degrees(np.linalg.norm(step[i + 1] - step[i], axis=-1)).mean()),
+        "jitter_t_mm": float(1000 * np.linalg.norm(d2(t), axis=-1).mean()),
+        "jitter_v_mm": float(1000 * np.linalg.norm(d2(V), axis=-1).mean()),
+    }
+
+
+def metrics(rows: dict, gt: dict) -> dict:
+    ok = np.array([r is not None for r in rows["R_cv"]])
+    R = _stack(rows["R_cv"], ok, gt["R_cv"][0])
+    t = _stack(rows["t_cv"], ok, gt["t_cv"][0])
+    V = _stack(rows["verts"], ok, gt["verts"][0])
+    Rg, tg, Vg = gt["R_cv"], gt["t_cv"], gt["verts"]
+    posed = V @ np.swapaxes(R, -1, -2) + t[:, None]
+    posed_gt = Vg @ np.swapaxes(Rg, -1, -2) + tg[:, None]
+    out = {
+        "frames": int(len(ok)),
+        "frames_with_face": int(ok.sum()),
+        "detection_share": float(np.mean(rows["detected"])),
+        "mae_r_deg": float(geodesic_angle_deg(R[ok], Rg[ok]).mean()),
+        "mae_t_mm": float(1000 * np.linalg.norm(t[ok] - tg[ok], axis=-1).mean()),
+        "vertex_error_mm": float(1000 * np.linalg.norm(posed[ok] - posed_gt[ok], axis=-1).mean()),
+        "jitter_frames": int(len(_triples(ok))),
+        **jitter(R, t, V, ok),
+    }
+    if "blendshapes" in rows:
+        names = next(b for b in rows["blendshapes"] if b is not None)
+        B = _stack(rows["blendshapes"], ok, names)
+        i = _triples(ok)
+        out["jitter_blendshapes"] = float(np.abs(B[i + 2] - 2 * B[i + 1] + B[i]).mean())
+    return out
+
+
+def smooth_offline(rows: dict, fps: float, params) -> dict:
+    """The One Euro filters of a session (`jmlr.tracking.tracker`) over a run's answers;
+    a frame without a face starts them again."""
+    from jmlr.tracking import one_euro_rotation, one_euro_vector
+    from jmlr.tracking.tracker import ROTATION_SPEED_SCALE, TRANSLATION_SPEED_SCALE, VERTEX_SPEED_SCALE
+
+    out: dict[str, list] = {"R_cv": [], "t_cv": [], "verts": [], "detected": rows["detected"]}  # no blendshapes
+    R = t = V = None
+    for R_k, t_k, V_k in zip(rows["R_cv"], rows["t_cv"], rows["verts"]):
+        if R_k is None:
+            R = t = V = None
+        elif R is None:
+            R, t, V = R_k, t_k, V_k
+            w, v, u = np.zeros(3), np.zeros(3), np.zeros_like(V_k)
+        else:
+            R, w = one_euro_rotation(R_k, R, w, 1 / fps, params, ROTATION_SPEED_SCALE)
+            t, v = one_euro_vector(t_k, t, v, 1 / fps, params, TRANSLATION_SPEED_SCALE)
+            V, u = one_euro_vector(V_k, V, u, 1 / fps, params, VERTEX_SPEED_SCALE)
+        out["R_cv"].append(R)
+        out["t_cv"].append(t)
+        out["verts"].append(V)
+    return out
+
+
+def ground_truth_jitter(gt: dict) -> dict:
+    return jitter(gt["R_cv"], gt["t_cv"], gt["verts"], np.ones(len(gt["R_cv"]), bool))
+
+
+def plot(path: Path, results: dict, gt: dict, fps: float) -> None:
+    """Yaw and distance over time: ground truth, per-frame answers and the session."""
+    import itertools
+
+    import cv2
+
+    from jmlr.geometry.camera import opencv_to_rt
+    from jmlr.geometry.rotation import head_pose_euler
+
+    def series(R_list, t_list):
+        yaw = [np.nan if R is None else float(head_pose_euler(opencv_to_rt(R, t))[0]) for R, t in zip(R_list, t_list)]
+        z = [np.nan if t is None else 1000 * float(t[2]) for t in t_list]
+        return np.array(yaw), np.array(z)
+
+    lines = [("ground truth", (0, 0, 0), 2, series(list(gt["R_cv"]), list(gt["t_cv"])))]
+    for name, colour in (("stateless", (40, 40, 220)), ("session", (200, 110, 20))):
+        if name in results:
+            lines.append((name, colour, 1, series(results[name]["R_cv"], results[name]["t_cv"])))
+    w, h, left, right, top, bottom = 760, 250, 70, 15, 28, 34
+    times = np.arange(len(gt["R_cv"])) / fps
+    panels = []
+    for k, label in enumerate(("yaw (deg)", "distance z (mm)")):
+        img = np.full((h, w, 3), 255, np.uint8)
+        values = np.concatenate([ln[3][k] for ln in lines])
+        lo, hi = np.nanmin(values), np.nanmax(values)
+        lo, hi = lo - 0.05 * (hi - lo), hi + 0.05 * (hi - lo)
+
+        def px(x, y, lo=lo, hi=hi):
+            return (
+                int(left + (w - left - right) * x / times[-1]),
+                int(h - bottom - (h - top - bottom) * (y - lo) / (hi - lo)),
+            )
+
+        cv2.rectangle(img, (left, top), (w - right, h - bottom), (0, 0, 0), 1)
+        for frac in (0.0, 0.5, 1.0):
+            y = lo + frac * (hi - lo)
+            cv2.putText(img, f"{y:.0f}", (8, px(0, y)[1] + 4), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1, cv2.LINE_AA)
+        for sec in range(int(times[-1]) + 1):
+            cv2.putText(
+                img,
+                f"{sec}s",
+                (px(sec, lo)[0] - 8, h - bottom + 16),
+                cv2.FONT_HERSHEY_SIMPLEX,
+                0.4,
+                (0, 0, 0),
+                1,
+                cv2.LINE_AA,
+            )
+        for _, colour, thick, ys in lines:
+            for (x0, y0), (x1, y1) in itertools.pairwise(zip(times, ys[k])):
+                if np.isfinite(y0) and np.isfinite(y1):
+                    cv2.line(img, px(x0, y0), px(x1, y1), colour, thick, cv2.LINE_AA)
+        cv2.putText(img, label, (left, 18), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
+        for n, (name, colour, _, _) in enumerate(lines):
+            cv2.putText(img, name, (left + 170 + 140 * n, 18), cv2.FONT_HERSHEY_SIMPLEX, 0.45, colour, 1, cv2.LINE_AA)
+        panels.append(img)
+    cv2.imwrite(str(path), np.vstack(panels))
+
+
+def save_runs(path: Path, results: dict, seq: dict) -> None:
+    """The service's answers as arrays (NaN where a frame had no face), without pickles."""
+    arrays = {}
+    like = {"R_cv": seq["R_cv"][0], "t_cv": seq["t_cv"][0], "verts": seq["verts"][0]}
+    for mode, rows in results.items():
+        ok = np.array([r is not None for r in rows["R_cv"]])
+        for key, ref in like.items():
+            arrays[f"{mode}/{key}"] = _stack(rows[key], ok, ref)
+        blend = next((b for b in rows["blendshapes"] if b is not None), np.zeros(0))
+        arrays[f"{mode}/blendshapes"] = _stack(rows["blendshapes"], ok, blend)
+        arrays[f"{mode}/detected"] = np.asarray(rows["detected"], bool)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(path, **arrays)
+
+
+def load_runs(path: Path) -> dict:
+    results: dict[str, dict] = {}
+    with np.load(path, allow_pickle=False) as z:
+        for name in z.files:
+            mode, key = name.split("/")
+            value = z[name]
+            if key == "detected":
+                results.setdefault(mode, {})[key] = list(value)
+            else:
+                ok = np.isfinite(value.reshape(len(value), -1)).all(1)
+                results.setdefault(mode, {})[key] = [v if k else None for v, k in zip(value, ok)]
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--frames", type=int, default=150)
+    ap.add_argument("--fps", type=float, default=30.0)
+    ap.add_argument("--seed", type=int, default=2024)
+    ap.add_argument("--renderer", default=None, help="gl, torch or auto (default)")
+    ap.add_argument("--min-cutoff", type=float, default=None)
+    ap.add_argument("--beta", type=float, default=None)
+    ap.add_argument("--d-cutoff", type=float, default=None)
+    ap.add_argument("--sweep", action="store_true", help="also try a grid of (min_cutoff, beta)")
+    ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--plot", type=Path, default=None)
+    ap.add_argument(
+        "--cache", type=Path, default=None, help="rendered frames (default .cache/bench_sessions_<frames>_<seed>.npz)"
+    )
+    ap.add_argument("--runs", type=Path, default=None, help="keep the service's answers here, or read them back")
+    args = ap.parse_args(argv)
+
+    cache = args.cache or Path(".cache") / f"bench_sessions_{args.frames}_{args.seed}.npz"
+    print(f"rendering {args.frames} frames (or reading {cache}) ...", file=sys.stderr, flush=True)
+    seq = load_or_render(args.frames, args.fps, args.seed, args.renderer, cache)
+    smoothing = {
+        k: v
+        for k, v in (("min_cutoff", args.min_cutoff), ("beta", args.beta), ("d_cutoff", args.d_cutoff))
+        if v is not None
+    }
+    modes: dict[str, dict | None] = {"stateless": None, "tracked": {"enabled": False}, "session": smoothing}
+    if args.runs is not None and args.runs.is_file():
+        results = load_runs(args.runs)
+        print(f"answers read from {args.runs} (delete it to ask the service again)", file=sys.stderr)
+    else:
+        results = run_service(seq, args.fps, modes, {})
+        if args.runs is not None:
+            save_runs(args.runs, results, seq)
+    if args.sweep:
+        from jmlr.tracking import OneEuroParams
+
+        for mc in (0.25, 0.5, 1.0, 2.0):
+            for beta in (0.0, 0.01, 0.02, 0.05, 0.1, 0.2):
+                for dc in (1.0,):
+                    results[f"offline mc={mc:g} beta={beta:g} dc={dc:g}"] = smooth_offline(
+                        results["tracked"], args.fps, OneEuroParams(mc, beta, dc)
+                    )
+    report = {
+        "setup": {
+            "frames": args.frames,
+            "fps": args.fps,
+            "size": [WIDTH, HEIGHT],
+            "K": K.tolist(),
+            "seed": args.seed,
+            "smoothing": smoothing or "service defaults",
+        },
+        "ground_truth": ground_truth_jitter(seq),
+        "modes": {},
+    }
+    for name, rows in results.items():
+        report["modes"][name] = metrics(rows, seq)
+    keys = [
+        "detection_share",
+        "mae_r_deg",
+        "mae_t_mm",
+        "vertex_error_mm",
+        "jitter_r_deg",
+        "jitter_t_mm",
+        "jitter_v_mm",
+        "jitter_blendshapes",
+    ]
+    print("| mode | " + " | ".join(keys) + " |")
+    print("|" + " --- |" * (len(keys) + 1))
+    for name, m in report["modes"].items():
+        print(f"| {name} | " + " | ".join(f"{m.get(k, float('nan')):.4g}" for k in keys) + " |")
+    gtj = report["ground_truth"]
+    print("| ground truth | | | | | " + " | ".join(f"{gtj[k]:.4g}" for k in keys[4:7]) + " | |")
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2) + "\n")
+    if args.plot:
+        plot(args.plot, results, seq, args.fps)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
