@@ -92,6 +92,9 @@ def export_onnx(model: Any) -> bytes:
     n, s, decode = int(model.num_vertices), int(model.input_size), model.task_spec.decode
 
     class CropsToOutputs(nn.Module):
+        shift: torch.Tensor  # buffers, registered below
+        gain: torch.Tensor
+
         def __init__(self) -> None:
             super().__init__()
             self.net = model.net
@@ -109,7 +112,9 @@ def export_onnx(model: Any) -> bytes:
     buf = io.BytesIO()
     with torch.inference_mode(False), torch.no_grad():
         torch.onnx.export(
-            wrapper, (torch.zeros(1, s, s, 3, dtype=torch.uint8),), buf, dynamo=False, opset_version=OPSET,
+            # f= is typed as a path, but the legacy exporter (dynamo=False) writes to file objects too
+            wrapper, (torch.zeros(1, s, s, 3, dtype=torch.uint8),), buf,  # type: ignore[arg-type]
+            dynamo=False, opset_version=OPSET,
             input_names=[INPUT_NAME], output_names=list(OUTPUT_NAMES), do_constant_folding=True,
             dynamic_axes={INPUT_NAME: {0: "B"}, **{k: {0: "B"} for k in OUTPUT_NAMES}},
         )

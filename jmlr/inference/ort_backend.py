@@ -90,12 +90,12 @@ def load_ort(model: str | Path, device: str = "cpu", variant: str = "fp32", cach
     if not loaded.task_spec.pose_by_pnp:
         raise ValueError(f"{loaded.name}: task {loaded.task!r} predicts no 2D points; it cannot be reconstructed "
                          "from (use jmlr eval for the baselines)")
-    onnx_path, _ = cached_onnx(loaded, variant, cache_dir, calibration)
+    onnx_path = cached_onnx(loaded, variant, cache_dir, calibration)[0]
     options = ort_options or OrtOptions()
     if options.providers is None:
         cuda = str(device).startswith("cuda")
         providers = ("CUDAExecutionProvider", "CPUExecutionProvider") if cuda else ("CPUExecutionProvider",)
         options = OrtOptions(options.threads, options.spinning, providers)
     session = create_session(onnx_path, options)
-    loaded.net = None  # the graph has the weights now; free the PyTorch copy
+    del loaded.net  # the graph has the weights now; free the PyTorch copy
     return OrtModel(loaded, session, variant, onnx_path)
