@@ -74,7 +74,7 @@ def test_style_rng_leaves_the_subject_generator_alone():
 def test_procedural_head_renders_with_every_element(procedural):
     """A face model without the real model's regions still gets its elements (fresh clone)."""
     legacy = _batch(procedural, HeadConfig.legacy(), batch=2)
-    full = _batch(procedural, HeadConfig(**{n: 1.0 for n in ELEMENTS}), batch=2)
+    full = _batch(procedural, HeadConfig(**dict.fromkeys(ELEMENTS, 1.0)), batch=2)
     for k in TARGETS:
         assert torch.equal(legacy[k], full[k]), k
     assert not torch.equal(legacy["image"], full["image"])
@@ -212,8 +212,8 @@ def test_gl_and_torch_agree_on_hair_and_torso(gl, real, size):
     light = sample_lighting(rng, 4)
     ref = render_mesh(verts, gen.render_faces, R_t, K, (size, size), albedo, light, **shading)
     img = gl.render_mesh(verts, gen.render_faces, R_t, K, (size, size), albedo, light, **shading)
-    head_only = render_mesh(verts[:, : gen.faces.max() + 1], gen.faces, R_t, K, (size, size), albedo[:, : gen.faces.max() + 1],
-                            light)
+    used = gen.faces.max() + 1
+    head_only = render_mesh(verts[:, :used], gen.faces, R_t, K, (size, size), albedo[:, :used], light)
     assert (ref.mask & ~head_only.mask).sum() > 0.01 * ref.mask.sum()  # hair/torso cover pixels
     iou = (img.mask & ref.mask).sum() / (img.mask | ref.mask).sum()
     assert iou >= 0.995, f"{size}px: mask IoU {iou:.4f}"
