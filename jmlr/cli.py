@@ -20,6 +20,7 @@ COMMAND_MODULES: list[str] = [
     "jmlr.train.cli",       # train
     "jmlr.eval.cli",        # eval
     "jmlr.store.cli",       # export | import-insightface
+    "jmlr.inference.cli",   # export-onnx
     "service.cli",          # serve
 ]
 

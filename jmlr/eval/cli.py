@@ -1,4 +1,4 @@
-"""``jmlr eval --model DIR --data DIR [--list CSV] [--flip-tta] [--ensemble DIR ...] --json OUT``."""
+"""``jmlr eval --model DIR --data DIR [--list CSV] [--flip-tta] [--ensemble DIR ...] [--backend B] --json OUT``."""
 
 from __future__ import annotations
 
@@ -24,19 +24,28 @@ def register(subparsers) -> None:
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--device", default="cpu")
     p.add_argument("--workers", type=int, default=2, help="image-loading worker processes")
+    p.add_argument("--backend", default="torch",
+                   help="torch (default), ort, ort-int8 (ONNX Runtime; JMLR models only) or auto")
+    p.add_argument("--onnx-cache-dir", default=None, help="ONNX graph cache (default $JMLR_ONNX_CACHE or "
+                                                          "~/.cache/jmlr/onnx)")
+    p.add_argument("--calibration", default=None, metavar="PACK_OR_SYNTH_DIR",
+                   help="ort-int8 without a cached graph: training data to calibrate it on")
     p.add_argument("--json", dest="json_out", help="write the result JSON here (default: stdout only)")
     p.set_defaults(func=main)
 
 
 def main(args: argparse.Namespace) -> int:
+    from jmlr.inference.onnx_export import OnnxCacheError
+
     from .evaluate import EvalDataError, evaluate
 
     models = ([args.model] if args.model else []) + list(args.ensemble)
     try:
         res = evaluate(models, args.data, args.lists, flip_tta=args.flip_tta, limit=args.limit,
                        oracle=args.oracle, batch_size=args.batch_size, device=args.device,
-                       num_workers=args.workers, progress=True)
-    except (EvalDataError, ValueError) as exc:
+                       num_workers=args.workers, progress=True, backend=args.backend,
+                       backend_options={"cache_dir": args.onnx_cache_dir, "calibration": args.calibration})
+    except (EvalDataError, ValueError, OnnxCacheError) as exc:
         print(f"jmlr eval: error: {exc}")
         return 2
     text = json.dumps(res, indent=1)

@@ -18,9 +18,10 @@ The JSON keys are documented in ``docs/eval_json.md``.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -117,10 +118,16 @@ class _Collected:
     t_infer: float = 0.0
 
 
-def _load_models(model_dirs: Sequence[str | Path], device: str, oracle: bool) -> list:
+def _load_models(model_dirs: Sequence[str | Path], device: str, oracle: bool, backend: str = "torch",
+                 backend_options: Mapping[str, Any] | None = None) -> list:
     from jmlr.store import load_model
 
-    models = [load_model(d, device=device) for d in model_dirs]
+    if backend == "torch":
+        models = [load_model(d, device=device) for d in model_dirs]  # baselines too
+    else:  # JMLR models only: jmlr.inference.load_backend refuses the baselines
+        from jmlr.inference import load_backend
+
+        models = [load_backend(d, backend, device, **dict(backend_options or {})) for d in model_dirs]
     if not models and not oracle:
         raise ValueError("no model given (pass --model, or --oracle to test the pipeline)")
     if len(models) > 1 and not all(m.task_spec.pose_by_pnp for m in models):
@@ -188,7 +195,8 @@ def _summarise(per: dict[str, np.ndarray], mask: np.ndarray | None = None) -> di
 
 def evaluate(model_dirs: Sequence[str | Path], data_root: str | Path, lists: Sequence[str | Path] | None = None,
              flip_tta: bool = False, limit: int | None = None, oracle: bool = False, batch_size: int = 16,
-             device: str = "cpu", num_workers: int = 0, progress: bool = False) -> dict:
+             device: str = "cpu", num_workers: int = 0, progress: bool = False, backend: str = "torch",
+             backend_options: Mapping[str, Any] | None = None) -> dict:
     """Score models (an ensemble when several) on a challenge-layout folder.
 
     Args:
@@ -199,6 +207,10 @@ def evaluate(model_dirs: Sequence[str | Path], data_root: str | Path, lists: Seq
         flip_tta: mirror test-time augmentation (JMLR models only).
         limit: evaluate the first ``limit`` samples only.
         oracle: predict the ground truth (pipeline test, scores 0).
+        backend: how the models run (`jmlr.inference.BACKENDS`: ``torch``, ``ort``,
+            ``ort-int8``, or ``auto``); other than ``torch``, JMLR models only.
+        backend_options: passed to `jmlr.inference.load_backend` (``cache_dir``,
+            ``calibration``, ``ort_options``).
 
     Returns:
         The result dict of ``docs/eval_json.md``.
@@ -207,7 +219,10 @@ def evaluate(model_dirs: Sequence[str | Path], data_root: str | Path, lists: Seq
         EvalDataError: vertex count or topology mismatch, or a baseline in an ensemble.
     """
     t0 = time.perf_counter()
-    models = _load_models(model_dirs, device, oracle)
+    from jmlr.inference import resolve_backend
+
+    backend = resolve_backend(backend, device)
+    models = _load_models(model_dirs, device, oracle, backend, backend_options)
     samples, K, n_data = _load_samples(data_root, lists, models, limit)
     predict = _predictor(models, oracle, flip_tta, K)
     sizes = [m.input_size for m in models] or [256]
@@ -241,5 +256,6 @@ def evaluate(model_dirs: Sequence[str | Path], data_root: str | Path, lists: Seq
         "lists": [str(p) for p in lists] if lists else None,
         "num_vertices": int(n_data),
         "device": str(device),
+        "backend": None if oracle and not models else backend,
     })
     return result
