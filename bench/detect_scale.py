@@ -53,8 +53,11 @@ def main() -> int:
     for px in [*args.px, None]:
         found, ms, scale, rot, shift = 0, [], [], [], []
         for rgb, gt5, face_w in samples:
-            det_ = full if px is None else CenterFaceDetector(max_side=10_000,
-                                                              min_face_px=face_w * CENTERFACE_FACE_PX / px)
+            det_ = (
+                full
+                if px is None
+                else CenterFaceDetector(max_side=10_000, min_face_px=face_w * CENTERFACE_FACE_PX / px)
+            )
             det_.session = full.session  # one session: only the input size differs
             t = time.perf_counter()
             dets = det_.detect(rgb)
@@ -63,15 +66,23 @@ def main() -> int:
             if det is None:
                 continue
             found += 1
-            ds, dr, dt = jitter_of(crop_transform(np.asarray(det.landmarks5, np.float64), args.size),
-                                   crop_transform(gt5, args.size), args.size)
+            ds, dr, dt = jitter_of(
+                crop_transform(np.asarray(det.landmarks5, np.float64), args.size),
+                crop_transform(gt5, args.size),
+                args.size,
+            )
             scale.append(abs(ds))
             rot.append(abs(dr))
             shift.append(dt)
         q = lambda a: {p: round(float(np.percentile(a, p)), 4) for p in (50, 90)} if a else None  # noqa: E731
         key = "full" if px is None else f"{px:g}"
-        out["by_px"][key] = {"recall": round(found / len(samples), 4), "detect_ms_median": round(float(np.median(ms)), 2),
-                             "abs_scale_change": q(scale), "abs_rotation_deg": q(rot), "centre_shift_fraction": q(shift)}
+        out["by_px"][key] = {
+            "recall": round(found / len(samples), 4),
+            "detect_ms_median": round(float(np.median(ms)), 2),
+            "abs_scale_change": q(scale),
+            "abs_rotation_deg": q(rot),
+            "centre_shift_fraction": q(shift),
+        }
         print(key, json.dumps(out["by_px"][key]), flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=1) + "\n")

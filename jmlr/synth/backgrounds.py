@@ -73,7 +73,7 @@ def _skimage_data_dir() -> Path | None:
     spec = importlib.util.find_spec("skimage")
     if spec is None or not spec.submodule_search_locations:
         return None
-    return Path(list(spec.submodule_search_locations)[0]) / "data"
+    return Path(next(iter(spec.submodule_search_locations))) / "data"
 
 
 def _read_rgb(path: Path) -> np.ndarray | None:
@@ -98,16 +98,22 @@ class PhotoBackgrounds:
         if not images:
             raise ValueError("no photographs")
         self.images = images
-        self.small = [cv2.resize(im, (max(im.shape[1] // 4, 1), max(im.shape[0] // 4, 1)),
-                                 interpolation=cv2.INTER_AREA) for im in images]
+        self.small = [
+            cv2.resize(im, (max(im.shape[1] // 4, 1), max(im.shape[0] // 4, 1)), interpolation=cv2.INTER_AREA)
+            for im in images
+        ]
         self.names = names
 
     def __len__(self) -> int:
         return len(self.images)
 
     @classmethod
-    def load(cls, catalogue: tuple[PhotoSource, ...] = CATALOGUE, extra_dir: str | Path | None = None,
-             debian_dir: Path = DEBIAN_BACKGROUNDS) -> PhotoBackgrounds | None:
+    def load(
+        cls,
+        catalogue: tuple[PhotoSource, ...] = CATALOGUE,
+        extra_dir: str | Path | None = None,
+        debian_dir: Path = DEBIAN_BACKGROUNDS,
+    ) -> PhotoBackgrounds | None:
         """The installed photographs of ``catalogue`` plus every image in ``extra_dir``
         (default ``$JMLR_SYNTH_BACKGROUNDS``); None, with the reason logged, when there
         is none."""
@@ -124,8 +130,11 @@ class PhotoBackgrounds:
                     images.append(im)
                     names.append(p.name)
         if not images:
-            log.warning("synthetic backgrounds: no photographs found (install Debian's lomiri-wallpapers-16.04 "
-                        "or scikit-image, or set $%s); using procedural backgrounds", BACKGROUNDS_ENV)
+            log.warning(
+                "synthetic backgrounds: no photographs found (install Debian's lomiri-wallpapers-16.04 "
+                "or scikit-image, or set $%s); using procedural backgrounds",
+                BACKGROUNDS_ENV,
+            )
             return None
         log.info("synthetic backgrounds: %d photographs", len(images))
         return cls(images, names)
@@ -152,7 +161,9 @@ class PhotoBackgrounds:
         interp = cv2.INTER_AREA if sx < 1 else cv2.INTER_LINEAR
         if interp == cv2.INTER_AREA:
             x1, y1 = int(np.floor(x0)), int(np.floor(y0))
-            win = src[y1:min(int(np.ceil(y0 + ch)) + 1, src.shape[0]), x1:min(int(np.ceil(x0 + cw)) + 1, src.shape[1])]
+            win = src[
+                y1 : min(int(np.ceil(y0 + ch)) + 1, src.shape[0]), x1 : min(int(np.ceil(x0 + cw)) + 1, src.shape[1])
+            ]
             out = cv2.resize(win, (width, height), interpolation=cv2.INTER_AREA)
             if flip:
                 out = out[:, ::-1]

@@ -21,27 +21,61 @@ import numpy as np
 from .appearance import HeadRegions, _smoothstep
 
 __all__ = [
-    "DetailRegions", "BrowStyle", "LashStyle", "FacialHairStyle", "EyeStyle", "SkinDetail", "Makeup",
-    "SpecularStyle", "sample_brows", "sample_lashes", "sample_facial_hair", "sample_eyes", "sample_skin",
-    "sample_makeup", "sample_specular", "apply_skin_detail", "apply_detail", "detail_specular", "FITZPATRICK_TONES",
+    "DetailRegions",
+    "BrowStyle",
+    "LashStyle",
+    "FacialHairStyle",
+    "EyeStyle",
+    "SkinDetail",
+    "Makeup",
+    "SpecularStyle",
+    "sample_brows",
+    "sample_lashes",
+    "sample_facial_hair",
+    "sample_eyes",
+    "sample_skin",
+    "sample_makeup",
+    "sample_specular",
+    "apply_skin_detail",
+    "apply_detail",
+    "detail_specular",
+    "FITZPATRICK_TONES",
 ]
 
 # Representative sRGB skin albedo of Fitzpatrick types I-VI (light to dark); a subject
 # interpolates within half a type of its own and gets an undertone.
-FITZPATRICK_TONES = np.array([
-    [0.95, 0.82, 0.74], [0.89, 0.73, 0.62], [0.80, 0.62, 0.48],
-    [0.66, 0.47, 0.33], [0.48, 0.32, 0.22], [0.30, 0.20, 0.14],
-])
+FITZPATRICK_TONES = np.array(
+    [
+        [0.95, 0.82, 0.74],
+        [0.89, 0.73, 0.62],
+        [0.80, 0.62, 0.48],
+        [0.66, 0.47, 0.33],
+        [0.48, 0.32, 0.22],
+        [0.30, 0.20, 0.14],
+    ]
+)
 # Undertones as per-channel gains: neutral, warm/golden, pink/cool, olive.
 _UNDERTONES = np.array([[1.0, 1.0, 1.0], [1.03, 1.0, 0.92], [1.03, 0.97, 1.02], [0.97, 1.02, 0.93]])
-_LIPSTICKS = np.array([
-    [0.62, 0.10, 0.14], [0.78, 0.30, 0.38], [0.45, 0.16, 0.20], [0.70, 0.42, 0.38], [0.38, 0.12, 0.24],
-    [0.85, 0.45, 0.50],
-])
-_SHADOWS = np.array([
-    [0.35, 0.25, 0.20], [0.55, 0.42, 0.35], [0.30, 0.30, 0.38], [0.50, 0.35, 0.45], [0.25, 0.30, 0.25],
-    [0.70, 0.55, 0.45],
-])
+_LIPSTICKS = np.array(
+    [
+        [0.62, 0.10, 0.14],
+        [0.78, 0.30, 0.38],
+        [0.45, 0.16, 0.20],
+        [0.70, 0.42, 0.38],
+        [0.38, 0.12, 0.24],
+        [0.85, 0.45, 0.50],
+    ]
+)
+_SHADOWS = np.array(
+    [
+        [0.35, 0.25, 0.20],
+        [0.55, 0.42, 0.35],
+        [0.30, 0.30, 0.38],
+        [0.50, 0.35, 0.45],
+        [0.25, 0.30, 0.25],
+        [0.70, 0.55, 0.45],
+    ]
+)
 
 
 def _polyline_param(points: np.ndarray, line: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -82,8 +116,9 @@ def _band(xy: np.ndarray, candidates: np.ndarray, line: np.ndarray, reach: float
     s = np.concatenate([[0.0], np.cumsum(seg_len)]) / max(seg_len.sum(), 1e-12)
     above = xy[candidates, 1] - np.interp(t, s, line[:, 1])
     keep = d < reach
-    return _Band(candidates[keep], d[keep].astype(np.float32), t[keep].astype(np.float32),
-                 above[keep].astype(np.float32))
+    return _Band(
+        candidates[keep], d[keep].astype(np.float32), t[keep].astype(np.float32), above[keep].astype(np.float32)
+    )
 
 
 @dataclass
@@ -146,29 +181,53 @@ class DetailRegions:
 
         brow_y = lm[17:27, 1].mean()
         nose_y, chin_y = lm[33, 1], lm[8, 1]
-        tzone = np.maximum.reduce([
-            gauss((0, brow_y + 0.03), 0.03, 0.022),  # forehead
-            gauss((0, (brow_y + nose_y) / 2), 0.011, 0.035),  # nose
-            gauss((0, chin_y + 0.012), 0.018, 0.012),  # chin
-        ]) * front
+        tzone = (
+            np.maximum.reduce(
+                [
+                    gauss((0, brow_y + 0.03), 0.03, 0.022),  # forehead
+                    gauss((0, (brow_y + nose_y) / 2), 0.011, 0.035),  # nose
+                    gauss((0, chin_y + 0.012), 0.018, 0.012),  # chin
+                ]
+            )
+            * front
+        )
         cheek_r = (lm[2] + lm[31] + lm[41]) / 3
         cheek_l = (lm[14] + lm[35] + lm[46]) / 3
         cheeks = np.maximum(gauss(cheek_r, 0.02, 0.018), gauss(cheek_l, 0.02, 0.018)) * front
-        blush = np.maximum(gauss(cheek_r + [-0.006, 0.004, 0], 0.017, 0.013),
-                           gauss(cheek_l + [0.006, 0.004, 0], 0.017, 0.013)) * front
+        blush = (
+            np.maximum(
+                gauss(cheek_r + [-0.006, 0.004, 0], 0.017, 0.013), gauss(cheek_l + [0.006, 0.004, 0], 0.017, 0.013)
+            )
+            * front
+        )
         freckle_zone = gauss(lm[29], 0.038, 0.02) * front
         mouth_x = abs(lm[54, 0] - lm[48, 0]) / 2
         top_lip = lm[50:53, 1].max()
-        moustache = (_smoothstep(nose_y - 0.0005, nose_y - 0.003, v[:, 1]) * _smoothstep(top_lip - 0.006, top_lip, v[:, 1])
-                     * (1 - _smoothstep(mouth_x + 0.001, mouth_x + 0.006, np.abs(v[:, 0]))) * front * nolips)
+        moustache = (
+            _smoothstep(nose_y - 0.0005, nose_y - 0.003, v[:, 1])
+            * _smoothstep(top_lip - 0.006, top_lip, v[:, 1])
+            * (1 - _smoothstep(mouth_x + 0.001, mouth_x + 0.006, np.abs(v[:, 0])))
+            * front
+            * nolips
+        )
         low_lip = lm[57, 1]
-        goatee = (_smoothstep(low_lip - 0.001, low_lip - 0.005, v[:, 1]) * _smoothstep(chin_y - 0.02, chin_y - 0.004, v[:, 1])
-                  * (1 - _smoothstep(mouth_x * 0.8, mouth_x * 1.15, np.abs(v[:, 0]))) * skin * nolips
-                  * _smoothstep(-0.01, 0.03, v[:, 2]))
+        goatee = (
+            _smoothstep(low_lip - 0.001, low_lip - 0.005, v[:, 1])
+            * _smoothstep(chin_y - 0.02, chin_y - 0.004, v[:, 1])
+            * (1 - _smoothstep(mouth_x * 0.8, mouth_x * 1.15, np.abs(v[:, 0])))
+            * skin
+            * nolips
+            * _smoothstep(-0.01, 0.03, v[:, 2])
+        )
         beard = np.maximum.reduce([regions.stubble / max(regions.stubble.max(), 1e-6), moustache, goatee])
         # Under the chin: the front of the neck down to about 3 cm below the chin.
-        under = (_smoothstep(chin_y + 0.005, chin_y - 0.005, v[:, 1]) * _smoothstep(chin_y - 0.045, chin_y - 0.025, v[:, 1])
-                 * (1 - _smoothstep(0.04, 0.06, np.abs(v[:, 0]))) * _smoothstep(-0.02, 0.02, v[:, 2]) * skin)
+        under = (
+            _smoothstep(chin_y + 0.005, chin_y - 0.005, v[:, 1])
+            * _smoothstep(chin_y - 0.045, chin_y - 0.025, v[:, 1])
+            * (1 - _smoothstep(0.04, 0.06, np.abs(v[:, 0])))
+            * _smoothstep(-0.02, 0.02, v[:, 2])
+            * skin
+        )
         beard = np.maximum(beard, under) * nolips
 
         brow_base = [np.c_[lm[21::-1][:5, 0], lm[21::-1][:5, 1] + 0.002], np.c_[lm[22:27, 0], lm[22:27, 1] + 0.002]]
@@ -179,7 +238,7 @@ class DetailRegions:
             near_brow[fr[d < 0.014]] = True
         eyes_lm = [(lm[[39, 38, 37, 36]], lm[[39, 40, 41, 36]]), (lm[[42, 43, 44, 45]], lm[[42, 47, 46, 45]])]
         upper, lower, liner, shadow = [], [], [], []
-        for k, (up, lo) in enumerate(eyes_lm):
+        for _k, (up, lo) in enumerate(eyes_lm):
             up2, lo2 = up[:, :2], lo[:, :2]
             cand = fr[np.linalg.norm(xy[fr] - up2.mean(0), axis=1) < 0.04]
             upper.append(_band(xy, cand, up2, 0.005))
@@ -197,8 +256,9 @@ class DetailRegions:
             idx = np.arange(n)[sl_i]
             d = v[idx] - centre
             up = np.array([0.0, 1.0, 0.0]) - axis * axis[1]
-            eyes.append((idx, (d / np.linalg.norm(d, axis=1, keepdims=True)).astype(np.float32), axis,
-                         up / np.linalg.norm(up)))
+            eyes.append(
+                (idx, (d / np.linalg.norm(d, axis=1, keepdims=True)).astype(np.float32), axis, up / np.linalg.norm(up))
+            )
         sclera_idx = np.nonzero(regions.sclera > 0)[0]
         sclera_side = np.zeros(len(sclera_idx), np.float32)
         for side in ("left", "right"):
@@ -214,11 +274,26 @@ class DetailRegions:
             sclera_side[pos[ok]] = np.abs(d[ok] @ horiz / max(np.linalg.norm(horiz), 1e-9))
         f32 = lambda a: np.asarray(a, np.float32)  # noqa: E731
         return cls(
-            num_vertices=n, xy=xy.astype(np.float32), skin_idx=np.nonzero(skin)[0], face_idx=np.nonzero(face)[0],
-            tzone=f32(tzone), cheeks=f32(cheeks), blush=f32(blush), freckle_zone=f32(freckle_zone),
-            moustache=f32(moustache), goatee=f32(goatee), beard=f32(beard),
-            brow_base=brow_base, brow_idx=np.nonzero(near_brow)[0], upper_lid=upper, lower_lid=lower,
-            liner=liner, shadow=shadow, eyes=eyes, sclera_idx=sclera_idx, sclera_side=sclera_side,
+            num_vertices=n,
+            xy=xy.astype(np.float32),
+            skin_idx=np.nonzero(skin)[0],
+            face_idx=np.nonzero(face)[0],
+            tzone=f32(tzone),
+            cheeks=f32(cheeks),
+            blush=f32(blush),
+            freckle_zone=f32(freckle_zone),
+            moustache=f32(moustache),
+            goatee=f32(goatee),
+            beard=f32(beard),
+            brow_base=brow_base,
+            brow_idx=np.nonzero(near_brow)[0],
+            upper_lid=upper,
+            lower_lid=lower,
+            liner=liner,
+            shadow=shadow,
+            eyes=eyes,
+            sclera_idx=sclera_idx,
+            sclera_side=sclera_side,
         )
 
 
@@ -302,33 +377,45 @@ class SpecularStyle:
 
 def sample_brows(rng: np.random.Generator, hair_color: np.ndarray) -> BrowStyle:
     dark = rng.uniform(0.45, 0.9)
-    return BrowStyle(color=np.clip(hair_color * dark * rng.uniform(0.9, 1.1, 3), 0, 1),
-                     thickness=float(rng.uniform(0.0025, 0.0055)), taper=float(rng.uniform(0.35, 0.8)),
-                     arch=float(rng.uniform(0.0, 0.0045)), lift=float(rng.uniform(-0.001, 0.003)),
-                     density=float(rng.uniform(0.55, 1.0)), seed=int(rng.integers(1 << 31)))
+    return BrowStyle(
+        color=np.clip(hair_color * dark * rng.uniform(0.9, 1.1, 3), 0, 1),
+        thickness=float(rng.uniform(0.0025, 0.0055)),
+        taper=float(rng.uniform(0.35, 0.8)),
+        arch=float(rng.uniform(0.0, 0.0045)),
+        lift=float(rng.uniform(-0.001, 0.003)),
+        density=float(rng.uniform(0.55, 1.0)),
+        seed=int(rng.integers(1 << 31)),
+    )
 
 
 def sample_lashes(rng: np.random.Generator, masculine: bool) -> LashStyle:
-    return LashStyle(strength=float(rng.uniform(0.6, 0.9) if not masculine else rng.uniform(0.45, 0.8)),
-                     width=float(rng.uniform(0.002, 0.0035)),
-                     color=np.array([0.05, 0.04, 0.04]) * rng.uniform(0.8, 1.5))
+    return LashStyle(
+        strength=float(rng.uniform(0.6, 0.9) if not masculine else rng.uniform(0.45, 0.8)),
+        width=float(rng.uniform(0.002, 0.0035)),
+        color=np.array([0.05, 0.04, 0.04]) * rng.uniform(0.8, 1.5),
+    )
 
 
 def sample_facial_hair(rng: np.random.Generator, hair_color: np.ndarray) -> FacialHairStyle:
     kind = ("stubble", "moustache", "goatee", "beard", "moustache_goatee")[
-        int(rng.choice(5, p=[0.35, 0.12, 0.12, 0.28, 0.13]))]
+        int(rng.choice(5, p=[0.35, 0.12, 0.12, 0.28, 0.13]))
+    ]
     grey = rng.random() < 0.15
     color = np.array([0.5, 0.49, 0.47]) if grey else hair_color * rng.uniform(0.6, 1.0)
-    return FacialHairStyle(kind=kind, color=np.clip(color, 0, 1), density=float(rng.uniform(0.5, 1.0)),
-                           seed=int(rng.integers(1 << 31)))
+    return FacialHairStyle(
+        kind=kind, color=np.clip(color, 0, 1), density=float(rng.uniform(0.5, 1.0)), seed=int(rng.integers(1 << 31))
+    )
 
 
 def sample_eyes(rng: np.random.Generator) -> EyeStyle:
-    return EyeStyle(inner=np.clip(np.array([1.25, 1.05, 0.7]) * rng.uniform(0.8, 1.2, 3), 0.5, 1.6),
-                    fibres=int(rng.integers(28, 64)), crypts=float(rng.uniform(0.1, 0.35)),
-                    highlight_dir=(float(rng.uniform(0.12, 0.32)), float(rng.uniform(-0.25, 0.25))),
-                    highlight_size=float(np.cos(np.deg2rad(rng.uniform(3.0, 6.0)))),
-                    sclera_red=float(rng.uniform(0.0, 0.35)))
+    return EyeStyle(
+        inner=np.clip(np.array([1.25, 1.05, 0.7]) * rng.uniform(0.8, 1.2, 3), 0.5, 1.6),
+        fibres=int(rng.integers(28, 64)),
+        crypts=float(rng.uniform(0.1, 0.35)),
+        highlight_dir=(float(rng.uniform(0.12, 0.32)), float(rng.uniform(-0.25, 0.25))),
+        highlight_size=float(np.cos(np.deg2rad(rng.uniform(3.0, 6.0)))),
+        sclera_red=float(rng.uniform(0.0, 0.35)),
+    )
 
 
 def sample_skin(rng: np.random.Generator, legacy_skin: np.ndarray) -> SkinDetail:
@@ -341,25 +428,37 @@ def sample_skin(rng: np.random.Generator, legacy_skin: np.ndarray) -> SkinDetail
     tone = tone * _UNDERTONES[rng.integers(len(_UNDERTONES))] * rng.uniform(0.96, 1.04, 3)
     light = fitz <= 3
     return SkinDetail(
-        fitzpatrick=fitz, tone=np.clip(tone, 0.05, 1), pores=float(rng.uniform(0.02, 0.06)),
+        fitzpatrick=fitz,
+        tone=np.clip(tone, 0.05, 1),
+        pores=float(rng.uniform(0.02, 0.06)),
         freckles=float(rng.uniform(0.2, 1.0)) if rng.random() < (0.35 if light else 0.08) else 0.0,
-        moles=int(rng.integers(0, 5)), blemishes=int(rng.integers(0, 8)) if rng.random() < 0.5 else 0,
-        dark_circles=float(rng.uniform(0.0, 0.15)), seed=int(rng.integers(1 << 31)))
+        moles=int(rng.integers(0, 5)),
+        blemishes=int(rng.integers(0, 8)) if rng.random() < 0.5 else 0,
+        dark_circles=float(rng.uniform(0.0, 0.15)),
+        seed=int(rng.integers(1 << 31)),
+    )
 
 
 def sample_makeup(rng: np.random.Generator) -> Makeup:
     lips = rng.random() < 0.75
     shadow = rng.random() < 0.6
-    return Makeup(lipstick=_LIPSTICKS[rng.integers(len(_LIPSTICKS))] * rng.uniform(0.85, 1.1) if lips else None,
-                  lip_amount=float(rng.uniform(0.5, 0.9)), liner=float(rng.uniform(0.4, 0.9) if rng.random() < 0.6 else 0),
-                  shadow=_SHADOWS[rng.integers(len(_SHADOWS))] * rng.uniform(0.8, 1.2) if shadow else None,
-                  shadow_amount=float(rng.uniform(0.25, 0.6)),
-                  blush=float(rng.uniform(0.15, 0.45) if rng.random() < 0.6 else 0))
+    return Makeup(
+        lipstick=_LIPSTICKS[rng.integers(len(_LIPSTICKS))] * rng.uniform(0.85, 1.1) if lips else None,
+        lip_amount=float(rng.uniform(0.5, 0.9)),
+        liner=float(rng.uniform(0.4, 0.9) if rng.random() < 0.6 else 0),
+        shadow=_SHADOWS[rng.integers(len(_SHADOWS))] * rng.uniform(0.8, 1.2) if shadow else None,
+        shadow_amount=float(rng.uniform(0.25, 0.6)),
+        blush=float(rng.uniform(0.15, 0.45) if rng.random() < 0.6 else 0),
+    )
 
 
 def sample_specular(rng: np.random.Generator) -> SpecularStyle:
-    return SpecularStyle(oil=float(np.exp(rng.uniform(np.log(0.5), np.log(1.8)))), tzone=float(rng.uniform(0, 1.2)),
-                         matte_cheeks=float(rng.uniform(0, 0.5)), gloss=float(np.exp(rng.uniform(np.log(0.6), np.log(2.0)))))
+    return SpecularStyle(
+        oil=float(np.exp(rng.uniform(np.log(0.5), np.log(1.8)))),
+        tzone=float(rng.uniform(0, 1.2)),
+        matte_cheeks=float(rng.uniform(0, 0.5)),
+        gloss=float(np.exp(rng.uniform(np.log(0.6), np.log(2.0)))),
+    )
 
 
 # --------------------------------------------------------------------------- painting
@@ -387,7 +486,7 @@ def _paint_skin(alb: np.ndarray, dr: DetailRegions, s: SkinDetail, positions: np
         for (amount, tint, radius), c in zip(spots, centres):
             d2 = ((positions[f_idx] - c) ** 2).sum(1)
             near = d2 < (3 * radius) ** 2
-            w = amount * np.exp(-0.5 * d2[near] / radius ** 2)
+            w = amount * np.exp(-0.5 * d2[near] / radius**2)
             i = f_idx[near]
             _mix(alb, i, alb[i] * tint.astype(np.float32), w)
     if s.dark_circles > 0:
@@ -398,8 +497,13 @@ def _paint_skin(alb: np.ndarray, dr: DetailRegions, s: SkinDetail, positions: np
 
 
 def _paint_facial_hair(alb: np.ndarray, dr: DetailRegions, fh: FacialHairStyle) -> None:
-    mask = {"stubble": dr.beard, "beard": dr.beard, "moustache": dr.moustache, "goatee": dr.goatee,
-            "moustache_goatee": np.maximum(dr.moustache, dr.goatee)}[fh.kind]
+    mask = {
+        "stubble": dr.beard,
+        "beard": dr.beard,
+        "moustache": dr.moustache,
+        "goatee": dr.goatee,
+        "moustache_goatee": np.maximum(dr.moustache, dr.goatee),
+    }[fh.kind]
     idx = np.nonzero(mask > 0.01)[0]
     w = mask[idx]
     u = np.random.default_rng(fh.seed).random(len(idx), dtype=np.float32)
@@ -503,6 +607,8 @@ def detail_specular(base: np.ndarray, dr: DetailRegions, style) -> np.ndarray:
     s = style.specular_variation
     if s is None:
         return base
-    spec = base * np.float32(s.oil) * (1 + np.float32(s.tzone) * dr.tzone) * (1 - np.float32(s.matte_cheeks) * dr.cheeks)
+    spec = (
+        base * np.float32(s.oil) * (1 + np.float32(s.tzone) * dr.tzone) * (1 - np.float32(s.matte_cheeks) * dr.cheeks)
+    )
     spec[dr.sclera_idx] = base[dr.sclera_idx] * 1.5  # a wet cornea stays glossy whatever the skin
     return spec.astype(np.float32)

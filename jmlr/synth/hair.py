@@ -64,11 +64,23 @@ class HairStyle:
 
 # Natural hair colours (sRGB): black, dark brown, brown, light brown, dark blonde, blonde,
 # auburn, red, grey, white; and dyed (burgundy, blue-black, copper).
-_HAIR_PALETTE = np.array([
-    [0.05, 0.045, 0.04], [0.13, 0.09, 0.06], [0.26, 0.17, 0.10], [0.42, 0.30, 0.18], [0.58, 0.45, 0.28],
-    [0.80, 0.66, 0.44], [0.40, 0.16, 0.08], [0.62, 0.27, 0.12], [0.50, 0.49, 0.47], [0.82, 0.81, 0.79],
-    [0.35, 0.06, 0.10], [0.06, 0.07, 0.12], [0.70, 0.35, 0.15],
-])
+_HAIR_PALETTE = np.array(
+    [
+        [0.05, 0.045, 0.04],
+        [0.13, 0.09, 0.06],
+        [0.26, 0.17, 0.10],
+        [0.42, 0.30, 0.18],
+        [0.58, 0.45, 0.28],
+        [0.80, 0.66, 0.44],
+        [0.40, 0.16, 0.08],
+        [0.62, 0.27, 0.12],
+        [0.50, 0.49, 0.47],
+        [0.82, 0.81, 0.79],
+        [0.35, 0.06, 0.10],
+        [0.06, 0.07, 0.12],
+        [0.70, 0.35, 0.15],
+    ]
+)
 _HAIR_P = np.array([0.28, 0.24, 0.14, 0.08, 0.06, 0.05, 0.03, 0.02, 0.05, 0.02, 0.01, 0.01, 0.01])
 
 
@@ -84,20 +96,65 @@ def sample_hair_style(rng: np.random.Generator, masculine: bool, color: np.ndarr
     parting = str(rng.choice(["crown", "side", "centre", "back"], p=[0.3, 0.35, 0.2, 0.15]))
     u = rng.uniform
     if kind == "short":
-        length, thick, fringe, droop, curl, width = u(0.03, 0.07), u(0.003, 0.007), u(0.03, 0.06), u(0.2, 0.6), u(0, 0.3), u(0.006, 0.012)
+        length, thick, fringe, droop, curl, width = (
+            u(0.03, 0.07),
+            u(0.003, 0.007),
+            u(0.03, 0.06),
+            u(0.2, 0.6),
+            u(0, 0.3),
+            u(0.006, 0.012),
+        )
     elif kind == "medium":
-        length, thick, fringe, droop, curl, width = u(0.12, 0.2), u(0.005, 0.011), u(0.012, 0.06), u(0.8, 1.6), u(0, 0.25), u(0.012, 0.022)
+        length, thick, fringe, droop, curl, width = (
+            u(0.12, 0.2),
+            u(0.005, 0.011),
+            u(0.012, 0.06),
+            u(0.8, 1.6),
+            u(0, 0.25),
+            u(0.012, 0.022),
+        )
     elif kind == "long":
-        length, thick, fringe, droop, curl, width = u(0.22, 0.42), u(0.005, 0.01), u(0.015, 0.06), u(1.0, 2.0), u(0, 0.3), u(0.014, 0.026)
+        length, thick, fringe, droop, curl, width = (
+            u(0.22, 0.42),
+            u(0.005, 0.01),
+            u(0.015, 0.06),
+            u(1.0, 2.0),
+            u(0, 0.3),
+            u(0.014, 0.026),
+        )
     elif kind == "afro":
-        length, thick, fringe, droop, curl, width = u(0.025, 0.05), u(0.025, 0.05), u(0.045, 0.065), u(0, 0.2), u(0.8, 1.6), u(0.015, 0.025)
+        length, thick, fringe, droop, curl, width = (
+            u(0.025, 0.05),
+            u(0.025, 0.05),
+            u(0.045, 0.065),
+            u(0, 0.2),
+            u(0.8, 1.6),
+            u(0.015, 0.025),
+        )
         parting = "none"
     else:  # ponytail: tight over the scalp, gathered at the back
-        length, thick, fringe, droop, curl, width = u(0.1, 0.3), u(0.002, 0.004), u(0.045, 0.065), u(0.3, 0.8), u(0, 0.15), u(0.007, 0.012)
+        length, thick, fringe, droop, curl, width = (
+            u(0.1, 0.3),
+            u(0.002, 0.004),
+            u(0.045, 0.065),
+            u(0.3, 0.8),
+            u(0, 0.15),
+            u(0.007, 0.012),
+        )
         parting = "back"
-    return HairStyle(kind=kind, color=np.clip(np.asarray(color) * u(0.95, 1.05), 0, 1), length=float(length),
-                     thickness=float(thick), parting=parting, side=float(rng.choice([-1.0, 1.0])), fringe=float(fringe),
-                     droop=float(droop), curl=float(curl), width=float(width), seed=int(rng.integers(1 << 31)))
+    return HairStyle(
+        kind=kind,
+        color=np.clip(np.asarray(color) * u(0.95, 1.05), 0, 1),
+        length=float(length),
+        thickness=float(thick),
+        parting=parting,
+        side=float(rng.choice([-1.0, 1.0])),
+        fringe=float(fringe),
+        droop=float(droop),
+        curl=float(curl),
+        width=float(width),
+        seed=int(rng.integers(1 << 31)),
+    )
 
 
 def _vertex_normals_np(v: np.ndarray, tris: np.ndarray) -> np.ndarray:
@@ -126,8 +183,7 @@ class HairAssets:
     ``RIBBONS * (SEGMENTS + 1) * 2`` ribbon vertices; faces index that layout.
     """
 
-    def __init__(self, neutral: np.ndarray, skin_triangles: np.ndarray, regions: HeadRegions,
-                 landmarks68: np.ndarray):
+    def __init__(self, neutral: np.ndarray, skin_triangles: np.ndarray, regions: HeadRegions, landmarks68: np.ndarray):
         v = np.asarray(neutral, np.float64)
         self.neutral = v
         normals = _vertex_normals_np(v, skin_triangles)
@@ -184,7 +240,11 @@ class HairAssets:
         # Ribbons: roots on the scalp, a little above the shell.
         roots = rng.choice(self.root_idx, n)
         layer = rng.uniform(0.15, 1.0, n)
-        lift = style.thickness * _smoothstep(0.5, 1.0, self.scalp[roots]) + 0.0015 + layer * (0.002 + 0.25 * style.thickness)
+        lift = (
+            style.thickness * _smoothstep(0.5, 1.0, self.scalp[roots])
+            + 0.0015
+            + layer * (0.002 + 0.25 * style.thickness)
+        )
         pos = self.neutral[roots] + self.normals[roots] * lift[:, None]
         anchor = roots.copy()
         hanging = np.zeros(n, bool)
@@ -246,7 +306,9 @@ class HairAssets:
         along = 0.82 + 0.3 * np.linspace(0, 1, s + 1)
         rib_alb = np.clip(col[None, None] * tint[:, None] * along[None, :, None], 0, 1)
         rib_alb = np.repeat(rib_alb, 2, axis=1).reshape(-1, 3)
-        rib_occ = np.repeat((0.55 + 0.45 * layer)[:, None] * (0.85 + 0.15 * np.linspace(0, 1, s + 1))[None], 2, 1).reshape(-1)
+        rib_occ = np.repeat(
+            (0.55 + 0.45 * layer)[:, None] * (0.85 + 0.15 * np.linspace(0, 1, s + 1))[None], 2, 1
+        ).reshape(-1)
         rest = np.concatenate([shell, verts]).astype(np.float32)
         anchors = np.concatenate([self.shell_idx, rib_anchor]).astype(np.int64)
         albedo = np.concatenate([shell_alb, rib_alb]).astype(np.float32)
@@ -263,7 +325,9 @@ class HairAssets:
             sgn = np.where(u[:, 0] >= 0, 1.0, -1.0)[:, None]
             away = sgn * (np.array([1.0, 0.0, 0.0]) - u * u[:, :1])
         else:
-            p = {"crown": (0.0, 0.85, -0.5), "side": (0.45 * style.side, 0.85, 0.25), "back": (0.0, 0.7, 0.7)}[style.parting]
+            p = {"crown": (0.0, 0.85, -0.5), "side": (0.45 * style.side, 0.85, 0.25), "back": (0.0, 0.7, 0.7)}[
+                style.parting
+            ]
             p = _unit(np.array(p))
             away = u * (u @ p)[:, None] - p
         g = np.array([0.0, -1.0, 0.0]) - u * (-u[:, 1:2])
@@ -271,8 +335,12 @@ class HairAssets:
 
     def _in_face(self, p: np.ndarray, style: HairStyle) -> np.ndarray:
         """Points (P, 3) in front of the face, below the fringe line: hair stops there."""
-        return ((p[:, 2] > self.face_z) & (np.abs(p[:, 0]) < self.face_half_width)
-                & (p[:, 1] < self.brow_y + style.fringe) & (p[:, 1] > self.chin_y - 0.04))
+        return (
+            (p[:, 2] > self.face_z)
+            & (np.abs(p[:, 0]) < self.face_half_width)
+            & (p[:, 1] < self.brow_y + style.fringe)
+            & (p[:, 1] > self.chin_y - 0.04)
+        )
 
 
 def _rotate_about(d: np.ndarray, axis: np.ndarray, angle: np.ndarray) -> np.ndarray:

@@ -100,8 +100,18 @@ class HeadConfig:
 
 
 # Element order fixes which stream each element draws from: append, never reorder.
-_ELEMENTS = ("masculine", "hair", "eyebrows", "eyelashes", "facial_hair", "eyes", "skin_detail", "makeup",
-             "specular_variation", "clothing")
+_ELEMENTS = (
+    "masculine",
+    "hair",
+    "eyebrows",
+    "eyelashes",
+    "facial_hair",
+    "eyes",
+    "skin_detail",
+    "makeup",
+    "specular_variation",
+    "clothing",
+)
 
 
 @dataclass
@@ -146,7 +156,8 @@ def style_rng(rng: np.random.Generator) -> np.random.Generator:
 def sample_head_style(rng: np.random.Generator, config: HeadConfig, skin: np.ndarray) -> HeadStyle:
     """Draw a subject's `HeadStyle` from ``rng`` (use `style_rng` of the subject's generator).
 
-    ``skin`` (3,) sRGB is the subject's legacy skin colour. Every element draws from its own stream whether it is on or not.
+    ``skin`` (3,) sRGB is the subject's legacy skin colour. Every element draws from its own
+    stream whether it is on or not.
     """
     from . import clothing, face_detail, hair
 
@@ -222,8 +233,11 @@ class HeadAssets:
         V = len(self.neutral)
         self.num_head = V
         self.detail = DetailRegions.from_facemodel(facemodel, regions)
-        self.hair = HairAssets(self.neutral, skin_triangles, regions, np.asarray(facemodel.landmarks68)) \
-            if config.hair > 0 else None
+        self.hair = (
+            HairAssets(self.neutral, skin_triangles, regions, np.asarray(facemodel.landmarks68))
+            if config.hair > 0
+            else None
+        )
         self.torso = None
         if config.clothing > 0:
             cut = _neck_cut(facemodel, skin_triangles)
@@ -242,8 +256,9 @@ class HeadAssets:
         self.num_extra = offset - V
         self.faces = np.concatenate(faces) if faces else np.zeros((0, 3), np.int64)
 
-    def subject_mesh(self, style: HeadStyle, albedo: np.ndarray, specular: np.ndarray,
-                     occlusion: np.ndarray, skin: np.ndarray) -> SubjectMesh:
+    def subject_mesh(
+        self, style: HeadStyle, albedo: np.ndarray, specular: np.ndarray, occlusion: np.ndarray, skin: np.ndarray
+    ) -> SubjectMesh:
         """Extend a subject's head albedo (V, 3), specular and occlusion (V,) with its hair
         and torso (collapsed where the subject has none)."""
         from .face_detail import detail_specular
@@ -269,8 +284,14 @@ class HeadAssets:
             parts.append((a, s, o, rest, anchor))
         cat = lambda k, dt: np.ascontiguousarray(np.concatenate([p[k] for p in parts]), dt)  # noqa: E731
         gloss = style.specular_variation.gloss if style.specular_variation is not None else 1.0
-        return SubjectMesh(cat(0, np.float32), cat(1, np.float32), cat(2, np.float32), cat(3, np.float32),
-                           cat(4, np.int64), float(gloss))
+        return SubjectMesh(
+            cat(0, np.float32),
+            cat(1, np.float32),
+            cat(2, np.float32),
+            cat(3, np.float32),
+            cat(4, np.int64),
+            float(gloss),
+        )
 
 
 def _neck_cut(facemodel, skin_triangles: np.ndarray) -> np.ndarray | None:

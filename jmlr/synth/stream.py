@@ -16,8 +16,14 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from jmlr.geometry.crop import (apply_affine, compose_affine, crop_transform, invert_affine, landmarks5_from_68,
-                               similarity_scale)
+from jmlr.geometry.crop import (
+    apply_affine,
+    compose_affine,
+    crop_transform,
+    invert_affine,
+    landmarks5_from_68,
+    similarity_scale,
+)
 
 from .scene import SyntheticFaceGenerator, _project, numpy_threads_like_torch
 
@@ -92,10 +98,20 @@ class SyntheticCropStream:
         renderer: ``"gl"``, ``"torch"`` or ``"auto"`` (see `SyntheticFaceGenerator`).
     """
 
-    def __init__(self, facemodel, topology, size: int = 256, batch_size: int = 32, device="cpu",
-                 seed: int = 0, jitter: CropJitter | None = None, effects: bool = True,
-                 generator: SyntheticFaceGenerator | None = None, zoom: float = 1.0,
-                 renderer: str | None = None):
+    def __init__(
+        self,
+        facemodel,
+        topology,
+        size: int = 256,
+        batch_size: int = 32,
+        device="cpu",
+        seed: int = 0,
+        jitter: CropJitter | None = None,
+        effects: bool = True,
+        generator: SyntheticFaceGenerator | None = None,
+        zoom: float = 1.0,
+        renderer: str | None = None,
+    ):
         self.generator = generator or SyntheticFaceGenerator(facemodel, topology, device=device, renderer=renderer)
         self.device = self.generator.device
         self.size = int(size)
@@ -128,8 +144,16 @@ class SyntheticCropStream:
         K_crop = crop_projection(M, K)
         out = g.render(params, K=K_crop, size=(S, S), rng=rng)
         scale = np.clip(1.0 / similarity_scale(M), 0.3, 3.0)  # blur in full-frame pixels
-        images = g.finish(out, rng, jpeg=self.effects, effects=self.effects, scale=scale, params=params, K=K_crop,
-                          frame_from_image=invert_affine(M))
+        images = g.finish(
+            out,
+            rng,
+            jpeg=self.effects,
+            effects=self.effects,
+            scale=scale,
+            params=params,
+            K=K_crop,
+            frame_from_image=invert_affine(M),
+        )
         dev = self.device
         image = torch.from_numpy(np.stack(images)).to(dev).permute(0, 3, 1, 2).float().div_(255.0)
         f32 = lambda a: torch.as_tensor(np.ascontiguousarray(a), dtype=torch.float32, device=dev)  # noqa: E731

@@ -101,7 +101,7 @@ class WorldConfig:
 
     def without_camera_effects(self) -> WorldConfig:
         """This config with the camera's image effects (noise ... jpeg) off."""
-        return dataclasses.replace(self, **{k: 0.0 for k in CAMERA_EFFECTS})
+        return dataclasses.replace(self, **dict.fromkeys(CAMERA_EFFECTS, 0.0))
 
     @property
     def any(self) -> bool:
@@ -126,9 +126,23 @@ CAMERA_EFFECTS = ("noise", "defocus", "motion_blur", "exposure", "white_balance"
 OCCLUDERS = ("glasses", "hat", "headphones", "mask", "hand", "phone", "microphone", "hair_strands")
 
 # Element order fixes which stream each element draws from: append, never reorder.
-WORLD_ELEMENTS = ("photo_background", "background_defocus", "colour_light", "shadow", *OCCLUDERS, "bystanders",
-                  "camera", "noise", "defocus", "motion_blur", "exposure", "white_balance", "vignetting", "jpeg",
-                  "layout")
+WORLD_ELEMENTS = (
+    "photo_background",
+    "background_defocus",
+    "colour_light",
+    "shadow",
+    *OCCLUDERS,
+    "bystanders",
+    "camera",
+    "noise",
+    "defocus",
+    "motion_blur",
+    "exposure",
+    "white_balance",
+    "vignetting",
+    "jpeg",
+    "layout",
+)
 
 
 def derived_rng(rng: np.random.Generator) -> np.random.Generator:
