@@ -214,6 +214,36 @@ def test_tracker_smooths_a_still_head_and_keeps_outputs_consistent(topology):
     assert np.mean(smooth_err[20:]) < 0.5 * np.mean(raw_err[20:])
 
 
+def test_frames_a_hair_apart_do_not_poison_the_filters(topology):
+    # Two timestamps a few ulps apart (0 and 5e-324 s are "in order"): the speed estimate
+    # divides by the step, which overflowed to NaN and stayed in the state for good.
+    tracker = FaceTracker(topology)
+    t = np.array([0.0, 0.0, 0.6])
+    turned = FRONTAL @ rotvec_to_matrix(np.array([0.0, 0.05, 0.0]))
+    for k, (R, t_s) in enumerate(((FRONTAL, 0.0), (turned, 5e-324), (FRONTAL, 1 / FPS), (turned, 1 / FPS + 1e-12))):
+        tracker.faces_to_crop(640, 480)
+        (out,) = tracker.update([_rec(topology, R, t + 0.001 * k)], K, t_s, detected=k == 0, tracked=k > 0)
+        assert out.finite and tracker.track_ids == [0]
+        track = tracker.state.tracks[0]
+        assert all(np.isfinite(getattr(track, name)).all() for name in track._ARRAYS)
+    assert np.abs(tracker.state.tracks[0].omega).max() < 100.0  # rad/s: a bounded speed, not 1e300
+
+
+def test_a_non_finite_filter_state_starts_the_filters_again(topology):
+    # A state kept with NaN in it (by an older version, or any numeric accident) does not
+    # end every later answer: the track's filters start again from this frame.
+    tracker = FaceTracker(topology)
+    t = np.array([0.0, 0.0, 0.6])
+    tracker.faces_to_crop(640, 480)
+    tracker.update([_rec(topology, FRONTAL, t)], K, 0.0, detected=True)
+    track = tracker.state.tracks[0]
+    track.R_cv, track.omega = np.full((3, 3), np.nan), np.full(3, np.nan)  # new arrays: R_cv is FRONTAL's
+    tracker.faces_to_crop(640, 480)
+    (out,) = tracker.update([_rec(topology, FRONTAL, t, source="tracked")], K, 1 / FPS, detected=False, tracked=True)
+    assert out.finite and tracker.track_ids == [0] and tracker.state.tracks[0].frames == 2
+    np.testing.assert_allclose(out.pose.R_cv, FRONTAL, atol=1e-6)
+
+
 def test_state_round_trips_through_a_record(topology):
     tracker = FaceTracker(topology)
     tracker.faces_to_crop(640, 480)
@@ -381,6 +411,35 @@ def test_out_of_order_timestamps_are_refused(client, astronaut):
     assert info["frames"] == 1 and info["last_timestamp_s"] == 10.0  # refused frames were not used
     r = _frame(client, astronaut, session_id="clock", timestamp="10.04")
     assert r.json()["session"]["status"] == "continued" and r.json()["session"]["timestamp_s"] == 10.04
+
+
+def test_timestamps_a_hair_apart_are_answered(client, astronaut):
+    # In order, but 5e-324 s apart: answered (the filters take at least a 1 ms step), and
+    # the session goes on answering its face.
+    for k, ts in enumerate(("0", "5e-324", "0.0333")):
+        r = _frame(client, astronaut, session_id="ulp", timestamp=ts)
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert body["session"]["frame"] == k and len(body["faces"]) == 1 and body["faces"][0]["track_id"] == 0
+        assert not [w for w in body["warnings"] if "dropped" in w]
+
+
+def test_openapi_documents_sessions(client):
+    spec = client.get("/openapi.json").json()
+    paths = spec["paths"]
+    for method in ("get", "delete"):
+        op = paths["/sessions/{session_id}"][method]
+        assert "404" in op["responses"], method
+    post = paths["/reconstruct"]["post"]
+    assert "409" in post["responses"]
+    ref = post["requestBody"]["content"]["multipart/form-data"]["schema"]["$ref"].rsplit("/", 1)[-1]
+    form = spec["components"]["schemas"][ref]["properties"]
+    assert {"session_id", "timestamp", "smoothing"} <= set(form)
+    assert "pattern" in str(form["session_id"])
+    response = spec["components"]["schemas"]["ReconstructResponse"]["properties"]
+    assert "session" in response
+    status = spec["components"]["schemas"]["SessionOut"]["properties"]["status"]
+    assert set(status["enum"]) == {"started", "continued", "restarted"}
 
 
 def test_frame_of_another_size_restarts_the_session(client, astronaut):

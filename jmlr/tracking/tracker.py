@@ -24,7 +24,10 @@ Each track's pose and mesh go through One Euro filters (`jmlr.tracking.one_euro`
 rotation in the tangent space of the previous filtered rotation, translation in metres,
 head-frame vertices per vertex. ``beta`` is in units of degrees per second (rotation),
 centimetres per second (translation) and millimetres per second (vertices), so that one
-``beta`` fits all three.
+``beta`` fits all three. Frames closer than `MIN_FILTER_DT_S` (1 ms) are filtered as if
+they were that far apart: the filter's speed estimate divides by the time step, and a
+step near zero (two timestamps a few ulps apart) would make it overflow; a filter step
+that still comes out non-finite starts that track's filters again from this frame.
 
 The state is plain numbers and arrays (`TrackingState.to_record` / `from_record`), so a
 service can keep it in any key-value store between frames.
@@ -56,12 +59,15 @@ __all__ = [
     "ROTATION_SPEED_SCALE",
     "TRANSLATION_SPEED_SCALE",
     "VERTEX_SPEED_SCALE",
+    "MIN_FILTER_DT_S",
 ]
 
 #: Speeds enter ``beta`` in degrees/s, cm/s and mm/s (the filters run in rad, m and m).
 ROTATION_SPEED_SCALE = 180.0 / math.pi
 TRANSLATION_SPEED_SCALE = 100.0
 VERTEX_SPEED_SCALE = 1000.0
+#: The smallest time step the filters take, seconds (a 1000 fps stream's).
+MIN_FILTER_DT_S = 1e-3
 
 
 @dataclass(frozen=True)
@@ -285,16 +291,19 @@ class FaceTracker:
             olds = _match(s.tracks, [self._landmarks5(r) for r in recs])
             previous = [None if j is None else s.tracks[j] for j in olds]
         s.since_detection = 0 if detected else s.since_detection + 1
-        out, tracks, ids = [], [], []
+        out: list[FaceReconstruction] = []
+        tracks: list[Track] = []
+        ids: list[int | None] = []
         for rec, old in zip(recs, previous):
             if self.lost_reason(rec) is not None:
                 out.append(rec)
                 ids.append(None)
                 continue
-            if old is None or dt is None or p.smoothing is None:
+            track = None
+            if old is not None and dt is not None and p.smoothing is not None:
+                track = self._smoothed(rec, old, max(dt, MIN_FILTER_DT_S), p.smoothing)
+            if track is None:
                 track = self._new_track(rec, old)
-            else:
-                track = self._smoothed(rec, old, dt, p.smoothing)
             tracks.append(track)
             ids.append(track.track_id)
             out.append(self._answer(rec, track, intrinsics) if p.smoothing is not None else rec)
@@ -322,10 +331,15 @@ class FaceTracker:
             frames=1 if old is None else old.frames + 1,
         )
 
-    def _smoothed(self, rec: FaceReconstruction, old: Track, dt: float, params: OneEuroParams) -> Track:
-        R, omega = one_euro_rotation(rec.pose.R_cv, old.R_cv, old.omega, dt, params, ROTATION_SPEED_SCALE)
-        t, t_speed = one_euro_vector(rec.pose.t_cv, old.t_cv, old.t_speed, dt, params, TRANSLATION_SPEED_SCALE)
-        V, v_speed = one_euro_vector(rec.vertices, old.vertices, old.v_speed, dt, params, VERTEX_SPEED_SCALE)
+    def _smoothed(self, rec: FaceReconstruction, old: Track, dt: float, params: OneEuroParams) -> Track | None:
+        """The track advanced by one filter step; None when a value came out non-finite
+        (then the caller starts the filters again: a kept NaN would end every later answer)."""
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            R, omega = one_euro_rotation(rec.pose.R_cv, old.R_cv, old.omega, dt, params, ROTATION_SPEED_SCALE)
+            t, t_speed = one_euro_vector(rec.pose.t_cv, old.t_cv, old.t_speed, dt, params, TRANSLATION_SPEED_SCALE)
+            V, v_speed = one_euro_vector(rec.vertices, old.vertices, old.v_speed, dt, params, VERTEX_SPEED_SCALE)
+        if not all(np.isfinite(x).all() for x in (R, omega, t, t_speed, V, v_speed)):
+            return None
         return Track(old.track_id, self._landmarks5(rec), R, t, omega, t_speed, V, v_speed, old.frames + 1)
 
     @staticmethod
