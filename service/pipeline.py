@@ -360,7 +360,8 @@ class Engine:
             faces = locate_faces(img.rgb, self.detector, client, max_faces, img.reduction)
             if not faces and track is not None:
                 tracked = track.kept_faces()  # a detector miss does not end tracks that hold
-        faces = tracked if tracked is not None else faces
+        # A session's tracks are capped like detections: the tracks beyond max_faces end.
+        faces = tracked[:max_faces] if tracked is not None else faces
         t2 = time.perf_counter()
         timings = {"decode": t1 - t0, ("detect" if detected else "track"): t2 - t1}
         crops = None

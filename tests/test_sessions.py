@@ -536,3 +536,22 @@ def test_session_storage_outage_is_503(client, astronaut):
         assert _code(client.delete("/sessions/down", headers={"X-API-Key": KEY_A}), 503) == "storage_unavailable"
     finally:
         sessions.store = store
+
+
+def test_max_faces_caps_tracked_faces_too(tmp_path):
+    """A session's tracked faces obey ``max_faces`` like detections: lowering it mid-session
+    answers that many faces and ends the other tracks."""
+    from fastapi.testclient import TestClient
+
+    from service.app import create_app
+    from service.settings import Settings
+
+    two = _jpeg(np.concatenate([skimage_data.astronaut()] * 2, axis=1))
+    settings = Settings(_env_file=None, data_dir=tmp_path, device="cpu", api_keys=[KEY_A], rate_limit_per_minute=0,
+                        session_storage="memory", request_timeout_s=120.0)
+    with TestClient(create_app(settings)) as c:
+        first = _frame(c, two, session_id="pair", max_faces="2").json()
+        assert len(first["faces"]) == 2 and first["session"]["tracks"] == 2
+        second = _frame(c, two, session_id="pair", max_faces="1").json()
+        assert second["session"]["detected"] is False
+        assert len(second["faces"]) == 1 and second["session"]["tracks"] == 1
