@@ -30,6 +30,15 @@ CANDIDATES: dict[str, tuple[str, int, list[str], str]] = {
     "mnv2_cf_96": ("jmlr_mobilenetv2_centerface", 96, [], "MobileNetV2, CenterFace init, 96 px"),
     "r18d_128": ("jmlr_resnet18d", 128, [], "ResNet-18-D, random init, 128 px"),
     "r18d_96": ("jmlr_resnet18d", 96, [], "ResNet-18-D, random init, 96 px"),
+    # the head's vertex rows on the targets' principal basis (jmlr.models.vertex_basis), at the
+    # long runs' detector-sized alignment jitter; the plain head beside it at the same jitter
+    "mnv2_cf_96_j15": ("jmlr_mobilenetv2_centerface", 96, ["data.augment.jitter.scale=0.15",
+                       "data.augment.jitter.rotate_deg=10", "data.augment.jitter.shift=0.05"],
+                       "MobileNetV2 CF 96 px, detector-sized jitter, plain head"),
+    "mnv2_cf_96_j15_basis": ("jmlr_mobilenetv2_centerface", 96, ["data.augment.jitter.scale=0.15",
+                             "data.augment.jitter.rotate_deg=10", "data.augment.jitter.shift=0.05",
+                             "vertex_basis=160"],
+                             "MobileNetV2 CF 96 px, detector-sized jitter, vertex basis head (K <= 160)"),
     "mnv2_cf_128_paper_units": ("jmlr_mobilenetv2_centerface", 128, ["output_stats=0", "loss.lambda_land=2.0"],
                                 "MobileNetV2 CenterFace 128 px without the output affine (paper units, lambda_land 2)"),
 }

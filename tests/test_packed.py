@@ -51,6 +51,23 @@ def test_pack_layout_and_resume(world):
         cli_main(world["args"][:-1] + ["--size", "64", "--no-progress"])
 
 
+def test_pack_records_its_scene_settings(world, monkeypatch):
+    """pack.json says which heads and world a pack was rendered with, and a resume with
+    other settings is refused rather than mixed in."""
+    import dataclasses
+
+    from jmlr.synth.heads import HEADS_ENV, HeadConfig
+    from jmlr.synth.world import WORLD_ENV, WorldConfig
+
+    for env in (HEADS_ENV, WORLD_ENV):  # restored afterwards: --world sets it for the workers
+        monkeypatch.delenv(env, raising=False)
+    gen = json.loads((world["pack"] / "pack.json").read_text())["generator"]
+    assert gen["heads"] == dataclasses.asdict(HeadConfig()) and gen["world"] == dataclasses.asdict(WorldConfig())
+    with pytest.raises(ValueError, match="world settings"):
+        cli_main(world["args"] + ["--world", "legacy"])
+    assert cli_main(world["args"] + ["--world", "no-such-element=1"]) == 2
+
+
 def test_targets_are_consistent_with_the_crop(world):
     from jmlr.facemodel import Topology
 

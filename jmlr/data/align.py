@@ -17,8 +17,14 @@ import cv2
 import numpy as np
 
 from jmlr.geometry.camera import project_points
-from jmlr.geometry.crop import (apply_affine, compose_affine, crop_transform, jitter_similarity,
-                                landmarks5_from_68, warp_crop)
+from jmlr.geometry.crop import (
+    apply_affine,
+    compose_affine,
+    crop_transform,
+    jitter_similarity,
+    landmarks5_from_68,
+    warp_crop,
+)
 
 
 @dataclass(frozen=True)
@@ -35,7 +41,7 @@ class AlignJitter:
     shift: float = 0.03
 
     @classmethod
-    def from_dict(cls, d: dict | None) -> "AlignJitter | None":
+    def from_dict(cls, d: dict | None) -> AlignJitter | None:
         if not d:
             return None
         return cls(**{k: float(v) for k, v in d.items()})

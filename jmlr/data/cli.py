@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import sys
 import time
 from pathlib import Path
 
@@ -30,15 +32,34 @@ def register(subparsers) -> None:
     p.add_argument("--no-effects", action="store_true", help="no blur/noise/colour cast/JPEG")
     p.add_argument("--workers", type=int, default=2, help="processes (rasterization is single-threaded)")
     p.add_argument("--threads", type=int, default=1, help="torch threads per process")
-    p.add_argument("--facemodel", type=Path, default=None, help="ICT-FaceKit npz (default $JMLR_FACEMODEL or ../shared)")
+    p.add_argument("--facemodel", type=Path, default=None,
+                   help="ICT-FaceKit npz (default $JMLR_FACEMODEL or ../shared)")
     p.add_argument("--topology", type=Path, default=None, help="topology npz (default the packaged one)")
+    p.add_argument("--heads", default=None, metavar="SPEC",
+                   help="head elements (jmlr.synth.heads.HeadConfig.parse: 'legacy', 'hair=0,makeup=0.6', JSON; "
+                        "default $JMLR_SYNTH_HEADS or all on); recorded in pack.json")
+    p.add_argument("--world", default=None, metavar="SPEC",
+                   help="world and camera elements (jmlr.synth.world.WorldConfig.parse, same forms; default "
+                        "$JMLR_SYNTH_WORLD or all on); recorded in pack.json")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from jmlr.synth.heads import HEADS_ENV, HeadConfig
+    from jmlr.synth.world import WORLD_ENV, WorldConfig
+
     from .packed import PackSpec, generate_pack, read_pack_info
 
+    # The worker processes read the scene settings from the environment they inherit.
+    for spec_str, env, config in ((args.heads, HEADS_ENV, HeadConfig), (args.world, WORLD_ENV, WorldConfig)):
+        if spec_str is not None:
+            try:
+                config.parse(spec_str)
+            except (ValueError, TypeError) as exc:
+                print(f"jmlr pack: bad {env} spec {spec_str!r}: {exc}", file=sys.stderr)
+                return 2
+            os.environ[env] = spec_str
     spec = PackSpec(images=args.images, size=args.size, zoom=args.zoom, chunk_size=args.chunk_size,
                     seed=args.seed, batch=args.batch, effects=not args.no_effects)
     t0 = time.perf_counter()

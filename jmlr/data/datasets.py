@@ -16,9 +16,9 @@ Normalisation to the network's mean/std happens on the device (:func:`normalise_
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Sequence
 
 import cv2
 import numpy as np
@@ -38,14 +38,14 @@ class AugmentConfig:
     color: float = 0.2
 
     @classmethod
-    def from_dict(cls, d: dict | None) -> "AugmentConfig":
+    def from_dict(cls, d: dict | None) -> AugmentConfig:
         d = dict(d or {})
         jit = d.pop("jitter", {"scale": 0.05, "rotate_deg": 5.0, "shift": 0.03})
         return cls(jitter=AlignJitter.from_dict(jit), flip=float(d.pop("flip", 0.5)),
                    color=float(d.pop("color", 0.2)), **d)
 
     @classmethod
-    def off(cls) -> "AugmentConfig":
+    def off(cls) -> AugmentConfig:
         return cls(jitter=None, flip=0.0, color=0.0)
 
 

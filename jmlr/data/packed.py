@@ -31,20 +31,20 @@ in torch. The batch dict is the one every source of ``jmlr.data.datasets`` yield
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
 import time
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
 
 import cv2
 import numpy as np
 import torch
 
-from jmlr.geometry.crop import (apply_affine, compose_affine, crop_transform, invert_affine,
-                                landmarks5_from_68)
+from jmlr.geometry.crop import apply_affine, compose_affine, crop_transform, invert_affine, landmarks5_from_68
 
 from .align import AlignJitter
 
@@ -144,6 +144,15 @@ def write_chunk(root: str | Path, spec: PackSpec, index: int, generator, progres
     return final
 
 
+def _scene_settings() -> dict:
+    """The scene generator's head and world probabilities (``$JMLR_SYNTH_HEADS``,
+    ``$JMLR_SYNTH_WORLD``, which the worker processes inherit), recorded in ``pack.json``."""
+    from jmlr.synth.heads import HeadConfig
+    from jmlr.synth.world import WorldConfig
+
+    return {"heads": dataclasses.asdict(HeadConfig.from_env()), "world": dataclasses.asdict(WorldConfig.from_env())}
+
+
 def _pack_meta(spec: PackSpec, topology, generator_settings: dict) -> dict:
     return {"format": PACK_FORMAT, "images": spec.images, "size": spec.size, "zoom": spec.zoom,
             "chunk_size": spec.chunk_size, "seed": spec.seed, "batch": spec.batch, "effects": spec.effects,
@@ -184,13 +193,18 @@ def generate_pack(root: str | Path, spec: PackSpec, facemodel_path: str | Path |
     facemodel_path = Path(facemodel_path) if facemodel_path else default_facemodel_path()
     topology = Topology.load(topology_path)
     meta_path = root / "pack.json"
-    meta = _pack_meta(spec, topology, {"facemodel": facemodel_path.name, "topology": topology_path.name})
+    meta = _pack_meta(spec, topology, {"facemodel": facemodel_path.name, "topology": topology_path.name,
+                                       **_scene_settings()})
     if meta_path.is_file():
         old = json.loads(meta_path.read_text("utf-8"))
         for key in ("size", "zoom", "chunk_size", "seed", "batch", "effects", "num_vertices"):
             if old.get(key) != meta[key]:
                 raise ValueError(f"{root} holds a pack with {key}={old.get(key)!r}, not {meta[key]!r}: "
                                  "use another folder")
+        for key in ("world", "heads"):  # packs from before these were recorded are trusted
+            if key in old.get("generator", {}) and old["generator"][key] != meta["generator"][key]:
+                raise ValueError(f"{root} holds a pack rendered with other {key} settings "
+                                 f"({old['generator'][key]} != {meta['generator'][key]}): use another folder")
     meta_path.write_text(json.dumps(meta, indent=1), "utf-8")
     todo = [i for i in range(spec.num_chunks) if not (root / _chunk_name(i) / "chunk.json").is_file()]
     remaining = sum(spec.chunk_count(i) for i in todo)
@@ -321,7 +335,8 @@ class PackedCrops:
         then the jitter when ``rng`` is given)."""
         chunk, j = self._locate(i)
         # stored px -> image px -> aligned crop at S0 -> the template scaled to S.
-        A = compose_affine(np.asarray(chunk["M_align"][j], np.float64), invert_affine(np.asarray(chunk["M"][j], np.float64)))
+        A = compose_affine(np.asarray(chunk["M_align"][j], np.float64),
+                           invert_affine(np.asarray(chunk["M"][j], np.float64)))
         A = compose_affine(_similarity_about_origin(self.size / self.stored_size), A)
         if rng is not None and self.jitter is not None:
             A = compose_affine(self.jitter.sample(rng, self.size), A)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 import csv
 import json
+import logging
 import os
 import random
 import time
@@ -42,7 +43,16 @@ from jmlr.facemodel.topology import Topology, default_topology_path
 from jmlr.models.jmlr_net import JMLRHead
 from jmlr.models.loss import LossWeights, unique_edges
 from jmlr.models.tasks import Task, get_task
+from jmlr.models.vertex_basis import (
+    attach_vertex_basis,
+    fold_vertex_basis,
+    plain_state_dict,
+    principal_vertex_basis,
+    vertex_basis_of,
+)
 from jmlr.paths import configs_dir
+
+log = logging.getLogger("jmlr.train")
 
 DEFAULT_CONFIG: dict[str, Any] = {
     "task": "jmlr",                 # jmlr | baseline_a | baseline_b
@@ -84,6 +94,8 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "init": None,                   # model-store folder to start from (continues a shipped model)
     "init_head": True,              # centre the output bias on the first batch's targets
     "output_stats": 2048,           # fresh JMLR runs: samples for the output affine (0 = off)
+    "vertex_basis": 0,              # JMLR runs: train the vertex rows of fc on the targets' K-dim
+                                    # principal basis (jmlr.models.vertex_basis; 0 = off, else K at most)
 }
 
 
@@ -190,10 +202,13 @@ def seed_everything(seed: int) -> None:
 # ----------------------------------------------------------------------------- checkpoints
 def save_checkpoint(ckpt_dir: Path, net: torch.nn.Module, optimizer: torch.optim.Optimizer,
                     meta: dict) -> Path:
-    """Write ``last.safetensors`` (net), ``last.optim.safetensors`` (optimizer tensors) and
-    ``last.json`` (meta + optimizer scalars), each atomically. Returns ``ckpt_dir``."""
+    """Write ``last.safetensors`` (net, plain layout), ``last.optim.safetensors`` (optimizer
+    tensors), ``last.json`` (meta + optimizer scalars) and, for a head trained on a vertex
+    basis, ``last.basis.safetensors`` (the basis its optimizer state refers to), each
+    atomically. Returns ``ckpt_dir``."""
     ckpt_dir.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().cpu().contiguous().clone() for k, v in net.state_dict().items()}
+    state = {k: v.detach().cpu().contiguous().clone() for k, v in plain_state_dict(net).items()}
+    basis = vertex_basis_of(net)
     opt = optimizer.state_dict()
     tensors, scalars = {}, {}
     for idx, st in opt["state"].items():
@@ -203,20 +218,54 @@ def save_checkpoint(ckpt_dir: Path, net: torch.nn.Module, optimizer: torch.optim
             else:
                 scalars[f"{idx}.{k}"] = v
     meta = dict(meta, optimizer={"param_groups": opt["param_groups"], "scalars": scalars})
-    for name, write in (("last.safetensors", lambda p: save_file(state, p)),
-                        ("last.optim.safetensors", lambda p: save_file(tensors, p)),
-                        ("last.json", lambda p: Path(p).write_text(json.dumps(meta, indent=1), "utf-8"))):
+    files: list[tuple[str, Callable[[str], Any]]] = [
+        ("last.safetensors", lambda p: save_file(state, p)),
+        ("last.optim.safetensors", lambda p: save_file(tensors, p))]
+    if basis is not None:
+        files.append(("last.basis.safetensors", lambda p: save_file({"basis": basis.detach().cpu().contiguous()}, p)))
+    else:
+        (ckpt_dir / "last.basis.safetensors").unlink(missing_ok=True)
+    files.append(("last.json", lambda p: Path(p).write_text(json.dumps(meta, indent=1), "utf-8")))
+    for name, write in files:
         tmp = ckpt_dir / f".{name}.tmp"
         write(str(tmp))
         os.replace(tmp, ckpt_dir / name)
     return ckpt_dir
 
 
+def checkpoint_basis(ckpt_dir: Path) -> torch.Tensor | None:
+    """The vertex basis a checkpoint's head was trained on (None: a plain head)."""
+    path = Path(ckpt_dir) / "last.basis.safetensors"
+    return load_file(str(path))["basis"] if path.is_file() else None
+
+
 def load_checkpoint(ckpt_dir: Path, net: torch.nn.Module, optimizer: torch.optim.Optimizer | None) -> dict:
-    """Restore net (and optimizer) from :func:`save_checkpoint` files; returns the meta."""
+    """Restore net (and optimizer) from :func:`save_checkpoint` files; returns the meta.
+
+    The weights are loaded in the plain layout: a net with a vertex basis attached gets
+    them projected onto its basis (exact when it is the checkpoint's own)."""
     meta = json.loads((ckpt_dir / "last.json").read_text("utf-8"))
-    net.load_state_dict(load_file(str(ckpt_dir / "last.safetensors")))
-    if optimizer is not None and (ckpt_dir / "last.optim.safetensors").is_file():
+    state = load_file(str(ckpt_dir / "last.safetensors"))
+    basis = vertex_basis_of(net)
+    if basis is not None:
+        with torch.no_grad():
+            net.fc.weight = state.pop("fc.weight").to(basis.device)
+            net.fc.bias = state.pop("fc.bias").to(basis.device)
+        missing, unexpected = net.load_state_dict(state, strict=False)
+        missing = [k for k in missing if not k.startswith("fc.parametrizations.")]
+        if missing or unexpected:
+            raise RuntimeError(f"checkpoint {ckpt_dir}: missing {missing[:3]}, unexpected {unexpected[:3]}")
+    else:
+        net.load_state_dict(state)
+    if optimizer is not None:
+        load_optimizer_state(ckpt_dir, optimizer, meta)
+    return meta
+
+
+def load_optimizer_state(ckpt_dir: Path, optimizer: torch.optim.Optimizer, meta: dict | None = None) -> None:
+    """Restore the optimizer tensors and scalars of :func:`save_checkpoint` (if saved)."""
+    meta = meta if meta is not None else json.loads((ckpt_dir / "last.json").read_text("utf-8"))
+    if (ckpt_dir / "last.optim.safetensors").is_file():
         tensors = load_file(str(ckpt_dir / "last.optim.safetensors"))
         state: dict[int, dict] = {}
         for key, v in tensors.items():
@@ -226,7 +275,6 @@ def load_checkpoint(ckpt_dir: Path, net: torch.nn.Module, optimizer: torch.optim
             idx, k = key.split(".", 1)
             state.setdefault(int(idx), {})[k] = v
         optimizer.load_state_dict({"state": state, "param_groups": meta["optimizer"]["param_groups"]})
-    return meta
 
 
 # ----------------------------------------------------------------------------- data
@@ -464,14 +512,20 @@ def train(cfg: dict, batches: Iterator[dict] | None = None) -> dict:
     spec = get_task(run.task)
     net, init_manifest = _build_network(run, spec)
     peak_lr = scaled_lr(float(run.cfg["optim"]["lr"]), run.batch * run.world, int(run.cfg["optim"]["lr_batch"]))
-    optimizer = make_optimizer(run.cfg["optim"], _param_groups(net, float(run.cfg["optim"]["weight_decay"])), peak_lr)
-    start_step, resumed_prior = _resume(run, net, optimizer)
+    start_step, resumed_prior, resume_dir = _resume(run, net)
     if batches is None:
         batches = _data_source(run, spec, start_step)
     to_inputs = _Inputs(spec.inputs, net.config["normalisation"], bool(run.cfg.get("channels_last", True)))
     pending: list[dict] = []
     if start_step == 0 and init_manifest is None:
         pending = _initialise_fresh(run, net, spec, batches, to_inputs)
+    same_basis = _attach_vertex_basis(run, net, spec, batches, pending, resume_dir)
+    optimizer = make_optimizer(run.cfg["optim"], _param_groups(net, float(run.cfg["optim"]["weight_decay"])), peak_lr)
+    if resume_dir is not None:
+        if same_basis:
+            load_optimizer_state(resume_dir, optimizer)
+        else:
+            log.warning("resumed %s with another head parametrisation: optimizer state not restored", resume_dir)
     # A resumed run carries its own init's prior in the checkpoint (init is not reloaded then).
     images_before = prior_images_seen(init_manifest) if resumed_prior is None else resumed_prior
 
@@ -483,6 +537,7 @@ def train(cfg: dict, batches: Iterator[dict] | None = None) -> dict:
         step = summary["step"]
         save_checkpoint(run.ckpt_dir, net, optimizer, meta_at(step))
         if run.cfg.get("export"):
+            fold_vertex_basis(net)  # the store keeps the plain fc layout
             summary["export"] = str(_export(run, net, meta_at(step)))
     if run.world > 1:
         dist.barrier()
@@ -517,19 +572,46 @@ def _build_network(run: _Run, spec: Task) -> tuple[torch.nn.Module, dict | None]
     return net, init_manifest
 
 
-def _resume(run: _Run, net: torch.nn.Module, optimizer: torch.optim.Optimizer) -> tuple[int, int | None]:
-    """Restore ``resume`` (a checkpoint folder, or "auto": this run's own if any).
+def _resume(run: _Run, net: torch.nn.Module) -> tuple[int, int | None, Path | None]:
+    """Restore the weights of ``resume`` (a checkpoint folder, or "auto": this run's own
+    if any); the optimizer's state is restored once the optimizer exists.
 
-    Returns the step to start from and the images the network had seen before this run
-    began (its ``--init`` model's total; None when not resuming)."""
+    Returns the step to start from, the images the network had seen before this run
+    began (its ``--init`` model's total; None when not resuming) and the checkpoint folder."""
     resume = run.cfg.get("resume")
     if resume == "auto":
         resume = run.ckpt_dir if (run.ckpt_dir / "last.json").is_file() else None
     if not resume:
-        return 0, None
-    meta = load_checkpoint(Path(resume), net, optimizer)
+        return 0, None, None
+    meta = load_checkpoint(Path(resume), net, None)
     prior = int(meta.get("images_seen_total", 0)) - int(meta.get("images_seen", 0))
-    return int(meta["step"]), prior
+    return int(meta["step"]), prior, Path(resume)
+
+
+def _attach_vertex_basis(run: _Run, net: torch.nn.Module, spec: Task, batches: Iterator[dict],
+                         pending: list[dict], resume_dir: Path | None) -> bool:
+    """Put the head's vertex rows on a principal basis (config ``vertex_basis``): the
+    resumed checkpoint's own, else one computed from ``output_stats`` training targets
+    (the batches already drawn in ``pending`` first; any more drawn are added to it, to be
+    trained on). Returns whether the head has the same parametrisation as the resumed
+    checkpoint (True when not resuming)."""
+    saved = checkpoint_basis(resume_dir) if resume_dir is not None else None
+    rank = int(run.cfg.get("vertex_basis") or 0)
+    if saved is not None:
+        attach_vertex_basis(net, saved.to(run.device))
+        return True
+    if rank <= 0 or not isinstance(net, JMLRHead):
+        return resume_dir is None
+    if run.world > 1:
+        raise ValueError("vertex_basis is not supported with several processes yet (every rank must agree on it)")
+    want = max(int(run.cfg.get("output_stats") or 0), 4 * rank)
+    while len(pending) * run.batch < want:
+        pending.append(_to_device(next(batches), run.device))
+    targets = torch.cat([spec.targets(b, run.size) for b in pending])
+    basis = principal_vertex_basis(targets, net.num_vertices, net.out_mean, net.out_scale, max_rank=rank)
+    log.info("vertex basis: %d components from %d targets", basis.shape[1], len(targets))
+    attach_vertex_basis(net, basis)
+    return resume_dir is None
 
 
 def _data_source(run: _Run, spec: Task, start_step: int) -> Iterator[dict]:
