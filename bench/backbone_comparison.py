@@ -39,6 +39,13 @@ CANDIDATES: dict[str, tuple[str, int, list[str], str]] = {
                              "data.augment.jitter.rotate_deg=10", "data.augment.jitter.shift=0.05",
                              "vertex_basis=160"],
                              "MobileNetV2 CF 96 px, detector-sized jitter, vertex basis head (K <= 160)"),
+    # the same on the earlier (legacy) renders: the data A/B of the realism issue (--packs decides)
+    "mnv2_cf_96_j15_legacy": ("jmlr_mobilenetv2_centerface", 96, ["data.augment.jitter.scale=0.15",
+                              "data.augment.jitter.rotate_deg=10", "data.augment.jitter.shift=0.05"],
+                              "MobileNetV2 CF 96 px, detector-sized jitter, plain head, legacy renders"),
+    "mnv2_cf_96_j15_mix": ("jmlr_mobilenetv2_centerface", 96, ["data.augment.jitter.scale=0.15",
+                           "data.augment.jitter.rotate_deg=10", "data.augment.jitter.shift=0.05"],
+                           "MobileNetV2 CF 96 px, detector-sized jitter, plain head, realistic + legacy renders"),
     "mnv2_cf_128_paper_units": ("jmlr_mobilenetv2_centerface", 128, ["output_stats=0", "loss.lambda_land=2.0"],
                                 "MobileNetV2 CenterFace 128 px without the output affine (paper units, lambda_land 2)"),
 }
