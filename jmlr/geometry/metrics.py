@@ -11,15 +11,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from jmlr.geometry.camera import transform_points
 from jmlr.geometry.rotation import geodesic_angle_deg, head_pose_euler, wrap_angle_deg
 
 M_TO_MM = 1000.0
 #: Weight of the shape term in the challenge score (paper eq. 7).
 SHAPE_TERM_WEIGHT = 10.0
-
-
-def _apply(V: np.ndarray, R_t: np.ndarray) -> np.ndarray:
-    return V @ R_t[..., :3, :3] + R_t[..., None, 3, :3]
 
 
 def _mean_l2_mm(A: np.ndarray, B: np.ndarray) -> np.ndarray:
@@ -56,10 +53,10 @@ def challenge_score(
     V_pred = np.asarray(V_pred, dtype=np.float64)
     R_t_gt = np.asarray(R_t_gt, dtype=np.float64)
     R_t_pred = np.asarray(R_t_pred, dtype=np.float64)
-    V1 = _apply(V_gt, R_t_gt)
-    V2 = _apply(V_pred, R_t_pred)
-    V3 = _apply(V_gt, R_t_pred)
-    V4 = _apply(V_pred, R_t_gt)
+    V1 = transform_points(V_gt, R_t_gt)
+    V2 = transform_points(V_pred, R_t_pred)
+    V3 = transform_points(V_gt, R_t_pred)
+    V4 = transform_points(V_pred, R_t_gt)
     t12 = _mean_l2_mm(V1, V2)
     t13 = _mean_l2_mm(V1, V3)
     t14 = _mean_l2_mm(V1, V4)
@@ -104,7 +101,7 @@ def pose_metrics(
     }
     if V_gt is not None:
         V_gt = np.asarray(V_gt, dtype=np.float64)
-        out["add_mm"] = _mean_l2_mm(_apply(V_gt, R_t_gt), _apply(V_gt, R_t_pred))
+        out["add_mm"] = _mean_l2_mm(transform_points(V_gt, R_t_gt), transform_points(V_gt, R_t_pred))
     return _reduce(out, reduce)
 
 
