@@ -53,6 +53,16 @@ def _canonical_rvec(rvec: np.ndarray) -> np.ndarray:
     return r * (1.0 - 2.0 * np.pi / theta) if theta > np.pi else r
 
 
+def _camera_arrays(K: np.ndarray | Intrinsics, dist: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    # K (3, 3) float64 and OpenCV's distortion vector (zeros for none) from a K or an
+    # Intrinsics (whose distortion is used when ``dist`` is None).
+    if isinstance(K, Intrinsics):
+        dist = K.dist_coeffs if dist is None else dist
+        K = K.K
+    K = np.asarray(K, dtype=np.float64).reshape(3, 3)
+    return K, np.zeros(5) if dist is None else np.asarray(dist, dtype=np.float64).ravel()
+
+
 def _initial_pose(
     obj: np.ndarray, img: np.ndarray, K: np.ndarray, dist: np.ndarray, method: int
 ) -> tuple[np.ndarray, np.ndarray] | None:
@@ -89,13 +99,9 @@ def solve_pnp(
     Returns:
         :class:`PnPResult` in both the OpenCV and the challenge convention.
     """
-    if isinstance(K, Intrinsics):
-        dist = K.dist_coeffs if dist is None else dist
-        K = K.K
+    K, dist = _camera_arrays(K, dist)
     obj = np.ascontiguousarray(object_points, dtype=np.float64).reshape(-1, 3)
     img = np.ascontiguousarray(image_points, dtype=np.float64).reshape(-1, 2)
-    K = np.asarray(K, dtype=np.float64).reshape(3, 3)
-    dist = np.zeros(5) if dist is None else np.asarray(dist, dtype=np.float64).ravel()
     if len(obj) != len(img) or len(obj) < 3:
         raise ValueError(f"need N >= 3 matching points, got {len(obj)} 3D and {len(img)} 2D")
     found = _initial_pose(obj, img, K, dist, method)
@@ -120,16 +126,13 @@ def pose_result(
     world m and the RMS pixel distance to ``image_points`` (N, 2), with K (and the
     distortion). What `solve_pnp` returns for its solution; also for a pose that was
     changed after PnP (a smoothed one)."""
-    if isinstance(K, Intrinsics):
-        dist = K.dist_coeffs if dist is None else dist
-        K = K.K
+    K, dist = _camera_arrays(K, dist)
     obj = np.ascontiguousarray(object_points, dtype=np.float64).reshape(-1, 3)
     img = np.asarray(image_points, dtype=np.float64).reshape(-1, 2)
     R_cv = np.asarray(R_cv, dtype=np.float64).reshape(3, 3)
     t_cv = np.asarray(t_cv, dtype=np.float64).reshape(3)
-    dist = np.zeros(5) if dist is None else np.asarray(dist, dtype=np.float64).ravel()
     rvec, _ = cv2.Rodrigues(R_cv)
-    proj, _ = cv2.projectPoints(obj, rvec, t_cv, np.asarray(K, dtype=np.float64).reshape(3, 3), dist)
+    proj, _ = cv2.projectPoints(obj, rvec, t_cv, K, dist)
     proj = proj.reshape(-1, 2)
     rms = float(np.sqrt(np.mean(np.sum((proj - img) ** 2, axis=1))))
     depth = obj @ R_cv[2] + t_cv[2]
