@@ -57,17 +57,10 @@ class OrtModel:
         """uint8 (B, S, S, 3) (or one (S, S, 3)) RGB crops -> verts (B, N, 3) float32
         head-frame m, points (B, N, 2) float32 crop px; ``flip_tta`` also runs the mirrored
         crops and averages (as `jmlr.store.LoadedModel.predict`)."""
-        from jmlr.store import unflip_predictions
+        from jmlr.store import crop_batch, unflip_predictions
 
-        crops = np.asarray(crops)
-        if crops.ndim == 3:
-            crops = crops[None]
         s = self.input_size
-        if crops.ndim != 4 or crops.shape[1:] != (s, s, 3):
-            raise ValueError(f"crops must be (B, {s}, {s}, 3) RGB, got {crops.shape}")
-        if crops.dtype != np.uint8:
-            raise ValueError(f"crops must be uint8, got {crops.dtype}")
-        crops = np.ascontiguousarray(crops)
+        crops = crop_batch(crops, s)
         verts, points = self._run(crops)
         if flip_tta:
             vf, pf = unflip_predictions(*self._run(np.ascontiguousarray(crops[:, :, ::-1])), self._flip_index, s)

@@ -4,11 +4,19 @@ See ``jmlr.store.manifest`` for the format. ``load_model`` never unpickles anyth
 """
 
 from .export import export_checkpoint, export_model, make_random_model, set_default_model
-from .load import LoadedModel, default_model_name, list_models, load_model, load_topology, unflip_predictions
+from .load import (
+    LoadedModel,
+    crop_batch,
+    default_model_name,
+    list_models,
+    load_model,
+    load_topology,
+    unflip_predictions,
+)
 from .manifest import ModelStoreError, read_manifest
 
 __all__ = [
     "ModelStoreError", "LoadedModel", "load_model", "list_models", "default_model_name",
     "export_model", "export_checkpoint", "make_random_model", "set_default_model",
-    "read_manifest", "load_topology", "unflip_predictions",
+    "read_manifest", "load_topology", "unflip_predictions", "crop_batch",
 ]

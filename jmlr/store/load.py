@@ -20,7 +20,7 @@ from jmlr.paths import default_model_store
 from .manifest import MANIFEST_NAME, ModelStoreError, read_manifest, sha256_file
 
 __all__ = ["LoadedModel", "load_model", "list_models", "default_model_name", "load_topology",
-           "unflip_predictions"]
+           "unflip_predictions", "crop_batch"]
 
 
 def load_topology(path: str | Path) -> Topology:
@@ -36,6 +36,23 @@ def _task(name: str) -> Task:
         return get_task(name)
     except KeyError:
         raise ModelStoreError(f"task {name!r} unknown to this code (known: {sorted(TASKS)})") from None
+
+
+def crop_batch(crops: np.ndarray, size: int) -> np.ndarray:
+    """What every backend's ``predict`` takes, checked: uint8 ``(B, S, S, 3)`` (or one
+    ``(S, S, 3)``) RGB crops -> a C-contiguous uint8 ``(B, S, S, 3)`` array.
+
+    Raises:
+        ValueError: another shape or dtype.
+    """
+    crops = np.asarray(crops)
+    if crops.ndim == 3:
+        crops = crops[None]
+    if crops.ndim != 4 or crops.shape[1:] != (size, size, 3):
+        raise ValueError(f"crops must be (B, {size}, {size}, 3) RGB, got {crops.shape}")
+    if crops.dtype != np.uint8:
+        raise ValueError(f"crops must be uint8, got {crops.dtype}")
+    return np.ascontiguousarray(crops)
 
 
 def unflip_predictions(verts, points, flip_index, input_size: int):
@@ -91,15 +108,7 @@ class LoadedModel:
 
     def preprocess(self, crops: np.ndarray) -> torch.Tensor:
         """uint8 ``(B, S, S, 3)`` RGB -> normalised float32 ``(B, 3, S, S)`` on ``device``."""
-        crops = np.asarray(crops)
-        if crops.ndim == 3:
-            crops = crops[None]
-        s = self.input_size
-        if crops.ndim != 4 or crops.shape[1:] != (s, s, 3):
-            raise ValueError(f"crops must be (B, {s}, {s}, 3) RGB, got {crops.shape}")
-        if crops.dtype != np.uint8:
-            raise ValueError(f"crops must be uint8, got {crops.dtype}")
-        x = torch.from_numpy(np.ascontiguousarray(crops)).to(self.device)
+        x = torch.from_numpy(crop_batch(crops, self.input_size)).to(self.device)
         x = x.permute(0, 3, 1, 2).float().div_(255.0)
         return (x - self._mean) / self._std
 
