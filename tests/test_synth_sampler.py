@@ -7,7 +7,7 @@ import numpy as np
 from jmlr.geometry.camera import WCPA_PROJECTION_MATRIX, intrinsics_from_projection, project_points
 from jmlr.geometry.crop import apply_affine
 from jmlr.synth.layout import (
-    ChallengeDataset,
+    ChallengeSamples,
     load_sample,
     read_intrinsics,
     read_list,
@@ -149,7 +149,7 @@ def test_layout_round_trip(tmp_path):
         assert info["coeffs"].shape == (153,)
     np.testing.assert_allclose(read_intrinsics(tmp_path), K, atol=1e-6)
     np.testing.assert_allclose(read_intrinsics(tmp_path, (400, 400))[0, 2], 200)
-    assert len(ChallengeDataset(tmp_path)) == 2
+    assert len(ChallengeSamples(tmp_path)) == 2
 
 
 def test_contact_sheet_and_wireframe():

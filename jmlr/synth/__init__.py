@@ -28,7 +28,7 @@ _EXPORTS = {
     "SyntheticCropStream": "stream",
     "CropJitter": "stream",
     "ChallengeSample": "layout",
-    "ChallengeDataset": "layout",
+    "ChallengeSamples": "layout",
     "iter_samples": "layout",
     "load_sample": "layout",
     "read_list": "layout",

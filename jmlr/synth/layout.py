@@ -30,7 +30,7 @@ from jmlr.geometry.camera import WCPA_IMAGE_SIZE, WCPA_PROJECTION_MATRIX, intrin
 __all__ = [
     "LIST_HEADER",
     "ChallengeSample",
-    "ChallengeDataset",
+    "ChallengeSamples",
     "sample_paths",
     "write_sample",
     "write_resources",
@@ -150,8 +150,10 @@ def iter_samples(root: str | Path, list_name: str = "all") -> Iterator[Challenge
         yield load_sample(root, *row)
 
 
-class ChallengeDataset:
-    """Indexable view of a list: ``ds[i]`` is a `ChallengeSample`."""
+class ChallengeSamples:
+    """Indexable view of a list of a challenge-layout folder: ``samples[i]`` is a
+    `ChallengeSample` (raw: image path, vertices, R_t, 68 landmarks). The training
+    dataset of crops is `jmlr.data.datasets.ChallengeDataset`."""
 
     def __init__(self, root: str | Path, list_name: str = "all"):
         self.root = Path(root)

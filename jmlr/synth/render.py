@@ -21,6 +21,8 @@ from dataclasses import dataclass
 
 import torch
 
+from jmlr.geometry.camera import transform_points
+
 __all__ = [
     "Fragments",
     "RenderOutput",
@@ -382,9 +384,7 @@ def render_mesh(verts_world: torch.Tensor, faces: torch.Tensor, R_t: torch.Tenso
     Returns:
         `RenderOutput` with the sRGB-like image in [0, 1].
     """
-    R = R_t[:, :3, :3]
-    T = R_t[:, 3:4, :3]
-    cam = verts_world @ R + T
+    cam = transform_points(verts_world, R_t)
     points, z = project_to_screen(cam, K)
     frags = rasterize(points, z, faces, image_size)
     normals = vertex_normals(cam, faces)

@@ -34,6 +34,8 @@ import threading
 import numpy as np
 import torch
 
+from jmlr.geometry.camera import transform_points
+
 from .render import Fragments, Lighting, RenderOutput, face_normals, fragments_from_faces, vertex_normals
 
 __all__ = ["GLRenderer", "GLUnavailable", "gl_renderer", "gl_available", "has_context"]
@@ -369,7 +371,7 @@ class GLRenderer:
         self._upload("normal", normals.numpy())
         self._upload("albedo", albedo.detach().float().cpu().expand(B, V, 3).contiguous().numpy())
         self._upload("so", torch.stack([spec, occ], -1).numpy())
-        z = (v @ R + T[:, None])[..., 2].neg_()
+        z = transform_points(v, R_t)[..., 2].neg_()
         depth_ab = np.array([_depth_coefficients(*_depth_range(zb)) for zb in z.numpy()])
         light = Lighting(*(t.detach().float().cpu() for t in (lighting.ambient, lighting.directions, lighting.colors,
                                                                 lighting.specular, lighting.shininess)))

@@ -18,7 +18,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from jmlr.geometry.camera import WCPA_IMAGE_SIZE, WCPA_PROJECTION_MATRIX, intrinsics_from_projection
+from jmlr.geometry.camera import (
+    WCPA_IMAGE_SIZE,
+    WCPA_PROJECTION_MATRIX,
+    intrinsics_from_projection,
+    transform_points,
+)
 
 from .appearance import (
     HeadRegions,
@@ -525,7 +530,7 @@ def _world_rngs(rng, batch: int) -> list[dict[str, np.random.Generator]]:
 def _project(V: np.ndarray, R_t: np.ndarray, K: np.ndarray) -> np.ndarray:
     """World points (B, N, 3) -> pixels (B, N, 2) (row-vector R_t, OpenGL camera);
     K (3, 3) or one per capture (B, 3, 3)."""
-    cam = V @ R_t[:, :3, :3] + R_t[:, None, 3, :3]
+    cam = transform_points(V, R_t)
     cv = cam * np.array([1.0, -1.0, -1.0])
     p = cv @ np.swapaxes(np.asarray(K), -1, -2)
     return p[..., :2] / np.maximum(p[..., 2:3], 1e-9)

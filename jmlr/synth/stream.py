@@ -24,6 +24,7 @@ from jmlr.geometry.crop import (
     landmarks5_from_68,
     similarity_scale,
 )
+from jmlr.geometry.crop import jitter_similarity as geometry_jitter
 
 from .scene import SyntheticFaceGenerator, _project, numpy_threads_like_torch
 
@@ -44,15 +45,9 @@ class CropJitter:
 
 
 def jitter_similarity(rng: np.random.Generator, batch: int, size: int, jitter: CropJitter) -> np.ndarray:
-    """Random similarities (B, 2, 3) of crop px about the crop centre."""
-    s = 1 + rng.uniform(-jitter.scale, jitter.scale, batch)
-    a = np.deg2rad(rng.uniform(-jitter.rotation, jitter.rotation, batch))
-    t = rng.uniform(-jitter.shift, jitter.shift, (batch, 2)) * size
-    c = (size - 1) / 2.0
-    A = np.stack([np.stack([s * np.cos(a), -s * np.sin(a)], -1), np.stack([s * np.sin(a), s * np.cos(a)], -1)], -2)
-    centre = np.array([c, c])
-    trans = centre - A @ centre + t
-    return np.concatenate([A, trans[..., None]], -1)
+    """Random similarities (B, 2, 3) of crop px about the crop centre
+    (`jmlr.geometry.crop.jitter_similarity` with a `CropJitter`'s bounds)."""
+    return geometry_jitter(rng, batch, size, jitter.scale, jitter.rotation, jitter.shift)
 
 
 def zoom_about_centre(size: int, zoom: float) -> np.ndarray:
