@@ -63,6 +63,10 @@ def test_pack_records_its_scene_settings(world, monkeypatch):
         monkeypatch.delenv(env, raising=False)
     gen = json.loads((world["pack"] / "pack.json").read_text())["generator"]
     assert gen["heads"] == dataclasses.asdict(HeadConfig()) and gen["world"] == dataclasses.asdict(WorldConfig())
+    from jmlr.synth.backgrounds import photo_backgrounds
+
+    photos = photo_backgrounds()
+    assert gen["background_photos"] == ([] if photos is None else [Path(n).name for n in photos.names])
     with pytest.raises(ValueError, match="world settings"):
         cli_main(world["args"] + ["--world", "legacy"])
     assert cli_main(world["args"] + ["--world", "no-such-element=1"]) == 2

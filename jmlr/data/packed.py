@@ -147,10 +147,15 @@ def write_chunk(root: str | Path, spec: PackSpec, index: int, generator, progres
 def _scene_settings() -> dict:
     """The scene generator's head and world probabilities (``$JMLR_SYNTH_HEADS``,
     ``$JMLR_SYNTH_WORLD``, which the worker processes inherit), recorded in ``pack.json``."""
+    from jmlr.synth.backgrounds import photo_backgrounds
     from jmlr.synth.heads import HeadConfig
     from jmlr.synth.world import WorldConfig
 
-    return {"heads": dataclasses.asdict(HeadConfig.from_env()), "world": dataclasses.asdict(WorldConfig.from_env())}
+    world = WorldConfig.from_env()
+    photos = photo_backgrounds() if world.photo_background > 0 else None
+    return {"heads": dataclasses.asdict(HeadConfig.from_env()), "world": dataclasses.asdict(world),
+            # which photographs the backgrounds were cut from (those installed when it ran)
+            "background_photos": [] if photos is None else [Path(n).name for n in photos.names]}
 
 
 def _pack_meta(spec: PackSpec, topology, generator_settings: dict) -> dict:
