@@ -6,7 +6,9 @@ jitter, with camera effects) whose expression weights are known, and fits the we
 
   (a) to the ground-truth topology vertices: the upper bound of the method;
   (b) to the shipped model's predicted vertices (``jmlr.store`` load + predict on the
-      crops): what the service returns today.
+      crops);
+  (c) to the same vertices and the network's 2D points in the frame, posed by PnP as the
+      service poses them (`BlendshapeSolver.fit_with_points`).
 
 The solver's ``noise_m`` (identity prior strength) and ``l1`` (sparsity) are chosen per
 case on a separate validation draw (``--val``) from ``--noise-mm`` x ``--l1``, then
@@ -38,6 +40,8 @@ import torch
 
 from jmlr.facemodel import FaceModel, Topology
 from jmlr.facemodel.blendshapes import BlendshapeBasis, BlendshapeSolver, arkit_mapping
+from jmlr.geometry.crop import apply_affine, invert_affine
+from jmlr.geometry.pnp import solve_pnp
 from jmlr.store import default_model_name, load_model
 from jmlr.synth.stream import CropJitter, SyntheticCropStream
 
@@ -47,20 +51,28 @@ ACTIVE, INACTIVE = 0.1, 0.05
 
 
 def draw(model, facemodel, topology, n: int, seed: int, batch: int = 32) -> dict[str, np.ndarray]:
-    """n held-out faces: ground-truth and predicted vertices, true expression weights."""
+    """n held-out faces: ground-truth and predicted vertices, true expression weights, and
+    what the 2D fit reads: the predicted points in the frame (px), K, and the pose PnP
+    gives (as the service computes it)."""
     stream = SyntheticCropStream(facemodel, topology, size=model.input_size, batch_size=batch, seed=seed,
                                  jitter=CropJitter.none(), effects=True)
-    gt, pred, expr = [], [], []
+    out: dict[str, list] = {k: [] for k in ("gt", "pred", "expression", "points", "K", "R_cv", "t_cv")}
     with torch.no_grad():
-        while sum(len(v) for v in gt) < n:
+        while sum(len(v) for v in out["gt"]) < n:
             b = stream.next_batch(return_params=True)
             crops = (b["image"].permute(0, 2, 3, 1).numpy() * 255).round().clip(0, 255).astype(np.uint8)
-            v, _ = model.predict(crops)
-            gt.append(b["verts"].numpy())
-            pred.append(v)
-            expr.append(b["params"].expression)
-    cat = lambda xs: np.concatenate(xs)[:n]  # noqa: E731
-    return {"gt": cat(gt), "pred": cat(pred), "expression": cat(expr)}
+            v, pts = model.predict(crops)
+            M, K = b["M"].numpy().astype(np.float64), b["K"].numpy().astype(np.float64)
+            img_pts = np.stack([apply_affine(invert_affine(M[i]), pts[i].astype(np.float64)) for i in range(len(v))])
+            poses = [solve_pnp(v[i].astype(np.float64), img_pts[i], K[i]) for i in range(len(v))]
+            out["gt"].append(b["verts"].numpy())
+            out["pred"].append(v)
+            out["expression"].append(b["params"].expression)
+            out["points"].append(img_pts)
+            out["K"].append(K)
+            out["R_cv"].append(np.stack([p.R_cv for p in poses]))
+            out["t_cv"].append(np.stack([np.asarray(p.t_cv).reshape(3) for p in poses]))
+    return {k: np.concatenate(xs)[:n] for k, xs in out.items()}
 
 
 def errors(est: np.ndarray, truth: np.ndarray, names: tuple[str, ...]) -> dict[str, dict[str, float]]:
@@ -99,6 +111,25 @@ def choose_options(basis, V_val, truth_val, names, grid_mm, grid_l1) -> tuple[fl
     return best
 
 
+def fit_points(solver: BlendshapeSolver, d: dict[str, np.ndarray], weight: float) -> np.ndarray:
+    """ARKit weights of the 2D + 3D fit, one face per call (as the service fits them)."""
+    return np.stack([solver.fit_with_points(d["pred"][i], d["points"][i], d["R_cv"][i], d["t_cv"][i], d["K"][i],
+                                            points_weight=weight).arkit for i in range(len(d["pred"]))])
+
+
+def choose_points_options(basis, val, truth_val, names, grid_mm, grid_l1, grid_w) -> tuple[float, float, float]:
+    best, best_score = (grid_mm[0], grid_l1[0], grid_w[0]), np.inf
+    for mm in grid_mm:
+        for l1 in grid_l1:
+            solver = BlendshapeSolver(basis, noise_m=mm * 1e-3, l1=l1)
+            for w in grid_w:
+                e = errors(fit_points(solver, val, w), truth_val, names)["all"]
+                score = 0.5 * (e["active"] + e["inactive"])
+                if score < best_score:
+                    best, best_score = (mm, l1, w), score
+    return best
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default=None, help="model in the store (default: the store's cpu default)")
@@ -107,6 +138,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=14014)
     ap.add_argument("--noise-mm", type=float, nargs="+", default=[0.1, 1.0, 2.0, 4.0, 8.0])
     ap.add_argument("--l1", type=float, nargs="+", default=[1e-7, 1e-6, 1e-5, 3e-5, 1e-4, 3e-4])
+    ap.add_argument("--points-weight", type=float, nargs="+", default=[1.0, 4.0, 16.0, 64.0],
+                    help="weights of the 2D term tried for case (c)")
     ap.add_argument("--cache", default=None, help="npz of the rendered faces and predictions, reused if present")
     ap.add_argument("--markdown", default=None, help="append the result table to this file")
     args = ap.parse_args()
@@ -117,11 +150,13 @@ def main() -> None:
     basis = BlendshapeBasis.load().for_topology(model.topology)
     names, to_arkit = arkit_mapping(basis.expression_names)
 
-    if args.cache and os.path.isfile(args.cache):
+    cached = args.cache and os.path.isfile(args.cache)
+    if cached:
         with np.load(args.cache) as d:
             val = {k[4:]: d[k] for k in d.files if k.startswith("val_")}
             test = {k[5:]: d[k] for k in d.files if k.startswith("test_")}
-    else:
+        cached = "points" in test  # caches from before the 2D fit are rendered again
+    if not cached:
         t0 = time.perf_counter()
         val = draw(model, facemodel, topology, args.val, args.seed)
         test = draw(model, facemodel, topology, args.test, args.seed + 1)
@@ -141,6 +176,17 @@ def main() -> None:
                 cpu_ms_per_face(solver, test[key], 32, details=False))
         rows.append((case, f"{mm:g}, {l1:g}", e, cost, float(fit.rms_m.mean() * 1e3)))
 
+    # (c) the same predictions plus the network's 2D points, posed by PnP (fit_with_points).
+    mm, l1, w = choose_points_options(basis, val, truth_val, names, [2.0, 8.0], [1e-6, 1e-5, 1e-4],
+                                      args.points_weight)
+    solver = BlendshapeSolver(basis, noise_m=mm * 1e-3, l1=l1)
+    e = errors(fit_points(solver, test, w), truth, names)
+    c0 = time.process_time()
+    fit_points(solver, test, w)
+    ms = (time.process_time() - c0) / len(test["pred"]) * 1e3
+    rows.append((f"(c) {model.name} predictions + 2D points", f"{mm:g}, {l1:g}, 2D weight {w:g}", e,
+                 (ms, float("nan"), float("nan")), float("nan")))
+
     zeros = errors(np.zeros_like(truth), truth, names)
     groups = ["all"] + [g for g, _ in GROUPS]
     lines = [
@@ -158,7 +204,8 @@ def main() -> None:
     ]
     for case, mm, e, cost, rms in rows:
         cells = " | ".join(f"{e[g]['active']:.3f} / {e[g]['inactive']:.3f}" for g in groups)
-        lines.append(f"| {case} | {mm} | {cells} | {rms:.2f} | " + " | ".join(f"{c:.2f}" for c in cost) + " |")
+        fmt = lambda x: "" if np.isnan(x) else f"{x:.2f}"  # noqa: E731
+        lines.append(f"| {case} | {mm} | {cells} | {fmt(rms)} | " + " | ".join(fmt(c) for c in cost) + " |")
     cells = " | ".join(f"{zeros[g]['active']:.3f} / {zeros[g]['inactive']:.3f}" for g in groups)
     lines.append(f"| all zeros | | {cells} | | | | |")
     counts = " | ".join(str(zeros[g]["n_active"]) for g in groups)

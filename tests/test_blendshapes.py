@@ -201,3 +201,30 @@ def test_cli_without_a_face_model_says_how_to_get_one(tmp_path, capsys):
                  "--out", str(tmp_path / "b.npz")]) == 1
     assert "jmlr facemodel build" in capsys.readouterr().err
     assert not (tmp_path / "b.npz").exists()
+
+
+def test_points_carry_the_expression_a_flat_mesh_lacks(basis):
+    """A network that gets the 2D points right but the mesh's expression wrong (here: none
+    at all): the 3D fit reads nothing, the 2D + 3D fit reads the weights from the points."""
+    from jmlr.geometry.rotation import euler_to_matrix
+
+    V, expr = _faces(basis, 6, seed=7)
+    flat = V - np.einsum("be,enc->bnc", expr, basis.expression)  # the same faces, expression removed
+    solver = BlendshapeSolver(basis, noise_m=8e-3, l1=1e-5)
+    K = np.array([[900.0, 0.0, 320.0], [0.0, 900.0, 240.0], [0.0, 0.0, 1.0]])
+    errs_3d, errs_2d = [], []
+    for b in range(len(V)):
+        R_cv = np.diag([1.0, -1.0, -1.0]) @ euler_to_matrix(15.0 * (b - 2), 5.0 * (b % 3 - 1), 3.0)
+        t_cv = np.array([0.03 * (b - 2), 0.01, 0.45 + 0.05 * b]) - R_cv @ V[b].mean(0)
+        cam = V[b] @ R_cv.T + t_cv
+        points = cam[:, :2] / cam[:, 2:] @ K[:2, :2].T + K[:2, 2]
+        both = solver.fit_with_points(flat[b], points, R_cv, t_cv, K, points_weight=64.0)
+        assert both.expression.shape == (53,) and np.all((both.arkit >= 0) & (both.arkit <= 1))
+        errs_2d.append(np.abs(both.expression - expr[b])[expr[b] > 0].mean())
+        errs_3d.append(np.abs(solver(flat[b], details=False).expression - expr[b])[expr[b] > 0].mean())
+    assert np.mean(errs_3d) > 0.4  # the flat mesh says nothing
+    assert np.mean(errs_2d) < 0.5 * np.mean(errs_3d), (errs_2d, errs_3d)
+    # weight 0 is the 3D fit; a batch gives the rows of single calls
+    zero = solver.fit_with_points(flat[:2], np.zeros((2, basis.num_vertices, 2)), np.stack([np.eye(3)] * 2),
+                                  np.array([[0, 0, 1.0]] * 2), K, points_weight=0.0)
+    assert np.allclose(zero.expression, solver(flat[:2], details=False).expression)

@@ -18,6 +18,15 @@ terms are eliminated in closed form once per basis, leaving a 53-variable box QP
 (:func:`jmlr.facemodel.boxqp.box_qp`). All matrices depend only on the basis and the
 options, so :class:`BlendshapeSolver` builds them once and fits a batch in one go.
 
+With the network's 2D points as well (:meth:`BlendshapeSolver.fit_with_points`), the
+same weights also explain where those points are in the image: the residual of the
+model's projection (the identity and alignment of the 3D fit, posed by PnP, linearised in
+the expression weights and a small pose correction) joins the objective with the weight
+``points_weight``, in metres at the face (normalised image coordinates times depth), so
+faces near and far count alike. The networks learn the 2D points long before the shape,
+and an open jaw or a closed eye moves them visibly: the 2D term carries most of what the
+expression can be read from (docs/blendshapes.md).
+
 Serving needs no face model: the basis restricted to the shipped topology is
 ``jmlr/facemodel/data/arkit_like_blendshapes.npz`` (built by ``jmlr facemodel
 blendshapes``), and :meth:`BlendshapeBasis.for_topology` matches it to a model's topology
@@ -224,12 +233,14 @@ class BlendshapeSolver:
         l1: penalty on the sum of the expression weights (m^2): most are 0 in any frame.
         rigid: also fit the small similarity (set False for meshes known to be aligned).
         num_identity: use only the first identity modes (None: all in the basis).
+        points_vertices: how many vertices (those the expressions move most) the 2D term
+            of :meth:`fit_with_points` reads (None: all).
 
     Call with vertices (B, N, 3) or (N, 3) metres in the head frame; see :class:`BlendshapeFit`.
     """
 
     def __init__(self, basis: BlendshapeBasis, noise_m: float = 1e-3, l2: float = 1e-6, l1: float = 1e-6,
-                 rigid: bool = True, num_identity: int | None = None) -> None:
+                 rigid: bool = True, num_identity: int | None = None, points_vertices: int | None = 400) -> None:
         self.basis = basis
         self.expression_names = basis.expression_names
         self.arkit_names, self._to_arkit = arkit_mapping(basis.expression_names)
@@ -254,6 +265,16 @@ class BlendshapeSolver:
         self._l1 = float(l1)
         self._S, self._E, self._U = S, E, U
         self._n = n
+        # The 2D term of `fit_with_points` reads the vertices the expressions move most.
+        self._E3 = E.reshape(n, 3, E.shape[1])
+        if points_vertices is None or points_vertices >= n:
+            self._pts = np.arange(n)
+        else:  # each expression's most moved vertices, in turn, until there are enough
+            order = np.argsort(-np.linalg.norm(self._E3, axis=1), axis=0)  # (n, E)
+            self._pts = np.sort(np.asarray(list(dict.fromkeys(order.reshape(-1).tolist()))[: int(points_vertices)]))
+        rows = (3 * self._pts[:, None] + np.arange(3)).reshape(-1)
+        self._E3_pts = np.ascontiguousarray(self._E3[self._pts])
+        self._neutral_pts, self._U_pts = self._neutral[rows], np.ascontiguousarray(U[rows])
 
     def __call__(self, vertices: np.ndarray, details: bool = True) -> BlendshapeFit:
         """Fit (B, N, 3) or (N, 3) head-frame vertices (metres).
@@ -278,6 +299,74 @@ class BlendshapeSolver:
         if single:
             fit = BlendshapeFit(*(None if a is None else a[0] for a in
                                   (fit.expression, fit.arkit, fit.identity, fit.rigid, fit.rms_m)))
+        return fit
+
+    def fit_with_points(self, vertices: np.ndarray, points: np.ndarray, R_cv: np.ndarray, t_cv: np.ndarray,
+                        K: np.ndarray, points_weight: float = 1.0) -> BlendshapeFit:
+        """Fit (B, N, 3) head-frame vertices (metres) and the network's (B, N, 2) image
+        points (px) of the same faces, posed by PnP: ``R_cv`` (B, 3, 3), ``t_cv`` (B, 3)
+        world -> OpenCV camera, ``K`` (3, 3) or (B, 3, 3) intrinsics.
+
+        Objective: the 3D fit's (``__call__``) plus ``points_weight`` times the squared
+        2D residual in metres at the face (normalised image coordinates times depth) of
+        the most expressive vertices (``points_vertices``), for the model with the 3D fit's
+        identity and alignment, posed by ``R_cv``, ``t_cv`` and a small pose correction
+        (eliminated), linearised in the expression weights. ``points_weight`` 0 is the 3D
+        fit. Returns expression and ARKit weights (``identity``, ``rigid``, ``rms_m`` of
+        the 3D part are None).
+        """
+        V = np.asarray(vertices, np.float64)
+        single = V.ndim == 2
+        if single:
+            V, points = V[None], np.asarray(points)[None]
+            R_cv, t_cv = np.asarray(R_cv)[None], np.asarray(t_cv)[None]
+            K = np.asarray(K) if np.ndim(K) == 2 else np.asarray(K)[None]
+        if V.shape[-2:] != (self._n, 3) or V.ndim != 3:
+            raise ValueError(f"vertices must be (B, {self._n}, 3) or ({self._n}, 3), got {V.shape}")
+        B = len(V)
+        P2 = np.asarray(points, np.float64).reshape(B, self._n, 2)
+        R = np.asarray(R_cv, np.float64).reshape(B, 3, 3)
+        t = np.asarray(t_cv, np.float64).reshape(B, 3)
+        Ks = np.broadcast_to(np.asarray(K, np.float64), (B, 3, 3))
+        d = V.reshape(B, self._n * 3) - self._neutral
+        g3 = d @ self._G.T
+        w3 = box_qp(self._H, g3 - 0.5 * self._l1, 0.0, 1.0)
+        # The 3D fit's identity and alignment (its expression left out): where the 2D
+        # residual is linearised.
+        u = (d - w3 @ self._E.T) @ self._S.T
+        X0 = (self._neutral_pts + u @ self._U_pts.T).reshape(B, len(self._pts), 3)
+        E3 = self._E3_pts  # (n, 3, E)
+        w = np.empty_like(w3)
+        lam = float(points_weight)
+        for b in range(B):
+            if lam <= 0:
+                w[b] = w3[b]
+                continue
+            Xc = X0[b] @ R[b].T + t[b]  # (n, 3) OpenCV camera, metres
+            z = np.maximum(Xc[:, 2], 1e-6)
+            q = Xc[:, :2] / z[:, None]
+            obs = np.concatenate([P2[b, self._pts], np.ones((len(q), 1))], 1) @ np.linalg.inv(Ks[b]).T
+            e = ((obs[:, :2] - q) * z[:, None]).reshape(-1)  # (2n,) metres at the face
+            # d(normalised point) * depth = P dXc, P = [[1, 0, -qx], [0, 1, -qy]].
+            P = np.zeros((len(q), 2, 3))
+            P[:, 0, 0] = P[:, 1, 1] = 1.0
+            P[:, :, 2] = -q
+            A_w = (P @ (R[b] @ E3)).reshape(-1, E3.shape[2])
+            # omega x Xc + tau = [-[Xc]x | I] (omega, tau): the pose correction's columns.
+            rigid = np.zeros((len(q), 3, 6))
+            rigid[:, 0, 1], rigid[:, 0, 2], rigid[:, 1, 2] = Xc[:, 2], -Xc[:, 1], Xc[:, 0]
+            rigid[:, 1, 0], rigid[:, 2, 0], rigid[:, 2, 1] = -Xc[:, 2], Xc[:, 1], -Xc[:, 0]
+            rigid[:, 0, 3] = rigid[:, 1, 4] = rigid[:, 2, 5] = 1.0
+            A_d = (P @ rigid).reshape(-1, 6)
+            # Eliminate the pose correction: project A_w and e off A_d's columns.
+            coef = np.linalg.solve(A_d.T @ A_d + 1e-12 * np.eye(6), A_d.T @ np.column_stack([A_w, e]))
+            rest = np.column_stack([A_w, e]) - A_d @ coef
+            H2 = A_w.T @ rest[:, :-1]
+            g2 = A_w.T @ rest[:, -1]
+            w[b] = box_qp(self._H + lam * H2, g3[b] + lam * g2 - 0.5 * self._l1, 0.0, 1.0, x0=w3[b][None])
+        fit = BlendshapeFit(expression=w, arkit=np.clip(w @ self._to_arkit.T, 0.0, 1.0))
+        if single:
+            fit = BlendshapeFit(fit.expression[0], fit.arkit[0])
         return fit
 
     def arkit_dict(self, arkit_row: np.ndarray, decimals: int = 4) -> dict[str, float]:
