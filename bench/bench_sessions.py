@@ -187,6 +187,7 @@ def run_service(seq: dict, fps: float, modes: dict[str, dict | None], settings_k
                 "session_min_cutoff",
                 "session_beta",
                 "session_d_cutoff",
+                "session_framing",
             )
         }
         with TestClient(create_app(settings)) as client:
@@ -557,6 +558,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--min-cutoff", type=float, default=None)
     ap.add_argument("--beta", type=float, default=None)
     ap.add_argument("--d-cutoff", type=float, default=None)
+    ap.add_argument("--framing", choices=["points", "detector"], default=None,
+                    help="where tracked crops are aligned (JMLR_SESSION_FRAMING; default the service's)")
     ap.add_argument("--sweep", action="store_true", help="also try a grid of (min_cutoff, beta)")
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--plot", type=Path, default=None, help="yaw and distance over time (the first seed)")
@@ -595,7 +598,8 @@ def main(argv: list[str] | None = None) -> int:
             service_info = json.loads(runs.with_suffix(".json").read_text())
             print(f"answers read from {runs} (delete it to ask the service again)", file=sys.stderr)
         else:
-            results = run_service(seq, args.fps, modes, {})
+            framing = {} if args.framing is None else {"session_framing": args.framing}
+            results = run_service(seq, args.fps, modes, framing)
             service_info = {"settings": results.pop("_settings"), "model": results.pop("_model", None)}
             if runs is not None:
                 save_runs(runs, results, seq)

@@ -141,7 +141,8 @@ class Sessions:
                 given = smoothing.model_dump(exclude={"enabled"}, exclude_none=True)
                 filt = OneEuroParams(**{**vars(filt), **given})
         return TrackingParams(
-            redetect_every=s.session_redetect_every, max_residual=s.session_max_residual, smoothing=filt
+            redetect_every=s.session_redetect_every, max_residual=s.session_max_residual, smoothing=filt,
+            framing=s.session_framing,
         )
 
     async def run_frame(

@@ -165,6 +165,11 @@ class Settings(BaseSettings):
         0.05, ge=0, le=1000, description="One Euro cutoff increase, Hz per deg/s, cm/s or mm/s of motion."
     )
     session_d_cutoff: float = Field(1.0, ge=0, le=1000, description="One Euro cutoff of the speed estimate, Hz.")
+    session_framing: Literal["points", "detector"] = Field(
+        "points", description="Where a tracked frame's crop is aligned: on the network's five points of the previous "
+        "frame ('points'), or on the last detection's points carried along by the network's ('detector'; "
+        "jmlr.tracking.TrackingParams.framing)."
+    )
 
     @field_validator("api_keys", mode="before")
     @classmethod

@@ -255,6 +255,46 @@ def test_state_round_trips_through_a_record(topology):
         np.testing.assert_array_equal(getattr(back.tracks[0], name), getattr(tracker.state.tracks[0], name))
 
 
+def test_detector_framing_carries_the_detections_points_along(topology):
+    """framing="detector": tracked crops are placed where the detector would have put them
+    (its points of the last detection, in the frame of the network's points, carried by
+    the network's latest points); framing="points" crops on the network's points."""
+    from jmlr.geometry.crop import apply_affine, crop_transform
+
+    t0, t1 = np.array([0.0, 0.0, 0.6]), np.array([0.02, -0.01, 0.55])
+    first = _rec(topology, FRONTAL, t0)
+    net0 = landmarks5_from_68(first.points[topology.landmarks68])
+    # a detector that frames faces 8 % larger and 3 px lower than the network's points do
+    det0 = (net0 - net0.mean(0)) * 1.08 + net0.mean(0) + np.array([0.0, 3.0])
+    first = FaceReconstruction(Face(bbox_around_landmarks(det0), det0, 0.9, "detector"), first.vertices,
+                               first.points, first.pose)
+    for framing in ("points", "detector"):
+        tracker = FaceTracker(topology, TrackingParams(framing=framing, smoothing=None))
+        tracker.faces_to_crop(640, 480)
+        tracker.update([first], K, 0.0, detected=True)
+        track = tracker.state.tracks[0]
+        np.testing.assert_allclose(track.landmarks5, det0 if framing == "detector" else net0, atol=1e-9)
+        (face,) = tracker.faces_to_crop(640, 480)
+        moved = _rec(topology, FRONTAL, t1, source="tracked")
+        moved = FaceReconstruction(face, moved.vertices, moved.points, moved.pose)
+        tracker.update([moved], K, 1 / 30, detected=False, tracked=True)
+        net1 = landmarks5_from_68(moved.points[topology.landmarks68])
+        got = tracker.state.tracks[0].landmarks5
+        if framing == "points":
+            np.testing.assert_allclose(got, net1, atol=1e-9)
+            assert np.isnan(tracker.state.tracks[0].framing5).all()
+        else:  # the same placement relative to the network's points as at the detection
+            np.testing.assert_allclose(apply_affine(crop_transform(net1, 256), got),
+                                       apply_affine(crop_transform(net0, 256), det0), atol=1e-6)
+            assert np.abs(got - net1).max() > 2.0  # not simply the network's points
+            # kept in the stored state; a state stored before framing5 existed still loads
+            meta, arrays = tracker.state.to_record()
+            np.testing.assert_allclose(TrackingState.from_record(meta, arrays).tracks[0].framing5,
+                                       tracker.state.tracks[0].framing5)
+            old = {k: v for k, v in arrays.items() if not k.endswith(".framing5")}
+            assert np.isnan(TrackingState.from_record(meta, old).tracks[0].framing5).all()
+
+
 # ----------------------------------------------------------------------------- session stores
 
 

@@ -43,7 +43,7 @@ from typing import Any, Literal
 import numpy as np
 
 from jmlr.facemodel.topology import Topology
-from jmlr.geometry.crop import landmarks5_from_68
+from jmlr.geometry.crop import apply_affine, crop_transform, invert_affine, landmarks5_from_68
 from jmlr.geometry.intrinsics import Intrinsics
 from jmlr.geometry.pnp import pose_result
 from jmlr.inference.faces import Face, bbox_around_landmarks
@@ -60,6 +60,7 @@ __all__ = [
     "TRANSLATION_SPEED_SCALE",
     "VERTEX_SPEED_SCALE",
     "MIN_FILTER_DT_S",
+    "FRAMING_SIZE",
 ]
 
 #: Speeds enter ``beta`` in degrees/s, cm/s and mm/s (the filters run in rad, m and m).
@@ -80,12 +81,19 @@ class TrackingParams:
             the face's size (the side of the box around its five points).
         min_face_px: a track is lost when that box is smaller than this, in pixels.
         smoothing: One Euro settings for pose and mesh; None: no smoothing.
+        framing: where a tracked frame's crop is aligned. ``"points"``: on the five points
+            the network predicted on the previous frame. ``"detector"``: on the detector's
+            five points of the last detection, carried along by the network's points (the
+            detector's points in the frame of the network's at that detection, placed in
+            the frame of the network's latest), so tracked crops are framed the way
+            detected ones are.
     """
 
     redetect_every: int = 30
     max_residual: float = 0.1
     min_face_px: float = 16.0
     smoothing: OneEuroParams | None = field(default_factory=OneEuroParams)
+    framing: Literal["points", "detector"] = "points"
 
 
 @dataclass
@@ -95,6 +103,9 @@ class Track:
     Attributes:
         track_id: stable within a session.
         landmarks5: (5, 2) image px, where the next frame's crop is aligned.
+        framing5: (5, 2) the last detection's five points in the aligned frame of the
+            network's (`crop_transform` at `FRAMING_SIZE`); NaN when not known (framing
+            ``"points"``, or a track that never had a detection).
         R_cv, t_cv: (3, 3), (3,) the filtered pose (world -> OpenCV camera, metres).
         omega: (3,) filtered angular velocity, rad/s; t_speed (3,) m/s.
         vertices: (N, 3) filtered head-frame vertices, metres; v_speed (N, 3) m/s.
@@ -110,8 +121,9 @@ class Track:
     vertices: np.ndarray
     v_speed: np.ndarray
     frames: int = 1
+    framing5: np.ndarray = field(default_factory=lambda: np.full((5, 2), np.nan))
 
-    _ARRAYS = ("landmarks5", "R_cv", "t_cv", "omega", "t_speed", "vertices", "v_speed")
+    _ARRAYS = ("landmarks5", "R_cv", "t_cv", "omega", "t_speed", "vertices", "v_speed", "framing5")
 
 
 @dataclass
@@ -157,7 +169,8 @@ class TrackingState:
             Track(
                 track_id=int(info["track_id"]),
                 frames=int(info["frames"]),
-                **{name: np.asarray(arrays[f"{k}.{name}"], np.float64) for name in Track._ARRAYS},
+                **{name: np.asarray(arrays[f"{k}.{name}"], np.float64) for name in Track._ARRAYS
+                   if f"{k}.{name}" in arrays},  # states stored before a field existed get its default
             )
             for k, info in enumerate(meta["tracks"])
         ]
@@ -170,6 +183,10 @@ class TrackingState:
             tracks=tracks,
             next_id=int(meta["next_id"]),
         )
+
+
+#: Side of the aligned frame in which `Track.framing5` is kept (any size works; it cancels).
+FRAMING_SIZE = 256
 
 
 def _face_size(landmarks5: np.ndarray) -> float:
@@ -319,9 +336,10 @@ class FaceTracker:
         else:
             track_id = old.track_id
         V = np.asarray(rec.vertices, np.float64)
+        crop5, framing5 = self._next_points(rec, old)
         return Track(
             track_id,
-            self._landmarks5(rec),
+            crop5,
             np.asarray(rec.pose.R_cv, np.float64),
             np.asarray(rec.pose.t_cv, np.float64),
             np.zeros(3),
@@ -329,7 +347,22 @@ class FaceTracker:
             V,
             np.zeros_like(V),
             frames=1 if old is None else old.frames + 1,
+            framing5=framing5,
         )
+
+    def _next_points(self, rec: FaceReconstruction, old: Track | None) -> tuple[np.ndarray, np.ndarray]:
+        """Where the next frame's crop of this face is aligned, and the track's `framing5`."""
+        net5 = self._landmarks5(rec)
+        if self.params.framing != "detector":
+            return net5, np.full((5, 2), np.nan)
+        to_frame = crop_transform(net5, FRAMING_SIZE)
+        if rec.face.source != "tracked":  # this crop was framed by the detector's (or the caller's) points
+            framing5 = apply_affine(to_frame, np.asarray(rec.face.landmarks5, np.float64))
+        else:
+            framing5 = np.full((5, 2), np.nan) if old is None else old.framing5
+        if not np.isfinite(framing5).all():
+            return net5, framing5
+        return apply_affine(invert_affine(to_frame), framing5), framing5
 
     def _smoothed(self, rec: FaceReconstruction, old: Track, dt: float, params: OneEuroParams) -> Track | None:
         """The track advanced by one filter step; None when a value came out non-finite
@@ -340,7 +373,8 @@ class FaceTracker:
             V, v_speed = one_euro_vector(rec.vertices, old.vertices, old.v_speed, dt, params, VERTEX_SPEED_SCALE)
         if not all(np.isfinite(x).all() for x in (R, omega, t, t_speed, V, v_speed)):
             return None
-        return Track(old.track_id, self._landmarks5(rec), R, t, omega, t_speed, V, v_speed, old.frames + 1)
+        crop5, framing5 = self._next_points(rec, old)
+        return Track(old.track_id, crop5, R, t, omega, t_speed, V, v_speed, old.frames + 1, framing5)
 
     @staticmethod
     def _answer(rec: FaceReconstruction, track: Track, intrinsics: Intrinsics) -> FaceReconstruction:
