@@ -208,10 +208,14 @@ def test_export_training_checkpoint(tmp_path, topo_path, net, crops):
               str(ckpt / "last.safetensors"))
     (ckpt / "last.json").write_text(json.dumps(
         {"model": TINY, "num_vertices": 8, "input_size": S, "topology": str(topo_path),
-         "task": "jmlr", "step": 123}))
+         "task": "jmlr", "step": 123, "images_seen": 3936, "images_seen_total": 5000,
+         "config": {"init": "model_store/older", "batch_size": 32}}))
     d = export_checkpoint(ckpt, "fromckpt", tmp_path / "store", dtype=torch.float32)
     m = load_model(d)
     assert m.manifest["extra"]["step"] == 123
+    # the run's record travels on (a later --init continues its cumulative count)
+    assert m.manifest["extra"]["images_seen_total"] == 5000 and m.manifest["extra"]["init"] == "model_store/older"
+    assert m.manifest["extra"]["train_config"]["batch_size"] == 32 and m.manifest["extra"]["checkpoint"] == "run"
     np.testing.assert_array_equal(m.predict(crops)[0], _reference(net, crops)[0])
     # via the CLI, pointing at the weights file
     from jmlr.cli import main

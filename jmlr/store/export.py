@@ -232,7 +232,14 @@ def export_checkpoint(ckpt: str | Path, name: str, store_dir: str | Path | None 
     n = meta.get("num_vertices")
     if n is not None and int(n) != load_topology(topo).num_vertices:
         raise ModelStoreError(f"{meta_path}: num_vertices {n} differs from topology {topo}")
-    extra = {"checkpoint": str(Path(ckpt).resolve()), "step": meta.get("step")}
+    # What the training run recorded travels on, so that a model exported by hand can be
+    # continued (`jmlr train --init`) with its cumulative image count, like one the
+    # trainer exported itself.
+    cfg = meta.get("config") or {}
+    extra = {k: v for k, v in (("checkpoint", Path(ckpt).name), ("step", meta.get("step")),
+                               ("images_seen", meta.get("images_seen")),
+                               ("images_seen_total", meta.get("images_seen_total")),
+                               ("train_config", meta.get("config")), ("init", cfg.get("init"))) if v is not None}
     return export_model(
         state, meta["model"], topo, store_dir, name, version=version,
         metrics=metrics if metrics is not None else meta.get("metrics"),
