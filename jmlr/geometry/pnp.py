@@ -111,7 +111,7 @@ def solve_pnp(
     if refine:
         rvec, tvec = cv2.solvePnPRefineLM(obj, img, K, dist, rvec, tvec)
     R_cv, _ = cv2.Rodrigues(rvec)
-    return pose_result(obj, img, R_cv, tvec, K, dist)
+    return pose_result(obj, img, R_cv, tvec, K, dist, rvec=rvec)
 
 
 def pose_result(
@@ -121,17 +121,19 @@ def pose_result(
     t_cv: np.ndarray,
     K: np.ndarray | Intrinsics,
     dist: np.ndarray | None = None,
+    rvec: np.ndarray | None = None,
 ) -> PnPResult:
     """A given pose as a :class:`PnPResult`: its reprojection of ``object_points`` (N, 3)
     world m and the RMS pixel distance to ``image_points`` (N, 2), with K (and the
     distortion). What `solve_pnp` returns for its solution; also for a pose that was
-    changed after PnP (a smoothed one)."""
+    changed after PnP (a smoothed one). ``rvec``: ``R_cv``'s rotation vector when the
+    caller has it (PnP's own), so it is not converted back and forth."""
     K, dist = _camera_arrays(K, dist)
     obj = np.ascontiguousarray(object_points, dtype=np.float64).reshape(-1, 3)
     img = np.asarray(image_points, dtype=np.float64).reshape(-1, 2)
     R_cv = np.asarray(R_cv, dtype=np.float64).reshape(3, 3)
     t_cv = np.asarray(t_cv, dtype=np.float64).reshape(3)
-    rvec, _ = cv2.Rodrigues(R_cv)
+    rvec = cv2.Rodrigues(R_cv)[0] if rvec is None else np.asarray(rvec, dtype=np.float64).reshape(3, 1)
     proj, _ = cv2.projectPoints(obj, rvec, t_cv, K, dist)
     proj = proj.reshape(-1, 2)
     rms = float(np.sqrt(np.mean(np.sum((proj - img) ** 2, axis=1))))
