@@ -225,7 +225,8 @@ def test_frames_a_hair_apart_do_not_poison_the_filters(topology):
         (out,) = tracker.update([_rec(topology, R, t + 0.001 * k)], K, t_s, detected=k == 0, tracked=k > 0)
         assert out.finite and tracker.track_ids == [0]
         track = tracker.state.tracks[0]
-        assert all(np.isfinite(getattr(track, name)).all() for name in track._ARRAYS)
+        # framing5 is NaN by design under framing "points" (no detector framing known).
+        assert all(np.isfinite(getattr(track, name)).all() for name in track._ARRAYS if name != "framing5")
     assert np.abs(tracker.state.tracks[0].omega).max() < 100.0  # rad/s: a bounded speed, not 1e300
 
 

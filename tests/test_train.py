@@ -118,11 +118,17 @@ def test_tiny_network_overfits_a_few_renders(tmp_path):
     assert rows[0].startswith("step,lr,loss,vert,edge,land") and len(rows) == 16
 
 
-def test_resume_continues_from_the_checkpoint(tmp_path):
+def test_resume_continues_from_the_checkpoint(tmp_path, monkeypatch):
     import itertools
 
+    import jmlr.train.trainer as trainer
     from jmlr.facemodel import Topology
     from jmlr.train.trainer import train
+
+    restored = []
+    real_load = trainer.load_optimizer_state
+    monkeypatch.setattr(trainer, "load_optimizer_state",
+                        lambda ckpt, opt, *a: (restored.append(ckpt), real_load(ckpt, opt, *a)))
 
     torch.set_num_threads(2)
     N = Topology.load().num_vertices
@@ -137,6 +143,8 @@ def test_resume_continues_from_the_checkpoint(tmp_path):
     steps = [int(r.split(",")[0]) for r in (tmp_path / "log.csv").read_text().splitlines()[1:]]
     assert steps == [1, 2, 3, 4, 5]
     assert json.loads((tmp_path / "ckpt" / "last.json").read_text())["step"] == 5
+    # A plain head resumed as a plain head keeps its optimizer moments (they were dropped once).
+    assert restored == [tmp_path / "ckpt"]
 
 
 def test_time_budget_drives_the_poly_decay():

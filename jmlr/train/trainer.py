@@ -601,7 +601,7 @@ def _attach_vertex_basis(run: _Run, net: torch.nn.Module, spec: Task, batches: I
         attach_vertex_basis(net, saved.to(run.device))
         return True
     if rank <= 0 or not isinstance(net, JMLRHead):
-        return resume_dir is None
+        return True  # plain head on both sides
     if run.world > 1:
         raise ValueError("vertex_basis is not supported with several processes yet (every rank must agree on it)")
     want = max(int(run.cfg.get("output_stats") or 0), 4 * rank)
