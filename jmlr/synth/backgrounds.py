@@ -18,6 +18,7 @@ give a different background every time.
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 from dataclasses import dataclass
@@ -68,8 +69,6 @@ CATALOGUE: tuple[PhotoSource, ...] = (
 
 
 def _skimage_data_dir() -> Path | None:
-    import importlib.util
-
     spec = importlib.util.find_spec("skimage")
     if spec is None or not spec.submodule_search_locations:
         return None

@@ -11,6 +11,9 @@ import numpy as np
 
 __all__ = ["register", "run", "preview_from_layout"]
 
+# `jmlr --help` imports this module to register the subcommand: the modules a command
+# needs (torch, the face model, the generator, the layout reader) are imported when it runs.
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .appearance import _smoothstep
+from .regions import smoothstep
 
 __all__ = ["ClothingStyle", "TorsoAssets", "sample_clothing", "RINGS", "NECKLINES", "PATTERNS"]
 
@@ -119,7 +119,7 @@ class TorsoAssets:
         sx = np.sign(sa) * np.abs(sa) ** m
         sz = np.sign(ca) * np.abs(ca) ** m
         # Shoulders reach their width within ~5 cm of the cut, then the chest falls straight.
-        blend = _smoothstep(0.0, 0.05, drop)[:, None]
+        blend = smoothstep(0.0, 0.05, drop)[:, None]
         section = np.stack([self.centre[0] + style.shoulder * sx, np.zeros_like(sx),
                             self.centre[2] - 0.01 + style.depth * sz], -1)
         rings = p[None] * (1 - blend[..., None]) + section[None] * blend[..., None]
@@ -144,7 +144,7 @@ class TorsoAssets:
             depth = style.plunge + 0.02 * np.abs(np.sin(az))
         else:
             depth = np.full_like(az, style.plunge)
-        cloth = _smoothstep(depth - 0.006, depth + 0.006, arc)
+        cloth = smoothstep(depth - 0.006, depth + 0.006, arc)
         rng = np.random.default_rng(style.seed)
         y = rest[..., 1]
         c0, c1 = style.colors
@@ -154,7 +154,7 @@ class TorsoAssets:
         elif style.pattern == "heather":
             garment = c0 * (0.85 + 0.3 * rng.random((RINGS, C, 1)))
         elif style.pattern == "jacket":
-            shirt = (np.abs(az) < 0.35 + 0.25 * _smoothstep(0, 0.2, arc))[..., None]
+            shirt = (np.abs(az) < 0.35 + 0.25 * smoothstep(0, 0.2, arc))[..., None]
             garment = np.where(shirt, c1, c0)
         else:
             garment = np.broadcast_to(c0, rest.shape)

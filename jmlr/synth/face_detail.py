@@ -3,7 +3,7 @@ eyes and make-up, all per vertex.
 
 Masks are computed once per face model (`DetailRegions`) from the neutral head and its 68
 landmark vertices, in the model's head frame (x to the subject's left, y up, z out of
-the face, metres), like `jmlr.synth.appearance.HeadRegions`. A subject's parameters
+the face, metres), like `jmlr.synth.regions.HeadRegions`. A subject's parameters
 (``sample_*``) are drawn once; `apply_detail` paints them onto the subject's albedo.
 
 Detail finer than the mesh cannot be drawn per vertex: on the face the vertices are
@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .appearance import HeadRegions, _smoothstep
+from .regions import HeadRegions, fit_sphere, smoothstep
 
 __all__ = [
     "DetailRegions",
@@ -173,7 +173,7 @@ class DetailRegions:
         face = region("face")
         skin = regions.skin > 0
         # Front of the face: in front of the landmarks' deepest point minus 3 cm.
-        front = (_smoothstep(lm[:, 2].min() - 0.03, lm[:, 2].min(), v[:, 2]) * face).astype(np.float32)
+        front = (smoothstep(lm[:, 2].min() - 0.03, lm[:, 2].min(), v[:, 2]) * face).astype(np.float32)
         nolips = 1 - regions.lips
 
         def gauss(centre, sx, sy):
@@ -204,28 +204,28 @@ class DetailRegions:
         mouth_x = abs(lm[54, 0] - lm[48, 0]) / 2
         top_lip = lm[50:53, 1].max()
         moustache = (
-            _smoothstep(nose_y - 0.0005, nose_y - 0.003, v[:, 1])
-            * _smoothstep(top_lip - 0.006, top_lip, v[:, 1])
-            * (1 - _smoothstep(mouth_x + 0.001, mouth_x + 0.006, np.abs(v[:, 0])))
+            smoothstep(nose_y - 0.0005, nose_y - 0.003, v[:, 1])
+            * smoothstep(top_lip - 0.006, top_lip, v[:, 1])
+            * (1 - smoothstep(mouth_x + 0.001, mouth_x + 0.006, np.abs(v[:, 0])))
             * front
             * nolips
         )
         low_lip = lm[57, 1]
         goatee = (
-            _smoothstep(low_lip - 0.001, low_lip - 0.005, v[:, 1])
-            * _smoothstep(chin_y - 0.02, chin_y - 0.004, v[:, 1])
-            * (1 - _smoothstep(mouth_x * 0.8, mouth_x * 1.15, np.abs(v[:, 0])))
+            smoothstep(low_lip - 0.001, low_lip - 0.005, v[:, 1])
+            * smoothstep(chin_y - 0.02, chin_y - 0.004, v[:, 1])
+            * (1 - smoothstep(mouth_x * 0.8, mouth_x * 1.15, np.abs(v[:, 0])))
             * skin
             * nolips
-            * _smoothstep(-0.01, 0.03, v[:, 2])
+            * smoothstep(-0.01, 0.03, v[:, 2])
         )
         beard = np.maximum.reduce([regions.stubble / max(regions.stubble.max(), 1e-6), moustache, goatee])
         # Under the chin: the front of the neck down to about 3 cm below the chin.
         under = (
-            _smoothstep(chin_y + 0.005, chin_y - 0.005, v[:, 1])
-            * _smoothstep(chin_y - 0.045, chin_y - 0.025, v[:, 1])
-            * (1 - _smoothstep(0.04, 0.06, np.abs(v[:, 0])))
-            * _smoothstep(-0.02, 0.02, v[:, 2])
+            smoothstep(chin_y + 0.005, chin_y - 0.005, v[:, 1])
+            * smoothstep(chin_y - 0.045, chin_y - 0.025, v[:, 1])
+            * (1 - smoothstep(0.04, 0.06, np.abs(v[:, 0])))
+            * smoothstep(-0.02, 0.02, v[:, 2])
             * skin
         )
         beard = np.maximum(beard, under) * nolips
@@ -299,9 +299,7 @@ class DetailRegions:
 
 def _eye_centre_axis(sclera: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Centre (3,) and unit optical axis (3,) of an eyeball's sclera shell (its corneal bulge)."""
-    from .appearance import _fit_sphere
-
-    centre = _fit_sphere(sclera)
+    centre = fit_sphere(sclera)
     d = sclera - centre
     dist = np.linalg.norm(d, axis=1)
     axis = d[dist >= np.percentile(dist, 97)].mean(0)
@@ -492,7 +490,7 @@ def _paint_skin(alb: np.ndarray, dr: DetailRegions, s: SkinDetail, positions: np
     if s.dark_circles > 0:
         for band in dr.lower_lid:
             below = band.above < 0
-            w = s.dark_circles * (1 - _smoothstep(0.001, 0.003, band.dist)) * below
+            w = s.dark_circles * (1 - smoothstep(0.001, 0.003, band.dist)) * below
             alb[band.idx] *= 1 - w[:, None] * np.array([0.9, 1.1, 1.0], np.float32)
 
 
@@ -526,7 +524,7 @@ def _paint_brows(alb: np.ndarray, dr: DetailRegions, b: BrowStyle) -> np.ndarray
         line = base + np.c_[np.zeros(len(base)), b.lift + b.arch * np.exp(-(((t - 0.6) / 0.28) ** 2))]
         d, tt, _ = _polyline_param(xy, line)
         half = 0.5 * b.thickness * (1 - (1 - b.taper) * tt)
-        mask[idx] = np.maximum(mask[idx], 1 - _smoothstep(half * 0.7, half * 1.15 + 0.0006, d))
+        mask[idx] = np.maximum(mask[idx], 1 - smoothstep(half * 0.7, half * 1.15 + 0.0006, d))
     u = np.random.default_rng(b.seed).random(len(idx), dtype=np.float32)
     w = mask[idx] * b.density * (0.6 + 0.4 * u)
     _mix(alb, idx, b.color * (0.8 + 0.4 * u[:, None]), np.clip(w, 0, 1))
@@ -537,19 +535,19 @@ def _paint_lashes(alb: np.ndarray, dr: DetailRegions, lashes: LashStyle | None, 
     for up, lo, ln in zip(dr.upper_lid, dr.lower_lid, dr.liner):
         if lashes is not None:
             width = lashes.width * (0.5 + 0.5 * up.t)  # fuller towards the outer corner
-            w = lashes.strength * (1 - _smoothstep(width * 0.5, width, up.dist)) * (up.above > -0.0008)
+            w = lashes.strength * (1 - smoothstep(width * 0.5, width, up.dist)) * (up.above > -0.0008)
             _mix(alb, up.idx, lashes.color, w)
-            w = 0.5 * lashes.strength * (1 - _smoothstep(0.0004, 0.0009, lo.dist)) * (lo.above < 0.0003) * lo.t
+            w = 0.5 * lashes.strength * (1 - smoothstep(0.0004, 0.0009, lo.dist)) * (lo.above < 0.0003) * lo.t
             _mix(alb, lo.idx, lashes.color, w)
         if liner > 0:
-            w = liner * (1 - _smoothstep(0.0012, 0.002 + 0.0015 * ln.t, ln.dist)) * (ln.above > -0.0005)
+            w = liner * (1 - smoothstep(0.0012, 0.002 + 0.0015 * ln.t, ln.dist)) * (ln.above > -0.0005)
             _mix(alb, ln.idx, np.array([0.03, 0.03, 0.035]), w)
 
 
 def _paint_makeup(alb: np.ndarray, dr: DetailRegions, regions: HeadRegions, m: Makeup, skin: np.ndarray) -> None:
     if m.shadow is not None:
         for band in dr.shadow:
-            w = m.shadow_amount * (1 - _smoothstep(0.005, 0.011, band.dist)) * (band.above > 0)
+            w = m.shadow_amount * (1 - smoothstep(0.005, 0.011, band.dist)) * (band.above > 0)
             _mix(alb, band.idx, m.shadow, w)
     if m.blush > 0:
         i = np.nonzero(dr.blush > 0.02)[0]
@@ -566,17 +564,17 @@ def _paint_eyes(alb: np.ndarray, dr: DetailRegions, regions: HeadRegions, e: Eye
         i, d, w = idx[on], dirs[on], iris[on]
         cos = d @ axis.astype(np.float32)
         theta = np.degrees(np.arccos(np.clip(cos, -1, 1)))
-        collarette = (1 - _smoothstep(12.0, 17.0, theta)) * (1 - regions.pupil[i])
+        collarette = (1 - smoothstep(12.0, 17.0, theta)) * (1 - regions.pupil[i])
         fibre = 0.85 + 0.15 * np.sin(regions.iris_angle[i] * e.fibres) * np.sin(regions.iris_angle[i] * 7 + theta)
         alb[i] *= (1 + (e.inner.astype(np.float32) - 1) * collarette[:, None] * w[:, None]) * fibre[:, None]
         # Corneal highlight: the reflection of a light above and to one side of the camera.
         side = np.cross(up, axis)
         hd = axis + e.highlight_dir[0] * up + e.highlight_dir[1] * side
         hd /= np.linalg.norm(hd)
-        spot = _smoothstep(e.highlight_size - 0.002, e.highlight_size + 0.001, d @ hd.astype(np.float32))
+        spot = smoothstep(e.highlight_size - 0.002, e.highlight_size + 0.001, d @ hd.astype(np.float32))
         _mix(alb, i, np.array([0.97, 0.97, 0.97]), spot)
     if e.sclera_red > 0 and len(dr.sclera_idx):
-        w = e.sclera_red * _smoothstep(0.55, 0.95, dr.sclera_side)
+        w = e.sclera_red * smoothstep(0.55, 0.95, dr.sclera_side)
         _mix(alb, dr.sclera_idx, np.array([0.85, 0.55, 0.52]), w)
 
 

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .appearance import HeadRegions, _smoothstep
+from .regions import HeadRegions, fit_sphere, smoothstep
 
 __all__ = ["HairStyle", "HairAssets", "HAIR_KINDS", "sample_hair_style", "sample_hair_color", "RIBBONS", "SEGMENTS"]
 
@@ -195,13 +195,13 @@ class HairAssets:
         remap[self.shell_idx] = np.arange(len(self.shell_idx))
         self.shell_faces = remap[shell_tris]
         self.shell_normals = normals[self.shell_idx]
-        self.shell_taper = _smoothstep(0.5, 1.0, scalp[self.shell_idx])
+        self.shell_taper = smoothstep(0.5, 1.0, scalp[self.shell_idx])
         self.num_shell = len(self.shell_idx)
         self.root_idx = np.nonzero(scalp > 0.7)[0]
         self.normals = normals
         self.scalp = scalp
         lm = v[np.asarray(landmarks68)]
-        self.centre = np.array([0.0, *_sphere_centre(v[in_scalp])[1:]])
+        self.centre = np.array([0.0, *fit_sphere(v[in_scalp])[1:]])
         self.brow_y = float(lm[17:27, 1].max())
         self.chin_y = float(lm[8, 1])
         self.face_half_width = float(np.abs(lm[[0, 16], 0]).max()) - 0.004
@@ -241,7 +241,7 @@ class HairAssets:
         roots = rng.choice(self.root_idx, n)
         layer = rng.uniform(0.15, 1.0, n)
         lift = (
-            style.thickness * _smoothstep(0.5, 1.0, self.scalp[roots])
+            style.thickness * smoothstep(0.5, 1.0, self.scalp[roots])
             + 0.0015
             + layer * (0.002 + 0.25 * style.thickness)
         )
@@ -349,16 +349,10 @@ def _rotate_about(d: np.ndarray, axis: np.ndarray, angle: np.ndarray) -> np.ndar
     return d * c + np.cross(axis, d) * s + axis * (axis * d).sum(1, keepdims=True) * (1 - c)
 
 
-def _sphere_centre(points: np.ndarray) -> np.ndarray:
-    from .appearance import _fit_sphere
-
-    return _fit_sphere(points)
-
-
 def _radius_map(rel: np.ndarray) -> np.ndarray:
     """(48, 96) largest radius of the head per (polar, azimuth) cell around its centre;
     empty cells take their nearest filled neighbour's value."""
-    from scipy import ndimage
+    from scipy import ndimage  # slow to import, and only the hair assets need it
 
     na, nb = _GRID
     r = np.linalg.norm(rel, axis=1)

@@ -22,6 +22,13 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 
+from jmlr.facemodel.topology import boundary_loops
+
+from . import clothing, face_detail, hair
+from .clothing import TorsoAssets
+from .face_detail import DetailRegions, detail_specular
+from .hair import HairAssets
+
 __all__ = ["HeadConfig", "HeadStyle", "HEADS_ENV", "sample_head_style", "style_rng"]
 
 HEADS_ENV = "JMLR_SYNTH_HEADS"
@@ -159,8 +166,6 @@ def sample_head_style(rng: np.random.Generator, config: HeadConfig, skin: np.nda
     ``skin`` (3,) sRGB is the subject's legacy skin colour. Every element draws from its own
     stream whether it is on or not.
     """
-    from . import clothing, face_detail, hair
-
     seeds = rng.integers(0, 1 << 63, len(_ELEMENTS))
     r = {name: np.random.default_rng(int(s)) for name, s in zip(_ELEMENTS, seeds)}
     masculine = bool(r["masculine"].random() < 0.5)
@@ -224,10 +229,6 @@ class HeadAssets:
     """
 
     def __init__(self, facemodel, regions, config: HeadConfig, skin_triangles: np.ndarray):
-        from .clothing import TorsoAssets
-        from .face_detail import DetailRegions
-        from .hair import HairAssets
-
         self.config = config
         self.neutral = np.asarray(facemodel.neutral, np.float32)
         V = len(self.neutral)
@@ -261,8 +262,6 @@ class HeadAssets:
     ) -> SubjectMesh:
         """Extend a subject's head albedo (V, 3), specular and occlusion (V,) with its hair
         and torso (collapsed where the subject has none)."""
-        from .face_detail import detail_specular
-
         spec = detail_specular(specular, self.detail, style)
         parts = [(albedo, spec, occlusion, np.zeros((0, 3), np.float32), np.zeros(0, np.int64))]
         if self.hair is not None:
@@ -296,8 +295,6 @@ class HeadAssets:
 
 def _neck_cut(facemodel, skin_triangles: np.ndarray) -> np.ndarray | None:
     """Vertex indices of the skin's open boundary at the neck (the lowest loop), or None."""
-    from jmlr.facemodel.topology import boundary_loops
-
     loops = boundary_loops(skin_triangles)
     if not loops:
         return None

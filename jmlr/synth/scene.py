@@ -11,10 +11,13 @@ fixes every byte of the output.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import logging
 import os
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 import torch
 
@@ -25,6 +28,7 @@ from jmlr.geometry.camera import (
     transform_points,
 )
 
+from . import render_gl  # by module: `gl_renderer` is looked up per call (tests replace it)
 from .appearance import (
     HeadRegions,
     SubjectAppearance,
@@ -36,7 +40,11 @@ from .appearance import (
     sample_subject_appearance,
     specular_and_occlusion,
 )
+from .backgrounds import photo_backgrounds
+from .camera import PhoneCameraModel
+from .environment import CaptureContext, colour_lighting, finish_capture
 from .heads import HeadAssets, HeadConfig, SubjectMesh
+from .occluders import Anchors
 from .render import Lighting, RenderOutput, render_mesh
 from .sampler import FACIAL_ACTIONS, PoseSampler, sample_expression, sample_identity
 from .world import WorldConfig, element_rngs
@@ -67,7 +75,7 @@ def numpy_threads_like_torch():
     """
     global _threadpools
     if _threadpools is None:
-        from threadpoolctl import ThreadpoolController
+        from threadpoolctl import ThreadpoolController  # only data generation needs it, once
 
         _threadpools = ThreadpoolController()
     return _threadpools.limit(limits=torch.get_num_threads(), user_api="blas")
@@ -84,11 +92,6 @@ def set_worker_threads(threads: int = 1) -> None:
     runs). Call it first in each worker process: llvmpipe reads its setting when the
     process's GL context is made.
     """
-    import ctypes
-    import ctypes.util
-
-    import cv2
-
     torch.set_num_threads(threads)
     cv2.setNumThreads(threads)
     os.environ["LP_NUM_THREADS"] = "0" if threads <= 1 else str(threads)
@@ -98,9 +101,7 @@ def set_worker_threads(threads: int = 1) -> None:
         libc.mallopt(-3, 32 << 20)  # M_MMAP_THRESHOLD (glibc's largest on 64-bit)
     except (OSError, AttributeError):  # not glibc: nothing to tune
         pass
-    from .render_gl import has_context
-
-    if has_context():
+    if render_gl.has_context():
         log.warning("set_worker_threads: this process already has a GL context; LP_NUM_THREADS applies to new ones")
 
 
@@ -233,9 +234,6 @@ class SyntheticFaceGenerator:
             raise ValueError(f"renderer must be one of {RENDERERS}, not {self.renderer!r}")
         self._gl_fallback_logged = False
         self.world = WorldConfig.from_env() if world is None else world
-        from .backgrounds import photo_backgrounds
-        from .camera import PhoneCameraModel
-
         self.photos = photo_backgrounds() if self.world.photo_background > 0 else None
         self.phone_camera = PhoneCameraModel()
 
@@ -244,11 +242,9 @@ class SyntheticFaceGenerator:
         """This process's `GLRenderer`, or None when rendering with torch."""
         if self.renderer == "torch":
             return None
-        from .render_gl import GLUnavailable, gl_renderer
-
         try:
-            return gl_renderer()
-        except GLUnavailable as exc:
+            return render_gl.gl_renderer()
+        except render_gl.GLUnavailable as exc:
             if self.renderer == "gl":
                 raise
             if not self._gl_fallback_logged:
@@ -418,8 +414,6 @@ class SyntheticFaceGenerator:
                                                              for q in parts)))).to(self.device)
         lighting.shininess = lighting.shininess * torch.tensor([m.gloss for m in meshes], device=self.device)
         if self.world.colour_light > 0:
-            from .environment import colour_lighting
-
             lighting = colour_lighting(lighting, _world_rngs(rng, B), self.world.colour_light)
         K_t = torch.as_tensor(self.frame_intrinsics(params) if K is None else K, dtype=torch.float32,
                               device=self.device)
@@ -480,9 +474,6 @@ class SyntheticFaceGenerator:
 
     def _finish_world(self, out: RenderOutput, rng, jpeg: bool, effects: bool, params: SceneParams | None,
                       K: np.ndarray | None, frame_from_image: np.ndarray | None) -> list[np.ndarray]:
-        from .environment import CaptureContext, finish_capture
-        from .occluders import Anchors
-
         images = out.image.detach().cpu().numpy()
         masks = out.mask.detach().cpu().numpy()
         depths = out.depth.detach().cpu().numpy()
