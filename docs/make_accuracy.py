@@ -101,9 +101,30 @@ def main() -> None:
     if results:
         counts = ", ".join(f"{b}°: {results[0][1]['by_yaw'][b]['count']}" for b in BINS)
         lines += ["", f"Images per bin: {counts}."]
+    lines += _real_photo_section(args.out / "eval" / "real_faces.json")
     lines += ["", "## Commands", ""] + [f"- {label}: `{cmd}`" for label, _, cmd in results]
     (args.out / "accuracy.md").write_text("\n".join(lines) + "\n")
     print("wrote", args.out / "accuracy.md")
+
+
+def _real_photo_section(path: Path) -> list[str]:
+    """The shipped model on real photos (`bench/real_faces.py --json docs/eval/real_faces.json`)."""
+    if not path.is_file():
+        return []
+    real = json.loads(path.read_text())
+    rows = [f"| {name} | {src['annotation']} | {src['faces']} | {src['found']} | {src['mean_nme_percent']:.2f} | "
+            f"{src['median_nme_percent']:.2f} |" for name, src in real["sources"].items()]
+    overall = real["overall"]
+    return ["", "## Real photos", "",
+            f"`{real['served_model']['name']}` through the service (CenterFace detector, default field of view) on "
+            "annotated photos that ship in packages; the error of the 68 projected landmarks over the "
+            "outer-eye-corner distance (NME, %). Made by `python bench/real_faces.py --model MODEL "
+            "--json docs/eval/real_faces.json`.", "",
+            "| photos | annotated by | faces | found | mean NME % | median NME % |", "| --- | --- | --- | --- | --- | --- |",
+            *rows,
+            f"| all | | {overall['faces']} | {overall['found']} | {overall['mean_nme_percent']:.2f} | "
+            f"{overall['median_nme_percent']:.2f} |",
+            "", "![the 68 landmarks on every face: annotated (green), predicted (red)](real_faces.jpg)"]
 
 
 if __name__ == "__main__":
