@@ -1,7 +1,7 @@
 """How real our renders look to models trained on real photos (issue 10: measure realism, not taste).
 
     python bench/realism.py --label NAME [--held-out data/synth_test] [--fresh NAME=REV ...] \
-        [--count 300] [--json docs/realism.json] [--sheet docs/realism_contact_sheet.png]
+        [--count 300] [--json docs/realism.json] [--sheet docs/realism_contact_sheet.jpg]
 
 Sets, each a list of (full image, 68 ground-truth landmarks):
 
@@ -218,17 +218,21 @@ def render_fresh(rev: str, out: Path, count: int, seed: int) -> Path:
     from jmlr.paths import default_facemodel_path
 
     env = dict(os.environ)
+    cwd = None
     if rev != "worktree":
         src = out.parent / f"src_{out.name}"
         src.mkdir(parents=True, exist_ok=True)
         archive = subprocess.run(["git", "-C", str(ROOT), "archive", rev, "jmlr"], check=True, capture_output=True)
         subprocess.run(["tar", "-x", "-C", str(src)], input=archive.stdout, check=True)
         env["PYTHONPATH"] = str(src)  # ahead of the editable install of this checkout
+        # ... and run from there: `python -m` puts the working directory first on sys.path,
+        # so from this checkout the worktree's jmlr would be imported instead.
+        cwd = str(src)
     subjects = math.ceil(count / 33)
     cmd = [sys.executable, "-m", "jmlr.cli", "synth", "--out", str(out), "--subjects", str(subjects),
            "--per-subject", "33", "--seed", str(seed), "--renderer", "gl", "--no-progress",
            "--facemodel", str(default_facemodel_path())]
-    subprocess.run(cmd, check=True, env=env)
+    subprocess.run(cmd, check=True, env=env, cwd=cwd)
     return out
 
 

@@ -7,7 +7,7 @@ Every tile is a square around the projected ground-truth topology, enlarged so t
 hair and shoulders show; every other pair has the ground-truth 68 landmarks drawn on
 the new render (they must sit on the face whatever the hair covers).
 
-    python bench/synth_heads_sheet.py --out docs/synth_contact_sheet_v2.png --count 12 --seed 3
+    python bench/synth_heads_sheet.py --out docs/synth_contact_sheet_v2.jpg --count 12 --seed 3
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import numpy as np
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--out", default="docs/synth_contact_sheet_v2.png")
+    ap.add_argument("--out", default="docs/synth_contact_sheet_v2.jpg")
     ap.add_argument("--count", type=int, default=12, help="captures (pairs of tiles)")
     ap.add_argument("--seed", type=int, default=3)
     ap.add_argument("--tile", type=int, default=224)

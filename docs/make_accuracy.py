@@ -120,7 +120,8 @@ def _real_photo_section(path: Path) -> list[str]:
             "annotated photos that ship in packages; the error of the 68 projected landmarks over the "
             "outer-eye-corner distance (NME, %). Made by `python bench/real_faces.py --model MODEL "
             "--json docs/eval/real_faces.json`.", "",
-            "| photos | annotated by | faces | found | mean NME % | median NME % |", "| --- | --- | --- | --- | --- | --- |",
+            "| photos | annotated by | faces | found | mean NME % | median NME % |",
+            "| --- | --- | --- | --- | --- | --- |",
             *rows,
             f"| all | | {overall['faces']} | {overall['found']} | {overall['mean_nme_percent']:.2f} | "
             f"{overall['median_nme_percent']:.2f} |",
