@@ -96,6 +96,10 @@ class Primitive:
     shade: bool = True
     shadow: bool = True
     hull: bool = False  # fill the convex hull of the points' projections (a surface's outline)
+    # (4,) head-frame plane (n, d): an ``on_skin`` part covers the head only where its
+    # surface has n . p + d >= 0 (a hat covers the cranium above its band, not a face seen
+    # from below), and everything off the head inside its outline.
+    covers_above: np.ndarray | None = None
 
 
 def _ring(centre, ax1, ax2, r1: float, r2: float, n: int = 24, power: float = 2.0, t0=0.0, t1=2 * np.pi):
@@ -176,7 +180,10 @@ def hat(a: Anchors, rng: np.random.Generator, colours: dict) -> list[Primitive]:
         pts.append(np.c_[ring[:, 0] * half_w * r, np.full_like(th, band_y - 0.03 * (1 - ring[:, 2]) / 2) +
                          np.sin(p) * top, cz + ring[:, 2] * depth * r])
     dome = np.concatenate(pts)
-    prims = [Primitive(dome, colour, 1.0, on_skin=True, hull=True)]
+    # The band's plane: at band_y over the forehead, 3 cm lower at the back of the head.
+    slope = 0.03 / (2 * depth)
+    band = np.array([0.0, 1.0, -slope, -band_y + slope * (cz + depth) + 0.004])
+    prims = [Primitive(dome, colour, 1.0, on_skin=True, hull=True, covers_above=band)]
     if rng.random() < 0.6:  # the brim of a cap
         reach = rng.uniform(0.05, 0.08)
         c = np.array([0.0, band_y - 0.004, cz + depth])
@@ -341,6 +348,19 @@ def build_occluders(a: Anchors, rngs: dict[str, np.random.Generator], probabilit
 
 
 # ---------------------------------------------------------------------------- drawing
+def _head_side(a: Anchors, head_depth: np.ndarray, box: tuple[int, int, int, int], plane: np.ndarray) -> np.ndarray:
+    """(y1 - y0, x1 - x0): ``n . p + d`` of the head's surface point ``p`` (head frame) seen
+    at each pixel of ``box``, +inf where no head is seen."""
+    x0, y0, x1, y1 = box
+    d = head_depth[y0:y1, x0:x1].astype(np.float64)
+    u, v = np.meshgrid(np.arange(x0, x1, dtype=np.float64), np.arange(y0, y1, dtype=np.float64))
+    rays = np.stack([u, v, np.ones_like(u)], -1) @ np.linalg.inv(a.K).T  # OpenCV camera, z = 1
+    cam = rays * d[..., None] * np.array([1.0, -1.0, -1.0])  # OpenGL camera
+    head = (cam - a.T) @ np.linalg.inv(a.R)
+    side = head @ plane[:3] + plane[3]
+    return np.where(d > 0, side, np.inf)
+
+
 def draw_primitives(prims: list[Primitive], a: Anchors, head_depth: np.ndarray, light_dir: np.ndarray | None,
                     ambient: float = 0.55) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Rasterize primitives into a layer over an image of the head's size.
@@ -389,6 +409,8 @@ def draw_primitives(prims: list[Primitive], a: Anchors, head_depth: np.ndarray, 
         else:
             cv2.fillPoly(m, [fixed], 255, cv2.LINE_AA, _SUBPIX)
         a_p = m.astype(np.float32) * np.float32(p.alpha / 255.0)
+        if p.covers_above is not None:
+            a_p *= _head_side(a, head_depth, (x0, y0, x1, y1), p.covers_above) >= 0
         if depth != _ON_SKIN:
             hd = head_depth[y0:y1, x0:x1]
             a_p *= ~((hd > 0) & (hd < depth))
