@@ -6,8 +6,8 @@ outputs reads more, at equal cost:
 
 1. ``--train`` packed crops (`jmlr pack`) cut with the training run's alignment jitter
    (the detector's 5-point error) are run through the model; kept per crop: the predicted
-   vertices and 2D points (the network's outputs), the pooled backbone features (what its
-   last layer reads) and the true expression weights. Cached in ``--features``.
+   vertices (what the fit reads), the pooled backbone features (what the network's last
+   layer reads) and the true expression weights. Cached in ``--features``.
 2. Readouts fitted on them, each scored on the held-out faces of
    `bench/bench_blendshapes.py` (its ``--cache`` file: new identities, exact alignment;
    the features of those faces are computed here from its crops' renders again):
@@ -70,9 +70,7 @@ def training_features(model, packs, n: int, jitter: AlignJitter, seed: int) -> d
         v, _ = model.predict(crops)
         out["verts"].append(v.astype(np.float32))
         out["feat"].append(pooled_features(model, crops))
-        for i in idx[s:s + 64]:
-            chunk, j = pc._locate(int(i))
-            out["expression"].append(np.asarray(chunk["expression"][j], np.float32))
+        out["expression"] += [pc.stored(int(i), "expression").astype(np.float32) for i in idx[s:s + 64]]
         if s % 6400 == 0:
             print(f"  {s}/{n} crops, {time.perf_counter() - t0:.0f} s", flush=True)
     return {"verts": np.concatenate(out["verts"]), "feat": np.concatenate(out["feat"]),
@@ -151,9 +149,12 @@ def main() -> None:
     truth = cache["test_expression"] @ to_arkit.T
     Y = tr["expression"].astype(np.float64)
 
-    def report(case: str, expression: np.ndarray, arkit: np.ndarray | None = None) -> None:
-        """Scores face-model ``expression`` weights (B, E), or ``arkit`` weights (B, A) directly."""
-        e = errors(np.clip(expression, 0, 1) @ to_arkit.T if arkit is None else arkit, truth, names)
+    def as_arkit(expression: np.ndarray) -> np.ndarray:
+        """Face-model expression weights (B, E) -> ARKit weights (B, A), in [0, 1]."""
+        return np.clip(expression, 0, 1) @ to_arkit.T
+
+    def report(case: str, arkit: np.ndarray) -> None:
+        e = errors(arkit, truth, names)
         cells = " | ".join(f"{e[g]['active']:.3f} / {e[g]['inactive']:.3f}" for g in e)
         print(f"| {case} | {cells} |", flush=True)
 
@@ -165,7 +166,7 @@ def main() -> None:
     V = cache["test_pred"].astype(np.float64)
     for mm, l1 in ((4.0, 1e-6), (4.0, 0.0), (8.0, 0.0), (1.0, 1e-5)):
         fit = BlendshapeSolver(basis, noise_m=mm * 1e-3, l1=l1)(V)
-        report(f"fit, noise {mm:g} mm, l1 {l1:g}", None, fit.arkit)
+        report(f"fit, noise {mm:g} mm, l1 {l1:g}", fit.arkit)
     inputs = {
         "vertices": (tr["verts"].reshape(len(Y), -1), cache["test_pred"].reshape(n_test, -1)),
         "pooled features": (tr["feat"], ho["test_feat"]),
@@ -177,10 +178,10 @@ def main() -> None:
         Z, Zt = (X - mu) / sd, (Xt - mu) / sd
         G = Z.T @ Z
         W = np.linalg.solve(G + 100.0 * np.eye(len(G)), Z.T @ (Y - Y.mean(0)))
-        report(f"ridge (100) from the {label}", Zt @ W + Y.mean(0))
-        report(f"MLP from the {label}, squared error", train_mlp(Z, Y, None, args.steps)(Zt))
+        report(f"ridge (100) from the {label}", as_arkit(Zt @ W + Y.mean(0)))
+        report(f"MLP from the {label}, squared error", as_arkit(train_mlp(Z, Y, None, args.steps)(Zt)))
         for w in args.inactive_weight:
-            report(f"MLP from the {label}, L1, inactive x{w:g}", train_mlp(Z, Y, w, args.steps)(Zt))
+            report(f"MLP from the {label}, L1, inactive x{w:g}", as_arkit(train_mlp(Z, Y, w, args.steps)(Zt)))
 
 
 if __name__ == "__main__":

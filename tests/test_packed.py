@@ -88,6 +88,14 @@ def test_targets_are_consistent_with_the_crop(world):
         assert np.abs(crop_transform(landmarks5_from_68(lm), 64) - s["M"]).max() < 1e-3
 
 
+def test_stored_reads_a_sample_across_chunks(world):
+    crops = PackedCrops(world["pack"], 64)
+    second = np.load(world["pack"] / "chunk_00001" / "expression.npy")
+    # sample 7 is the second sample of the second chunk (6 + 4 crops)
+    np.testing.assert_array_equal(crops.stored(7, "expression"), second[1])
+    assert crops.stored(0, "R_t").shape == (4, 4)
+
+
 def test_jitter_flip_colour_batches(world):
     from jmlr.facemodel import Topology
 

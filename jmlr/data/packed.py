@@ -335,6 +335,12 @@ class PackedCrops:
         c = int(np.searchsorted(self._starts, i, side="right") - 1)
         return self.chunks[c], i - int(self._starts[c])
 
+    def stored(self, i: int, key: str) -> np.ndarray:
+        """Sample ``i``'s stored array ``key`` as it is in the pack (one of the files of the
+        module docstring without ``.npy``: ``identity``, ``expression``, ``R_t``, ...)."""
+        chunk, j = self._locate(i)
+        return np.asarray(chunk[key][j])
+
     def crop_transform(self, i: int, rng: np.random.Generator | None = None) -> np.ndarray:
         """A (2, 3): stored-crop px -> training-crop px (the exact JMLR alignment at S,
         then the jitter when ``rng`` is given)."""
