@@ -172,3 +172,25 @@ def test_loss_in_output_units():
     assert res["land"].item() == pytest.approx(2.0, rel=1e-4)   # 0.1 / 0.05 (p_norm of S/2 is 0)
     assert res["vert_mm"].item() == pytest.approx(2.0 * np.sqrt(3), rel=1e-4)
     assert res["land_px"].item() == pytest.approx(0.1 * np.sqrt(2) * S / 2, rel=1e-4)
+
+
+def test_expression_weights_flip_with_the_face(world):
+    """Given the expression names, batches carry the weights, and a mirrored crop gets its
+    left and right shapes swapped (eyeBlink_L <-> eyeBlink_R)."""
+    from jmlr.facemodel import Topology
+    from jmlr.facemodel.blendshapes import expression_flip_index
+    from jmlr.facemodel.procedural import EXPRESSION_NAMES
+
+    topo = Topology.load(world["topology"])
+    names = list(EXPRESSION_NAMES)
+    assert "expression" not in next(PackedCrops(world["pack"], 64).batches(4))
+    perm = expression_flip_index(names)
+    for flip in (0.0, 1.0):
+        crops = PackedCrops(world["pack"], 64, flip=flip, flip_index=topo.flip_index, seed=1, expression_names=names)
+        b = next(crops.batches(4))
+        for k, i in enumerate(b["index"].tolist()):
+            stored = crops.stored(i, "expression").astype(np.float32)
+            np.testing.assert_array_equal(b["expression"][k].numpy(), stored[perm] if flip else stored)
+    assert not np.array_equal(perm, np.arange(len(names)))
+    with pytest.raises(ValueError, match="names given"):
+        PackedCrops(world["pack"], 64, expression_names=names[:-1])

@@ -86,6 +86,13 @@ def flip_batch(image: torch.Tensor, points2d: torch.Tensor, verts: torch.Tensor,
     return image, points2d, verts
 
 
+def flip_expression(expression: torch.Tensor, expression_flip_index: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Expression weights (B, E) of the samples ``flip_batch`` mirrored where ``mask`` (B,)
+    is true: left and right shapes swap (``expression_flip_index`` (E,) long, from
+    `jmlr.facemodel.blendshapes.expression_flip_index`)."""
+    return torch.where(mask.view(-1, 1), expression[:, expression_flip_index], expression)
+
+
 def color_jitter(image: np.ndarray, rng: np.random.Generator, brightness: float = 0.2,
                  contrast: float = 0.2, saturation: float = 0.2) -> np.ndarray:
     """Random brightness/contrast/saturation of an (H, W, 3) uint8 RGB image.

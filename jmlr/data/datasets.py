@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from .align import AlignJitter, align_sample, masked_full_image
-from .augment import color_jitter, color_jitter_batch, flip_batch, flip_sample
+from .augment import color_jitter, color_jitter_batch, flip_batch, flip_expression, flip_sample
 
 
 @dataclass
@@ -207,17 +207,23 @@ def infinite(loader: torch.utils.data.DataLoader) -> Iterator[dict]:
 
 
 def augment_batch(batch: dict, augment: AugmentConfig, flip_index: torch.Tensor,
-                  generator: torch.Generator) -> dict:
+                  generator: torch.Generator, expression_flip_index: torch.Tensor | None = None) -> dict:
     """Flip and colour-jitter a streamed batch in place of the per-sample path (torch).
 
-    ``image`` must be float in [0, 1]. Alignment jitter is the stream's own job.
+    ``image`` must be float in [0, 1]. Alignment jitter is the stream's own job. A batch
+    with ``expression`` weights needs ``expression_flip_index`` to flip them too.
     """
     batch = dict(batch)
     B = batch["image"].shape[0]
     if augment.flip > 0:
         mask = torch.rand(B, generator=generator) < augment.flip
+        mask = mask.to(batch["image"].device)
         batch["image"], batch["points2d"], batch["verts"] = flip_batch(
-            batch["image"], batch["points2d"], batch["verts"], flip_index, mask.to(batch["image"].device))
+            batch["image"], batch["points2d"], batch["verts"], flip_index, mask)
+        if "expression" in batch:
+            if expression_flip_index is None:
+                raise ValueError("flipping a batch with expression weights needs expression_flip_index")
+            batch["expression"] = flip_expression(batch["expression"], expression_flip_index, mask)
     if augment.color > 0:
         batch["image"] = color_jitter_batch(batch["image"], generator, augment.color, augment.color, augment.color)
     return batch

@@ -277,6 +277,9 @@ class PackedCrops:
         flip_index: (N,) mirror map of the topology.
         seed: seeds the order and the augmentation.
         limit: use only the first ``limit`` samples (quick runs, tests).
+        expression_names: the face model's expression names, in the packs' column order;
+            given, samples carry ``expression`` (E,) weights, and flipping swaps left and
+            right shapes by these names.
 
     ``sample(i, rng)`` gives one aligned crop and its targets; ``batches(B)`` endless
     shuffled batches (epoch after epoch, a new permutation each time).
@@ -284,7 +287,9 @@ class PackedCrops:
 
     def __init__(self, roots: str | Path | Sequence[str | Path], size: int, jitter: AlignJitter | None = None,
                  flip: float = 0.0, color: float = 0.0, flip_index: np.ndarray | None = None, seed: int = 0,
-                 limit: int | None = None) -> None:
+                 limit: int | None = None, expression_names: Sequence[str] | None = None) -> None:
+        from jmlr.facemodel.blendshapes import expression_flip_index
+
         roots = [roots] if isinstance(roots, (str, Path)) else list(roots)
         if not roots:
             raise ValueError("no pack folders given")
@@ -305,6 +310,13 @@ class PackedCrops:
         self.refresh()
         if not self.chunks:
             raise ValueError(f"no finished chunk in {roots}")
+        self.expression_names = tuple(str(n) for n in expression_names or ())
+        self.expression_flip_index: torch.Tensor | None = None
+        if self.expression_names:
+            stored = int(self.chunks[0]["expression"].shape[1])
+            if stored != len(self.expression_names):
+                raise ValueError(f"packs store {stored} expression weights, {len(self.expression_names)} names given")
+            self.expression_flip_index = torch.from_numpy(expression_flip_index(self.expression_names))
 
     def refresh(self) -> int:
         """Add the chunks finished since the last call (a pack may still be rendering
@@ -355,12 +367,14 @@ class PackedCrops:
 
     def sample(self, i: int, rng: np.random.Generator | None = None) -> dict[str, np.ndarray]:
         """One sample at the training size: ``image`` (S, S, 3) uint8, ``points2d`` (N, 2)
-        crop px, ``verts`` (N, 3) float32 m, ``R_t``, ``K``, ``M`` (image px -> crop px)."""
+        crop px, ``verts`` (N, 3) float32 m, ``R_t``, ``K``, ``M`` (image px -> crop px), and
+        ``expression`` (E,) float32 when the view has ``expression_names``."""
         chunk, j = self._locate(i)
         A = self.crop_transform(i, rng)
         image = cv2.warpAffine(np.asarray(chunk["images"][j]), A, (self.size, self.size), flags=cv2.INTER_LINEAR,
                                borderMode=cv2.BORDER_REPLICATE)
-        return {
+        extra = {"expression": np.asarray(chunk["expression"][j], np.float32)} if self.expression_names else {}
+        return {**extra,
             "image": image,
             "points2d": apply_affine(A, np.asarray(chunk["points2d"][j], np.float64)).astype(np.float32),
             "verts": np.asarray(chunk["verts"][j], np.float32),
@@ -395,5 +409,5 @@ class PackedCrops:
                 b = self.collate(order[s:s + batch_size], rng if augment else None)
                 if augment and (aug.flip > 0 or aug.color > 0):
                     b["image"] = b["image"].float().div_(255.0)
-                    b = augment_batch(b, aug, self.flip_index, gen)
+                    b = augment_batch(b, aug, self.flip_index, gen, self.expression_flip_index)
                 yield b

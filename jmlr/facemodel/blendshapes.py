@@ -59,7 +59,9 @@ __all__ = [
     "BlendshapeSolver",
     "arkit_mapping",
     "default_blendshape_basis_path",
+    "expression_flip_index",
     "fit_blendshapes",
+    "soft_threshold",
 ]
 
 # Apple's ARFaceAnchor.BlendShapeLocation names, in Apple's documentation order.
@@ -111,6 +113,44 @@ def arkit_mapping(model_names: Sequence[str]) -> tuple[tuple[str, ...], np.ndarr
     for a, n in enumerate(names):
         matrix[a, sources[n]] = 1.0 / len(sources[n])
     return names, matrix
+
+
+def soft_threshold(weights: np.ndarray, threshold: float) -> np.ndarray:
+    """Weights in [0, 1] with everything up to ``threshold`` taken as 0 and the rest
+    stretched back onto [0, 1]: ``clip((w - t) / (1 - t), 0, 1)``.
+
+    Why: a learned head trained to miss no active shape answers small weights for shapes
+    it is unsure of; most of those are in fact at rest. The threshold is chosen on
+    held-out faces (bench/bench_blendshapes.py)."""
+    t = float(threshold)
+    if not 0.0 <= t < 1.0:
+        raise ValueError(f"threshold must be in [0, 1), got {t}")
+    return np.clip((np.asarray(weights, np.float64) - t) / (1.0 - t), 0.0, 1.0)
+
+
+_MIRRORED = (("_L", "_R"), ("Left", "Right"))
+
+
+def expression_flip_index(model_names: Sequence[str]) -> np.ndarray:
+    """(E,) int64: the weight index of each expression's mirror image, an involution.
+
+    Mirroring a face swaps its sides: ``eyeBlink_L`` <-> ``eyeBlink_R``, ``jawLeft`` <->
+    ``jawRight``; an unsided shape (``jawOpen``) is its own mirror. So a flipped training
+    image takes ``weights[:, expression_flip_index(names)]``. A sided name whose mirror is
+    missing raises ``ValueError``.
+    """
+    names = [str(n) for n in model_names]
+    where = {n: i for i, n in enumerate(names)}
+    index = np.arange(len(names), dtype=np.int64)
+    for i, name in enumerate(names):
+        for a, b in _MIRRORED:
+            for this, other in ((a, b), (b, a)):
+                if name.endswith(this):
+                    mirror = name[: -len(this)] + other
+                    if mirror not in where:
+                        raise ValueError(f"expression {name!r} has no mirror {mirror!r} among the names")
+                    index[i] = where[mirror]
+    return index
 
 
 @dataclass(eq=False)

@@ -4,14 +4,22 @@ architecture, one entry per backbone family) and the task registry (`tasks`: wha
 kind of network predicts and how it learns it).
 """
 
-from .jmlr_net import OUTPUTS_PER_VERTEX, VERTEX_SCALE, JMLRHead, JMLRNet, decode_output, encode_targets
+from .jmlr_net import (
+    OUTPUTS_PER_VERTEX,
+    VERTEX_SCALE,
+    JMLRHead,
+    JMLRNet,
+    decode_output,
+    encode_targets,
+    split_expression,
+)
 from .registry import FAMILIES, create_backbone, create_model, list_models, load_model_config, register_family
 from .resnet import BasicBlock, Bottleneck, ResNet
 from .tasks import TASKS, Task, TaskOutput, create_task_model, get_task, register_task
 
 __all__ = [
     "BasicBlock", "Bottleneck", "ResNet", "JMLRHead", "JMLRNet",
-    "VERTEX_SCALE", "OUTPUTS_PER_VERTEX", "decode_output", "encode_targets",
+    "VERTEX_SCALE", "OUTPUTS_PER_VERTEX", "decode_output", "encode_targets", "split_expression",
     "create_model", "create_backbone", "list_models", "load_model_config", "FAMILIES", "register_family",
     "TASKS", "Task", "TaskOutput", "get_task", "register_task", "create_task_model",
     "count_parameters", "count_flops",

@@ -6,8 +6,11 @@ reference code of the paper so that its checkpoints import 1:1:
 
 * ``out[:, :3N]``  -> world vertices, metres x ``VERTEX_SCALE`` (x, y, z interleaved),
   so values are roughly in [-1, 1] for a head of ~0.1 m.
-* ``out[:, 3N:]``  -> crop points, normalised ``p_norm = p_px / S * 2 - 1`` (u, v
+* ``out[:, 3N:5N]`` -> crop points, normalised ``p_norm = p_px / S * 2 - 1`` (u, v
   interleaved), pixel centres as in OpenCV (top-left pixel centre = (0, 0)).
+* ``out[:, 5N:]`` -> only for a network with an expression head (model config
+  ``expression_names``, E names): the face model's E expression weights, ARKit semantics
+  (0 = rest, 1 = full), unclamped.
 
 ``decode_output`` and ``encode_targets`` convert between this layout and metric units.
 """
@@ -21,7 +24,7 @@ from .mobilenet import MobileNetV2
 from .resnet import ResNet
 
 __all__ = ["VERTEX_SCALE", "OUTPUTS_PER_VERTEX", "JMLRHead", "JMLRNet", "JMLRMobileNet", "jmlr_network_class",
-           "decode_output", "encode_targets"]
+           "decode_output", "encode_targets", "split_expression"]
 
 VERTEX_SCALE = 10.0
 OUTPUTS_PER_VERTEX = 5
@@ -40,10 +43,16 @@ class JMLRHead(nn.Module):
     units of their spread, which also balances the loss terms
     (``jmlr.models.loss.jmlr_loss`` divides by the same scale). The defaults (0, 1) are the
     raw layout, as in the paper's code and imported checkpoints.
+
+    With ``expression_names`` in the config, a second linear layer ``expression_fc`` reads
+    the same pooled features and its E outputs follow the 5N (see the module docstring):
+    the expression is learned from the image with the mesh, instead of being fitted to a
+    mesh that carries only part of it (docs/blendshapes.md).
     """
 
     num_vertices: int
     input_size: int
+    expression_names: tuple[str, ...]
 
     def _init_head(self, num_vertices: int, input_size: int, config: dict | None) -> None:
         self.num_vertices = int(num_vertices)
@@ -52,12 +61,27 @@ class JMLRHead(nn.Module):
         n5 = self.num_vertices * OUTPUTS_PER_VERTEX
         self.register_buffer("out_mean", torch.zeros(n5))
         self.register_buffer("out_scale", torch.ones(n5))
+        self.expression_names = tuple(str(n) for n in self.config.get("expression_names") or ())
+        if self.expression_names:
+            self.expression_fc = nn.Linear(self.fc.in_features, len(self.expression_names))
 
     def forward_head(self, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        return self.fc(self.global_pool(x).flatten(1)) * self.out_scale + self.out_mean
+        f = self.global_pool(x).flatten(1)
+        out = self.fc(f) * self.out_scale + self.out_mean
+        if self.expression_names:
+            out = torch.cat([out, self.expression_fc(f)], dim=1)
+        return out
 
     def decode(self, out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return decode_output(out, self.num_vertices, self.input_size)
+        return decode_output(split_expression(out, self.num_vertices)[0], self.num_vertices, self.input_size)
+
+    @torch.no_grad()
+    def init_expression_head(self, expression: torch.Tensor, fc_std: float = 1e-3) -> None:
+        """Start the expression head at the mean of ``expression`` (B, E) targets, its
+        weights small, so that a network trained without it keeps its other outputs and
+        starts from the average expression."""
+        nn.init.normal_(self.expression_fc.weight, std=fc_std)
+        self.expression_fc.bias.copy_(expression.float().mean(0).to(self.expression_fc.bias))
 
     @torch.no_grad()
     def set_output_statistics(self, mean: torch.Tensor, scale: torch.Tensor, fc_std: float = 1e-3) -> None:
@@ -147,6 +171,19 @@ def decode_output(out: torch.Tensor, num_vertices: int,
     verts = out[:, : 3 * n].reshape(-1, n, 3) / VERTEX_SCALE
     points = (out[:, 3 * n:].reshape(-1, n, 2) + 1.0) * (float(input_size) / 2.0)
     return verts, points
+
+
+def split_expression(out: torch.Tensor, num_vertices: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``(B, 5N [+ E])`` network output -> the JMLR part ``(B, 5N)`` and the expression
+    weights ``(B, E)`` clamped to [0, 1] (None for a network without expression head).
+    Works on numpy arrays too."""
+    n5 = int(num_vertices) * OUTPUTS_PER_VERTEX
+    if out.shape[-1] < n5:
+        raise ValueError(f"output has {out.shape[-1]} values, expected at least {num_vertices} * 5 = {n5}")
+    if out.shape[-1] == n5:
+        return out, None
+    extra = out[:, n5:]
+    return out[:, :n5], (extra.clamp(0.0, 1.0) if isinstance(extra, torch.Tensor) else extra.clip(0.0, 1.0))
 
 
 def encode_targets(verts: torch.Tensor, points: torch.Tensor,

@@ -9,6 +9,9 @@
 - ``L_land``: mean absolute error over all (B, N, 2) crop-point coordinates in the
   normalised space ``p_norm = p_px / S * 2 - 1`` (so 1.0 = half the crop).
 
+A network with an expression head (`jmlr.models.JMLRHead`) adds
+``λ_expr·L_expr``, the mean absolute error of its E expression weights (:func:`expression_loss`).
+
 The baselines replace ``L_land`` by ``λ_pose·L_pose``, the mean absolute error of the
 normalised 6DoF vector (see ``jmlr.models.baselines``).
 
@@ -29,11 +32,12 @@ from .jmlr_net import VERTEX_SCALE
 
 @dataclass(frozen=True)
 class LossWeights:
-    """λ0 (edge), λ1 (2D points), λ_pose (baselines' 6DoF)."""
+    """λ0 (edge), λ1 (2D points), λ_pose (baselines' 6DoF), λ_expr (expression head)."""
 
     lambda_edge: float = 0.25
     lambda_land: float = 2.0
     lambda_pose: float = 1.0
+    lambda_expression: float = 1.0
 
     @classmethod
     def from_dict(cls, d: dict | None) -> LossWeights:
@@ -105,6 +109,25 @@ def jmlr_loss(out: torch.Tensor, verts: torch.Tensor, points2d: torch.Tensor, ed
         land_px = (pred_p - gt_p).norm(dim=-1).mean() * (input_size / 2.0)
     return {"loss": loss, "vert": l_vert.detach(), "edge": l_edge.detach(), "land": l_land.detach(),
             "vert_mm": vert_mm, "land_px": land_px}
+
+
+def expression_loss(pred: torch.Tensor, target: torch.Tensor, active: float = 0.1) -> dict[str, torch.Tensor]:
+    """L_expr of predicted expression weights (B, E) (raw, unclamped) against the truth
+    (B, E) in [0, 1].
+
+    Most weights of a face are 0, so a plain mean would be won by predicting 0 everywhere;
+    the error is averaged separately over the active weights (truth > ``active``) and the
+    rest, and the two means are added (an empty group counts 0). The prediction is not
+    clamped here (it is when served), so that a weight pushed out of [0, 1] still has a
+    gradient back. Returns ``expression`` (the term), and for logging ``expression_active`` and
+    ``expression_inactive`` (the two means, in weight units).
+    """
+    err = (pred.float() - target.float()).abs()
+    on = target.float() > active
+    err_on = (err * on).sum() / on.sum().clamp_min(1)
+    err_off = (err * ~on).sum() / (~on).sum().clamp_min(1)
+    return {"expression": err_on + err_off, "expression_active": err_on.detach(),
+            "expression_inactive": err_off.detach()}
 
 
 def baseline_loss(out: torch.Tensor, verts: torch.Tensor, pose6: torch.Tensor, edges: torch.Tensor,

@@ -8,6 +8,7 @@ A config is a dict::
     # or
     backbone: {family: mobilenetv2, stem_width: 32, head_width: 1280}
     init: {centerface: true}   # optional pretrained initialisation (jmlr.models.pretrained)
+    expression_names: [browDown_L, ...]  # optional expression head (jmlr.models.JMLRHead)
     input_size: 256
     normalisation: {mean: [r, g, b], std: [r, g, b], color: RGB}
 
@@ -143,6 +144,10 @@ def _validate(cfg: dict[str, Any], origin: str) -> dict[str, Any]:
     if len(norm["mean"]) != 3 or len(norm["std"]) != 3:
         raise ValueError(f"model config {origin}: normalisation mean/std need 3 values")
     cfg["normalisation"] = norm
+    names = cfg.get("expression_names")
+    if names is not None and (not isinstance(names, list) or not all(isinstance(n, str) for n in names)
+                              or len(set(names)) != len(names)):
+        raise ValueError(f"model config {origin}: expression_names must be a list of distinct names")
     return cfg
 
 

@@ -33,8 +33,8 @@ import torch
 from torch import nn
 
 from .baselines import DirectRegressionNet, TwoStreamNet, decode_baseline_output
-from .jmlr_net import VERTEX_SCALE, decode_output, encode_targets
-from .loss import LossWeights, baseline_loss, jmlr_loss
+from .jmlr_net import VERTEX_SCALE, decode_output, encode_targets, split_expression
+from .loss import LossWeights, baseline_loss, expression_loss, jmlr_loss
 from .registry import create_model
 
 __all__ = ["Task", "TaskOutput", "TASKS", "register_task", "get_task", "create_task_model"]
@@ -49,11 +49,14 @@ class TaskOutput(NamedTuple):
     verts: (B, N, 3) world (head-frame) vertices, metres.
     points: (B, N, 2) crop pixels, or None; with them the pose comes from PnP.
     R_t: (B, 4, 4) challenge row-vector pose regressed directly, or None.
+    expression: (B, E) expression weights in [0, 1] (the network's ``expression_names``),
+        or None for a network without expression head.
     """
 
     verts: Any
     points: Any = None
     R_t: Any = None
+    expression: Any = None
 
 
 def _single_fc(net: nn.Module) -> list[tuple[nn.Linear, slice]]:
@@ -99,8 +102,9 @@ def create_task_model(task: str, config: ModelConfig, num_vertices: int, input_s
 
 # ----------------------------------------------------------------------------- jmlr
 def _jmlr_decode(out: torch.Tensor, num_vertices: int, input_size: int) -> TaskOutput:
-    verts, points = decode_output(out, num_vertices, input_size)
-    return TaskOutput(verts, points)
+    jmlr_out, expression = split_expression(out, num_vertices)
+    verts, points = decode_output(jmlr_out, num_vertices, input_size)
+    return TaskOutput(verts, points, None, expression)
 
 
 def _jmlr_targets(b: Batch, input_size: int) -> torch.Tensor:
@@ -110,8 +114,16 @@ def _jmlr_targets(b: Batch, input_size: int) -> torch.Tensor:
 def _jmlr_loss(out: torch.Tensor, b: Batch, edges: torch.Tensor, input_size: int, weights: LossWeights,
                net: nn.Module) -> dict[str, torch.Tensor]:
     # The loss is measured in the head's output units when it has the output affine.
-    return jmlr_loss(out, b["verts"], b["points2d"], edges, input_size, weights,
-                     out_scale=getattr(net, "out_scale", None))
+    jmlr_out, _ = split_expression(out, int(b["verts"].shape[1]))
+    res = jmlr_loss(jmlr_out, b["verts"], b["points2d"], edges, input_size, weights,
+                    out_scale=getattr(net, "out_scale", None))
+    if jmlr_out.shape[1] < out.shape[1]:
+        if "expression" not in b:
+            raise ValueError("the network has an expression head but the batch has no 'expression' targets "
+                             "(packed data holds them: data.source packed)")
+        res.update(expression_loss(out[:, jmlr_out.shape[1]:], b["expression"]))
+        res["loss"] = res["loss"] + weights.lambda_expression * res["expression"]
+    return res
 
 
 # ----------------------------------------------------------------------------- baselines

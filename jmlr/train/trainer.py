@@ -94,6 +94,8 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "init": None,                   # model-store folder to start from (continues a shipped model)
     "init_head": True,              # centre the output bias on the first batch's targets
     "output_stats": 2048,           # fresh JMLR runs: samples for the output affine (0 = off)
+    "expression_head": False,       # JMLR runs on packed data: also learn the expression weights
+                                    # (the shipped blendshape basis's names; docs/blendshapes.md)
     "vertex_basis": 0,              # JMLR runs: train the vertex rows of fc on the targets' K-dim
                                     # principal basis (jmlr.models.vertex_basis; 0 = off, else K at most)
 }
@@ -325,15 +327,17 @@ def synthetic_source(cfg: dict, topology: Topology, topology_path: Path, size: i
 
 
 def packed_source(cfg: dict, topology: Topology, size: int, batch: int, seed: int,
-                  rank: int, world: int) -> tuple[Iterator[dict], int]:
-    """Endless augmented batches from pack folders (`jmlr.data.packed`); (iterator, size)."""
+                  rank: int, world: int, expression_names: tuple[str, ...] = ()) -> tuple[Iterator[dict], int]:
+    """Endless augmented batches from pack folders (`jmlr.data.packed`); (iterator, size).
+    With ``expression_names`` the batches carry the expression weights too."""
     data = cfg["data"]
     roots = data.get("packs") or ([data["root"]] if data.get("root") else None)
     if not roots:
         raise ValueError("data.source 'packed' needs data.packs (pack folders made by `jmlr pack`)")
     aug = AugmentConfig.from_dict(data.get("augment"))
     crops = PackedCrops(roots, size, jitter=aug.jitter, flip=aug.flip, color=aug.color,
-                        flip_index=topology.flip_index, seed=seed, limit=data.get("limit"))
+                        flip_index=topology.flip_index, seed=seed, limit=data.get("limit"),
+                        expression_names=expression_names)
     if crops.num_vertices != topology.num_vertices:
         raise ValueError(f"packs have {crops.num_vertices} vertices per face, the topology {topology.num_vertices}")
     return crops.batches(batch, rank=rank, world=world), len(crops)
@@ -402,7 +406,10 @@ def output_statistics(targets: torch.Tensor, num_vertices: int) -> tuple[torch.T
 
 def load_init_model(net: torch.nn.Module, model_dir: str | Path) -> dict:
     """Load a model-store model's weights into ``net`` (same architecture and topology
-    size) for a run that continues it. Returns the store's manifest."""
+    size) for a run that continues it. Returns the store's manifest.
+
+    ``net`` may have an expression head the stored model lacks: that head is left as it
+    is, to be initialised by the caller (`JMLRHead.init_expression_head`)."""
     from jmlr.store import load_model
 
     loaded = load_model(model_dir)
@@ -411,6 +418,7 @@ def load_init_model(net: torch.nn.Module, model_dir: str | Path) -> dict:
                          f"{getattr(net, 'num_vertices', None)}")
     state = {k: v.float() for k, v in loaded.net.state_dict().items()}
     missing, unexpected = net.load_state_dict(state, strict=False)
+    missing = [k for k in missing if not k.startswith("expression_fc.")]
     if missing or unexpected:
         raise ValueError(f"--init {model_dir}: architecture differs from the run's "
                          f"(missing {missing[:3]}..., unexpected {unexpected[:3]}...)")
@@ -514,11 +522,15 @@ def train(cfg: dict, batches: Iterator[dict] | None = None) -> dict:
     peak_lr = scaled_lr(float(run.cfg["optim"]["lr"]), run.batch * run.world, int(run.cfg["optim"]["lr_batch"]))
     start_step, resumed_prior, resume_dir = _resume(run, net)
     if batches is None:
-        batches = _data_source(run, spec, start_step)
+        batches = _data_source(run, spec, net, start_step)
     to_inputs = _Inputs(spec.inputs, net.config["normalisation"], bool(run.cfg.get("channels_last", True)))
     pending: list[dict] = []
     if start_step == 0 and init_manifest is None:
         pending = _initialise_fresh(run, net, spec, batches, to_inputs)
+    if start_step == 0 and getattr(net, "expression_names", ()) and not _init_has_expression(init_manifest):
+        if not pending:
+            pending.append(_to_device(next(batches), run.device))
+        net.init_expression_head(torch.cat([b["expression"] for b in pending]))
     same_basis = _attach_vertex_basis(run, net, spec, batches, pending, resume_dir)
     optimizer = make_optimizer(run.cfg["optim"], _param_groups(net, float(run.cfg["optim"]["weight_decay"])), peak_lr)
     if resume_dir is not None:
@@ -556,11 +568,33 @@ def _start_run(cfg: dict) -> _Run:
     return _Run(cfg, rank, local_rank, world, device, Topology.load(topo_path), topo_path)
 
 
+def _init_has_expression(manifest: dict | None) -> bool:
+    return bool(manifest and (manifest.get("architecture") or {}).get("config", {}).get("expression_names"))
+
+
+def _model_config(run: _Run) -> Any:
+    """The run's model config: ``model`` as given, with the expression names added when
+    ``expression_head`` asks for one (the names of the shipped blendshape basis, which is
+    the face model's expression order, the order packs store the weights in)."""
+    cfg = run.cfg
+    if not cfg.get("expression_head"):
+        return cfg["model"]
+    if run.task != "jmlr":
+        raise ValueError(f"expression_head: only the jmlr task has one, not {run.task!r}")
+    from jmlr.facemodel.blendshapes import default_blendshape_basis_path
+    from jmlr.models.registry import load_model_config
+
+    model_cfg = load_model_config(cfg["model"])
+    with np.load(default_blendshape_basis_path()) as basis:
+        model_cfg["expression_names"] = [str(n) for n in basis["expression_names"]]
+    return model_cfg
+
+
 def _build_network(run: _Run, spec: Task) -> tuple[torch.nn.Module, dict | None]:
     """The task's network on the device, continued from ``init`` (a stored model) unless
     resuming; returns it and the init model's manifest (None for a fresh network)."""
     cfg = run.cfg
-    net = spec.build(cfg["model"], run.topology.num_vertices, run.size)
+    net = spec.build(_model_config(run), run.topology.num_vertices, run.size)
     init_manifest = None
     if cfg.get("init") and not cfg.get("resume"):
         init_manifest = load_init_model(net, cfg["init"])
@@ -614,10 +648,14 @@ def _attach_vertex_basis(run: _Run, net: torch.nn.Module, spec: Task, batches: I
     return resume_dir is None
 
 
-def _data_source(run: _Run, spec: Task, start_step: int) -> Iterator[dict]:
+def _data_source(run: _Run, spec: Task, net: torch.nn.Module, start_step: int) -> Iterator[dict]:
     """Endless batches of ``data.source`` (synthetic, disk or packed), seeded by the step."""
     cfg, rank, world = run.cfg, run.rank, run.world
     source = cfg["data"]["source"]
+    names = tuple(getattr(net, "expression_names", ()))
+    if names and source != "packed":
+        raise ValueError(f"expression_head needs expression targets, which only packed data holds (data.source "
+                         f"{source!r}); make packs with `jmlr pack`")
     if source == "synthetic":
         if "whole" in spec.inputs:
             raise ValueError(f"task {run.task!r} needs whole images: use data.source 'disk'")
@@ -630,7 +668,8 @@ def _data_source(run: _Run, spec: Task, start_step: int) -> Iterator[dict]:
     if source == "disk":
         return disk_source(cfg, run.topology, run.size, run.batch, run.seed + start_step, world > 1)[0]
     if source == "packed":
-        return packed_source(cfg, run.topology, run.size, run.batch, run.seed * 1000 + start_step, rank, world)[0]
+        return packed_source(cfg, run.topology, run.size, run.batch, run.seed * 1000 + start_step, rank, world,
+                             names)[0]
     raise ValueError(f"unknown data.source {source!r}")
 
 
@@ -687,7 +726,9 @@ def _initialise_fresh(run: _Run, net: torch.nn.Module, spec: Task, batches: Iter
 def _checkpoint_meta(run: _Run, model_cfg: dict, images_before: int, step: int) -> dict:
     cfg, data = run.cfg, run.cfg["data"]
     seen = step * run.batch * run.world
-    return {"model": cfg["model"] if isinstance(cfg["model"], str) else model_cfg,
+    # A registry name stands for the config unless the run changed it (expression head).
+    by_name = isinstance(cfg["model"], str) and not cfg.get("expression_head")
+    return {"model": cfg["model"] if by_name else model_cfg,
             "model_config": model_cfg, "num_vertices": run.topology.num_vertices, "input_size": run.size,
             "topology": str(run.topo_path), "task": run.task, "step": step, "config": cfg,
             "images_seen": seen, "images_seen_total": images_before + seen,
