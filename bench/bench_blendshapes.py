@@ -8,7 +8,10 @@ jitter, with camera effects) whose expression weights are known, and fits the we
   (b) to the shipped model's predicted vertices (``jmlr.store`` load + predict on the
       crops);
   (c) to the same vertices and the network's 2D points in the frame, posed by PnP as the
-      service poses them (`BlendshapeSolver.fit_with_points`).
+      service poses them (`BlendshapeSolver.fit_with_points`);
+  (d) for a model with an expression head, no fit: the weights the network predicts,
+      raw and through a soft threshold chosen on the validation draw
+      (`jmlr.facemodel.blendshapes.soft_threshold`, what the service applies).
 
 The solver's ``noise_m`` (identity prior strength) and ``l1`` (sparsity) are chosen per
 case on a separate validation draw (``--val``) from ``--noise-mm`` x ``--l1``, then
@@ -39,7 +42,7 @@ import numpy as np
 import torch
 
 from jmlr.facemodel import FaceModel, Topology
-from jmlr.facemodel.blendshapes import BlendshapeBasis, BlendshapeSolver, arkit_mapping
+from jmlr.facemodel.blendshapes import BlendshapeBasis, BlendshapeSolver, arkit_mapping, soft_threshold
 from jmlr.geometry.crop import apply_affine, invert_affine
 from jmlr.geometry.pnp import solve_pnp
 from jmlr.store import default_model_name, load_model
@@ -56,12 +59,15 @@ def draw(model, facemodel, topology, n: int, seed: int, batch: int = 32) -> dict
     gives (as the service computes it)."""
     stream = SyntheticCropStream(facemodel, topology, size=model.input_size, batch_size=batch, seed=seed,
                                  jitter=CropJitter.none(), effects=True)
-    out: dict[str, list] = {k: [] for k in ("gt", "pred", "expression", "points", "K", "R_cv", "t_cv")}
+    keys = ("gt", "pred", "expression", "points", "K", "R_cv", "t_cv") + (("head",) if model.expression_names else ())
+    out: dict[str, list] = {k: [] for k in keys}
     with torch.no_grad():
         while sum(len(v) for v in out["gt"]) < n:
             b = stream.next_batch(return_params=True)
             crops = (b["image"].permute(0, 2, 3, 1).numpy() * 255).round().clip(0, 255).astype(np.uint8)
-            v, pts = model.predict(crops)
+            v, pts, head = model.infer(crops)
+            if head is not None:
+                out["head"].append(head)
             M, K = b["M"].numpy().astype(np.float64), b["K"].numpy().astype(np.float64)
             img_pts = np.stack([apply_affine(invert_affine(M[i]), pts[i].astype(np.float64)) for i in range(len(v))])
             poses = [solve_pnp(v[i].astype(np.float64), img_pts[i], K[i]) for i in range(len(v))]
@@ -130,6 +136,16 @@ def choose_points_options(basis, val, truth_val, names, grid_mm, grid_l1, grid_w
     return best
 
 
+def choose_threshold(head_val, truth_val, names, grid) -> float:
+    best, best_score = grid[0], np.inf
+    for t in grid:
+        e = errors(soft_threshold(head_val, t), truth_val, names)["all"]
+        score = 0.5 * (e["active"] + e["inactive"])
+        if score < best_score:
+            best, best_score = t, score
+    return best
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default=None, help="model in the store (default: the store's cpu default)")
@@ -155,7 +171,8 @@ def main() -> None:
         with np.load(args.cache) as d:
             val = {k[4:]: d[k] for k in d.files if k.startswith("val_")}
             test = {k[5:]: d[k] for k in d.files if k.startswith("test_")}
-        cached = "points" in test  # caches from before the 2D fit are rendered again
+        # caches from before the 2D fit, or without a head model's weights, are rendered again
+        cached = "points" in test and ("head" in test or not model.expression_names)
     if not cached:
         t0 = time.perf_counter()
         val = draw(model, facemodel, topology, args.val, args.seed)
@@ -186,6 +203,17 @@ def main() -> None:
     ms = (time.process_time() - c0) / len(test["pred"]) * 1e3
     rows.append((f"(c) {model.name} predictions + 2D points", f"{mm:g}, {l1:g}, 2D weight {w:g}", e,
                  (ms, float("nan"), float("nan")), float("nan")))
+
+    if model.expression_names:
+        head_names, head_to_arkit = arkit_mapping(model.expression_names)
+        if head_names != names:
+            raise SystemExit(f"{model.name}: its head's ARKit names differ from the basis's")
+        head_val, head_test = val["head"] @ head_to_arkit.T, test["head"] @ head_to_arkit.T
+        t = choose_threshold(head_val, truth_val, names, [0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4])
+        nan3 = (float("nan"),) * 3
+        rows.append((f"(d) {model.name} expression head, raw", "", errors(head_test, truth, names), nan3, float("nan")))
+        rows.append((f"(d) {model.name} expression head, soft threshold {t:g}", "",
+                     errors(soft_threshold(head_test, t), truth, names), nan3, float("nan")))
 
     zeros = errors(np.zeros_like(truth), truth, names)
     groups = ["all"] + [g for g, _ in GROUPS]

@@ -16,7 +16,7 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -25,7 +25,10 @@ from .metrics import Metrics
 
 log = logging.getLogger("service.batcher")
 
-PredictFn = Callable[[np.ndarray, bool], tuple[np.ndarray, np.ndarray]]
+# crops (B, S, S, 3) uint8, flip_tta -> per-crop outputs, each (B, ...) or None (a model
+# without that output): (verts, points) or (verts, points, expression).
+PredictFn = Callable[[np.ndarray, bool], Sequence[np.ndarray | None]]
+Outputs = tuple[np.ndarray | None, ...]
 
 
 class QueueFullError(Exception):
@@ -122,8 +125,9 @@ class DynamicBatcher:
         return self._running and self._thread is not None and self._thread.is_alive()
 
     # ------------------------------------------------------------------ request side
-    async def submit(self, crops: np.ndarray, flip_tta: bool, deadline: float) -> tuple[np.ndarray, np.ndarray]:
-        """Infer crops (k, S, S, 3) uint8; returns (verts (k, N, 3), points (k, N, 2)).
+    async def submit(self, crops: np.ndarray, flip_tta: bool, deadline: float) -> Outputs:
+        """Infer crops (k, S, S, 3) uint8; returns the model's outputs for them, each with k
+        rows: (verts (k, N, 3), points (k, N, 2)[, expression (k, E) or None]).
 
         Raises QueueFullError at once when the queue has no room for all k crops (a
         request is admitted whole or not at all), DeadlineExceededError when the
@@ -157,9 +161,8 @@ class DynamicBatcher:
                 if any(not i.future.done() for i in items):
                     self._queue = deque(q for q in self._queue if not q.abandoned)
                     self._set_depth()
-        verts = np.stack([r[0] for r in results])
-        points = np.stack([r[1] for r in results])
-        return verts, points
+        return tuple(None if results[0][j] is None else np.stack([r[j] for r in results])
+                     for j in range(len(results[0])))
 
     # ------------------------------------------------------------------ worker side
     def _set_depth(self) -> None:
@@ -218,13 +221,13 @@ class DynamicBatcher:
             for item in batch:
                 self.metrics.queue_wait.observe(start - item.enqueued)
         try:
-            verts, points = self.predict(np.stack([i.crop for i in batch]), batch[0].flip_tta)
+            outputs = tuple(self.predict(np.stack([i.crop for i in batch]), batch[0].flip_tta))
             # A model that returns fewer (or more) rows than crops would hand one request
             # another's face, or none; refuse the whole batch instead.
-            if len(verts) != len(batch) or len(points) != len(batch):
+            rows = [len(o) for o in outputs if o is not None]
+            if len(outputs) < 2 or outputs[0] is None or outputs[1] is None or any(r != len(batch) for r in rows):
                 raise InferenceError(
-                    f"the model returned {len(verts)} vertex sets and {len(points)} point sets "
-                    f"for a batch of {len(batch)} crops"
+                    f"the model returned {len(outputs)} outputs with {rows} rows for a batch of {len(batch)} crops"
                 )
         except Exception as exc:  # surface to every waiting request, keep the worker alive
             log.exception("inference failed for a batch of %d", len(batch))
@@ -233,4 +236,4 @@ class DynamicBatcher:
                 _post(item, None, err)
             return
         for k, item in enumerate(batch):
-            _post(item, (verts[k], points[k]))
+            _post(item, tuple(None if o is None else o[k] for o in outputs))

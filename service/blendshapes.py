@@ -1,18 +1,29 @@
 """ARKit blendshape weights for the faces of a response (``include=blendshapes``).
 
-The fit (``jmlr.facemodel.blendshapes``) needs the face model's bases at the topology's
-vertices; they ship with the package for the default topology. A model whose topology
-they do not cover still serves everything else: asking it for blendshapes adds a warning
-instead of failing the request.
+Two sources, chosen per model at load:
+
+- ``head``: the network has an expression head (`jmlr.models.JMLRHead`) and predicts the
+  face model's expression weights from the image; they are renamed to ARKit's
+  (`jmlr.facemodel.blendshapes.arkit_mapping`). The head reads the expression from the
+  image's pixels, which the predicted mesh carries only in part (docs/blendshapes.md).
+- ``fit``: the weights are fitted to the predicted mesh (`jmlr.facemodel.blendshapes`),
+  which needs the face model's bases at the topology's vertices; they ship with the
+  package for the default topology.
+
+A model with neither still serves everything else: asking it for blendshapes adds a
+warning instead of failing the request.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
+from typing import Literal
 
 import numpy as np
 
-from jmlr.facemodel.blendshapes import BlendshapeBasis, BlendshapeSolver
+from jmlr.facemodel.blendshapes import BlendshapeBasis, BlendshapeSolver, arkit_mapping, soft_threshold
+from jmlr.inference.poses import FaceReconstruction
 
 from .schemas import FaceOut
 
@@ -23,14 +34,32 @@ log = logging.getLogger("service.blendshapes")
 # for jmlr_mnv2_96_cpu on 2026-12-05: its meshes carry more expression, so less smoothing).
 NOISE_M = 4e-3
 L1 = 1e-6
+# The head's ARKit weights go through soft_threshold(w, HEAD_THRESHOLD), chosen on held-out
+# synthetic faces for the shipped head (bench/bench_blendshapes.py case (d)).
+HEAD_THRESHOLD = 0.0
 
 
 class BlendshapeEstimator:
-    """Fits ARKit weights to predicted meshes of one topology; ``error`` says why not."""
+    """ARKit weights for the faces of one model: from its expression head when it has
+    one (``source`` 'head'), else fitted to its meshes ('fit'); 'none' with ``error``
+    saying why neither is possible.
 
-    def __init__(self, topology, basis_path=None) -> None:
+    Args:
+        topology: the model's topology (for the fit).
+        expression_names: the face-model expressions the model's head predicts (empty:
+            no head).
+        basis_path: the fit's basis (default: the shipped one).
+    """
+
+    def __init__(self, topology, expression_names: Sequence[str] = (), basis_path=None) -> None:
         self.solver: BlendshapeSolver | None = None
         self.error: str | None = None
+        self._head: tuple[tuple[str, ...], np.ndarray] | None = None
+        if expression_names:
+            names, matrix = arkit_mapping(expression_names)
+            if names:
+                self._head = (names, matrix)
+                return
         try:
             basis = BlendshapeBasis.load(basis_path).for_topology(topology)
         except (OSError, KeyError, ValueError) as exc:
@@ -40,15 +69,29 @@ class BlendshapeEstimator:
         self.solver = BlendshapeSolver(basis, noise_m=NOISE_M, l1=L1)
 
     @property
+    def source(self) -> Literal["head", "fit", "none"]:
+        return "head" if self._head is not None else "fit" if self.solver is not None else "none"
+
+    @property
     def names(self) -> tuple[str, ...]:
+        if self._head is not None:
+            return self._head[0]
         return self.solver.arkit_names if self.solver is not None else ()
 
-    def annotate(self, faces: list[FaceOut], verts: np.ndarray) -> list[str]:
-        """Set ``face.blendshapes`` from each face's head-frame vertices (B, N, 3);
-        returns warnings for the response."""
+    def annotate(self, faces: list[FaceOut], recs: Sequence[FaceReconstruction]) -> list[str]:
+        """Set ``face.blendshapes`` of each face from its reconstruction (the head's
+        weights, or a fit to its head-frame vertices); returns warnings for the response."""
+        if self._head is not None:
+            names, matrix = self._head
+            if all(rec.expression is not None for rec in recs):
+                for face, rec in zip(faces, recs):
+                    weights = soft_threshold(matrix @ np.asarray(rec.expression, np.float64), HEAD_THRESHOLD)
+                    face.blendshapes = {n: round(float(w), 4) for n, w in zip(names, weights)}
+                return []
+            return ["blendshapes were not computed: the model's expression head gave no weights"]
         if self.solver is None:
             return [f"blendshapes were not computed: {self.error}"]
-        fit = self.solver(np.asarray(verts, np.float64), details=False)
+        fit = self.solver(np.stack([np.asarray(rec.vertices, np.float64) for rec in recs]), details=False)
         for face, row in zip(faces, fit.arkit):
             face.blendshapes = self.solver.arkit_dict(row)
         return []

@@ -8,6 +8,7 @@ accepting requests; inference goes through the dynamic batcher's own worker thre
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import re
 import time
@@ -25,6 +26,7 @@ from jmlr.inference import (
     FaceCrops,
     FaceReconstruction,
     crop_faces,
+    infer_crops,
     load_backend,
     locate_faces,
     max_reduction,
@@ -158,9 +160,10 @@ class Engine:
                 model.predict(np.zeros((batch, S, S, 3), np.uint8), flip_tta=False)
             detector.detect(np.zeros((64, 64, 3), np.uint8))
         self.model, self.detector = model, detector
-        self.blendshapes = BlendshapeEstimator(model.topology)
+        self.blendshapes = BlendshapeEstimator(model.topology, getattr(model, "expression_names", ()))
         self.batcher = DynamicBatcher(
-            model.predict, s.max_batch_size, s.max_queue_delay_ms / 1000.0, s.max_queue_size, self.metrics
+            functools.partial(infer_crops, model), s.max_batch_size, s.max_queue_delay_ms / 1000.0, s.max_queue_size,
+            self.metrics,
         )
         self.batcher.start()
         topo = model.topology
@@ -183,6 +186,7 @@ class Engine:
         return ModelOut(
             name=str(m.name), version=str(m.version), num_vertices=int(topo.num_vertices),
             num_triangles=len(topo.triangles), input_size=int(m.input_size), device=self.device,
+            blendshapes=self.blendshapes.source if self.blendshapes is not None else "none",
         )
 
     # ------------------------------------------------------------------ request
@@ -260,8 +264,7 @@ class Engine:
             if session is not None:
                 session.annotate(out_faces, kept)
             if out_faces and "blendshapes" in req.include and self.blendshapes is not None:
-                warnings += await stage("blendshapes", self.blendshapes.annotate, out_faces,
-                                        np.stack([rec.vertices for rec in kept]))
+                warnings += await stage("blendshapes", self.blendshapes.annotate, out_faces, kept)
             if out_faces:
                 await stage("store", self._store, storage, out_faces, kept, cam, (W, H), req.base_url, warnings)
 
@@ -286,12 +289,13 @@ class Engine:
         # The batcher's errors (queue full, deadline, shutting down, model failure)
         # answer through service.errors.domain_errors.
         assert self.batcher is not None
-        verts, points = await self.batcher.submit(work.crops.crops, flip_tta, deadline)
+        verts, points, *rest = await self.batcher.submit(work.crops.crops, flip_tta, deadline)
+        assert verts is not None and points is not None  # the batcher refuses a batch without them
         dt = time.perf_counter() - t
         timings["infer"] = round(dt * 1000, 3)
         self.metrics.observe_stage("infer", dt)
         return await stage("pnp", reconstruct_faces, work.faces, verts, uncrop_points(work.crops.Ms, points),
-                           cam.intrinsics)
+                           cam.intrinsics, rest[0] if rest else None)
 
     async def _image_stage(self, req: ReconstructRequest, header: ImageHeader, max_faces: int,
                            deadline: float, track: SessionFrame | None = None) -> _ImageWork:

@@ -140,7 +140,8 @@ class FaceOut(BaseModel):
     blendshapes: dict[str, float] | None = Field(
         None,
         description="ARKit blendshape weights in [0, 1] (51 names: ARKit's 52 less tongueOut, which the face "
-        "model lacks), fitted to the predicted mesh; only with include=blendshapes",
+        "model lacks), predicted by the network's expression head or fitted to the predicted mesh (see "
+        "model.blendshapes); only with include=blendshapes",
         examples=[{"eyeBlinkLeft": 0.02, "jawOpen": 0.41, "mouthSmileLeft": 0.0}],
     )
     track_id: int | None = Field(
@@ -173,6 +174,9 @@ class ModelOut(BaseModel):
     num_triangles: int
     input_size: int
     device: str
+    blendshapes: Literal["head", "fit", "none"] = Field(
+        description="how include=blendshapes is answered: 'head' (the network predicts the weights), 'fit' "
+        "(fitted to the predicted mesh) or 'none' (the model's topology has no blendshape basis)")
 
 
 class ImageOut(BaseModel):

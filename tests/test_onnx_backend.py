@@ -133,3 +133,44 @@ def test_backend_names():
     assert resolve_backend("ort-int8", "cpu") == "ort-int8"
     with pytest.raises(ValueError, match="unknown backend"):
         resolve_backend("tensorrt", "cpu")
+
+
+def test_expression_head_through_torch_ort_and_flip_tta(tmp_path, crops):
+    """A model with an expression head: both backends give the same weights, in [0, 1],
+    and flip-TTA averages them with the mirrored crop's, left and right swapped back."""
+    from jmlr.facemodel.blendshapes import default_blendshape_basis_path, expression_flip_index
+    from jmlr.inference import Ensemble, crop_faces
+
+    with np.load(default_blendshape_basis_path()) as d:
+        names = [str(n) for n in d["expression_names"]]
+    torch.manual_seed(3)
+    arch, size = FAMILIES["resnet"]
+    net = create_model(dict(create_model(arch, _num_vertices(), size).config, expression_names=names),
+                       _num_vertices(), size)
+    _calibrate_batchnorm(net, size)
+    with torch.no_grad():
+        net.expression_fc.weight.normal_(std=0.02)
+        net.expression_fc.bias.fill_(0.4)
+    export_model(net, net.config, default_topology_path(), tmp_path / "store", "expr", dtype=torch.float32)
+    torch_model = load_backend(tmp_path / "store" / "expr", "torch")
+    ort_model = load_backend(tmp_path / "store" / "expr", "ort", cache_dir=tmp_path / "cache")
+    assert torch_model.expression_names == ort_model.expression_names == tuple(names)
+    x = crops[size]
+    plain, mirrored = torch_model.infer(x), torch_model.infer(np.ascontiguousarray(x[:, :, ::-1]))
+    e = plain.expression
+    assert e.shape == (3, len(names)) and e.min() >= 0.0 and e.max() <= 1.0 and np.ptp(e, axis=0).max() > 0.01
+    perm = expression_flip_index(names)
+    both = torch_model.infer(x, flip_tta=True)
+    np.testing.assert_allclose(both.expression, (e + mirrored.expression[:, perm]) / 2, atol=1e-6)
+    for flip in (False, True):
+        t, o = torch_model.infer(x, flip_tta=flip), ort_model.infer(x, flip_tta=flip)
+        np.testing.assert_allclose(o.expression, t.expression, atol=1e-4)
+        np.testing.assert_allclose(o.verts, t.verts, atol=2e-6)
+    # The ensemble passes the weights on (averaged over members that predict the same ones).
+    lm5 = np.array([[40.0, 40], [60, 40], [50, 52], [42, 62], [58, 62]])
+    image = np.ascontiguousarray(np.tile(x[0], (2, 2, 1)))
+    face_crops = {size: crop_faces(image, [lm5], size)}
+    one = Ensemble([torch_model]).infer(face_crops)
+    np.testing.assert_allclose(Ensemble([torch_model, ort_model]).infer(face_crops).expression, one.expression,
+                               atol=1e-5)
+    assert one.expression.shape == (1, len(names))

@@ -19,10 +19,10 @@ from PIL import Image
 skimage_data = pytest.importorskip("skimage.data")
 
 from jmlr.facemodel import FaceModel, Topology, build_topology, make_procedural_head  # noqa: E402
-from jmlr.facemodel.blendshapes import ARKIT_BLENDSHAPE_NAMES, BlendshapeBasis  # noqa: E402
+from jmlr.facemodel.blendshapes import ARKIT_BLENDSHAPE_NAMES, BlendshapeBasis, soft_threshold  # noqa: E402
 from jmlr.store import make_random_model  # noqa: E402
 from service.app import create_app  # noqa: E402
-from service.blendshapes import BlendshapeEstimator  # noqa: E402
+from service.blendshapes import HEAD_THRESHOLD, BlendshapeEstimator  # noqa: E402
 from service.settings import Settings  # noqa: E402
 
 
@@ -90,11 +90,33 @@ def test_estimator_reads_known_weights():
     w[1, names.index("browInnerUp_L")] = w[1, names.index("browInnerUp_R")] = 0.6
     V = basis.neutral[None] + np.einsum("be,enc->bnc", w, basis.expression)
     faces = [SimpleNamespace(blendshapes=None), SimpleNamespace(blendshapes=None)]
-    assert est.annotate(faces, V) == []
+    assert est.source == "fit"
+    assert est.annotate(faces, [SimpleNamespace(vertices=v, expression=None) for v in V]) == []
     assert faces[0].blendshapes["jawOpen"] == pytest.approx(0.8, abs=0.05)
     assert faces[1].blendshapes["eyeBlinkLeft"] == pytest.approx(1.0, abs=0.05)
     assert faces[1].blendshapes["browInnerUp"] == pytest.approx(0.6, abs=0.05)
     assert faces[1].blendshapes["eyeBlinkRight"] < 0.05
+
+
+def test_estimator_serves_an_expression_head_as_arkit_names():
+    """A model with an expression head: its weights are renamed, the split halves
+    averaged, and no fit runs (the mesh here says nothing of the expression)."""
+    names = BlendshapeBasis.load().expression_names
+    est = BlendshapeEstimator(Topology.load(), names)
+    assert est.source == "head" and len(est.names) == 51 and "tongueOut" not in est.names
+    w = np.zeros(len(names))
+    w[names.index("jawOpen")] = 0.8
+    w[names.index("browInnerUp_L")], w[names.index("browInnerUp_R")] = 0.6, 0.2
+    rec = SimpleNamespace(vertices=Topology.load().mean_shape, expression=w)
+    face = SimpleNamespace(blendshapes=None)
+    assert est.annotate([face], [rec]) == []
+    expect = soft_threshold(np.array([0.8, 0.4]), HEAD_THRESHOLD)
+    assert [face.blendshapes["jawOpen"], face.blendshapes["browInnerUp"]] == pytest.approx(expect, abs=1e-4)
+    assert face.blendshapes["eyeBlinkLeft"] == 0.0 and len(face.blendshapes) == 51
+    # A head that gave nothing is said, not filled in by a guess.
+    face = SimpleNamespace(blendshapes=None)
+    assert "expression head" in est.annotate([face], [SimpleNamespace(vertices=rec.vertices, expression=None)])[0]
+    assert face.blendshapes is None
 
 
 def test_other_topology_warns_instead_of_failing(tmp_path, astronaut_jpeg):
@@ -112,3 +134,41 @@ def test_other_topology_warns_instead_of_failing(tmp_path, astronaut_jpeg):
     body = r.json()
     assert body["faces"] and "blendshapes" not in body["faces"][0]
     assert any("blendshapes were not computed" in w for w in body["warnings"])
+
+
+def test_a_model_with_an_expression_head_answers_with_its_weights(tmp_path, astronaut_jpeg):
+    """The service serves the head's weights (model.blendshapes 'head'): a head whose
+    output is a fixed expression (weights 0, bias = the expression) must come back as it."""
+    import torch
+
+    from jmlr.models import create_model
+    from jmlr.store import export_model, load_model
+
+    store = tmp_path / "store"
+    make_random_model(arch="jmlr_resnet18d", input_size=64, name="plain", store_dir=store)
+    plain = load_model(store / "plain")
+    names = list(BlendshapeBasis.load().expression_names)
+    net = create_model(dict(plain.net.config, expression_names=names), plain.num_vertices, 64)
+    net.load_state_dict(plain.net.state_dict(), strict=False)
+    with torch.no_grad():
+        net.expression_fc.weight.zero_()
+        net.expression_fc.bias.zero_()
+        net.expression_fc.bias[names.index("jawOpen")] = 0.7
+        net.expression_fc.bias[names.index("mouthSmile_R")] = 1.6  # served clamped
+    export_model(net, net.config, plain.path / plain.manifest["files"]["topology"], store, "expr",
+                 dtype=torch.float32)
+    settings = _settings(store, tmp_path / "var").model_copy(update={"model_name": "expr"})
+    with TestClient(create_app(settings)) as c:
+        r = _post(c, astronaut_jpeg, include="blendshapes")
+        # In a session the mesh is smoothed; the head's weights are the frame's own.
+        tracked = [_post(c, astronaut_jpeg, include="blendshapes", session_id="video") for _ in range(2)][-1]
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["model"]["name"] == "expr" and body["model"]["blendshapes"] == "head"
+    shapes = body["faces"][0]["blendshapes"]
+    jaw = float(soft_threshold(np.array(0.7), HEAD_THRESHOLD))
+    assert shapes["jawOpen"] == pytest.approx(jaw, abs=1e-4) and shapes["mouthSmileRight"] == 1.0
+    assert shapes["eyeBlinkLeft"] == 0.0 and len(shapes) == 51
+    assert tracked.status_code == 200, tracked.text
+    assert tracked.json()["session"]["status"] != "started"
+    assert tracked.json()["faces"][0]["blendshapes"]["jawOpen"] == pytest.approx(jaw, abs=1e-4)

@@ -274,3 +274,31 @@ def test_batcher_survives_a_model_returning_too_few_rows():
     assert all(isinstance(r, InferenceError) for r in first), first
     assert float(second[0][0, 0, 0]) == 7
     assert not b.alive
+
+
+def test_batcher_routes_every_output_of_the_model():
+    """A model with a third output (expression weights) gets it routed per crop like the
+    vertices; an output the model lacks (None) stays None."""
+
+    def with_expression(crops, flip_tta):
+        verts, points = _FakeModel()(crops, flip_tta)
+        return verts, points, verts[:, 0, :2] * 2
+
+    def without(crops, flip_tta):
+        return (*_FakeModel()(crops, flip_tta), None)
+
+    for model, third in ((with_expression, True), (without, False)):
+        b = DynamicBatcher(model, max_batch_size=4, max_queue_delay_s=0.05, max_queue_size=16)
+        b.start()
+
+        async def go(b=b):
+            dl = time.monotonic() + 5
+            return await asyncio.gather(*(b.submit(_crop(i), False, dl) for i in range(3)))
+
+        try:
+            results = asyncio.run(go())
+        finally:
+            b.stop()
+        for i, (v, _p, e) in enumerate(results):
+            assert float(v[0, 0, 0]) == i
+            assert (e.tolist() == [[2.0 * i, 2.0 * i]]) if third else e is None

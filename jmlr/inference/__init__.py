@@ -21,14 +21,15 @@ Importing this package does not import torch; loading a PyTorch backend does.
 from jmlr.geometry.intrinsics import Intrinsics
 
 from .api import DEFAULT_FOV_DEG, FaceReconstructor, intrinsics_for_image, read_image
-from .backends import AUTO_BACKENDS, BACKENDS, Backend, Ensemble, load_backend, resolve_backend
+from .backends import AUTO_BACKENDS, BACKENDS, Backend, Ensemble, infer_crops, load_backend, resolve_backend
 from .crops import FaceCrops, InvalidFacesError, crop_faces, max_reduction, uncrop_points
 from .faces import Face, FaceHint, FaceSource, bbox_around_landmarks, locate_faces
 from .poses import FaceReconstruction, reconstruct_faces, solve_poses
 
 __all__ = [
     "FaceReconstructor", "FaceReconstruction", "Intrinsics", "DEFAULT_FOV_DEG", "intrinsics_for_image", "read_image",
-    "Backend", "BACKENDS", "AUTO_BACKENDS", "Ensemble", "load_backend", "resolve_backend",
+    "Backend", "BACKENDS", "AUTO_BACKENDS", "Ensemble", "infer_crops", "load_backend",
+    "resolve_backend",
     "FaceCrops", "InvalidFacesError", "crop_faces", "max_reduction", "uncrop_points",
     "Face", "FaceHint", "FaceSource", "bbox_around_landmarks", "locate_faces",
     "reconstruct_faces", "solve_poses",

@@ -122,5 +122,5 @@ class FaceReconstructor:
         if not found:
             return []
         crops = {S: crop_faces(rgb, [f.landmarks5 for f in found], S) for S in self.ensemble.sizes}
-        verts, points = self.ensemble.predict(crops, flip_tta)
-        return reconstruct_faces(found, verts, points, camera)
+        pred = self.ensemble.infer(crops, flip_tta)
+        return reconstruct_faces(found, pred.verts, pred.points, camera, pred.expression)

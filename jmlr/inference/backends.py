@@ -1,6 +1,8 @@
 """Backends run a stored model on aligned crops; an ensemble averages several.
 
-A backend is anything with the :class:`Backend` attributes and ``predict``.
+A backend is anything with the :class:`Backend` attributes and ``predict``; one whose
+network predicts more (expression weights) also has ``infer`` and ``expression_names``
+(:func:`infer_crops` asks each backend for what it has).
 :data:`BACKENDS` maps a name to a loader: ``torch`` (`jmlr.store.LoadedModel`, CPU or
 CUDA), ``ort`` and ``ort-int8`` (ONNX Runtime, fp32 or static int8;
 `jmlr.inference.ort_backend`), and ``auto``, which picks per device
@@ -13,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -21,7 +23,23 @@ from jmlr.facemodel.topology import Topology
 
 from .crops import FaceCrops, uncrop_points
 
-__all__ = ["Backend", "BACKENDS", "AUTO_BACKENDS", "resolve_backend", "load_backend", "Ensemble"]
+if TYPE_CHECKING:
+    from jmlr.store.load import CropPrediction
+
+
+def infer_crops(backend: Any, crops: np.ndarray, flip_tta: bool = False) -> CropPrediction:
+    """Everything ``backend`` predicts for uint8 (B, S, S, 3) crops, as a
+    `jmlr.store.CropPrediction`: its ``infer`` when it has one, else its ``predict`` (then
+    ``expression`` is None)."""
+    from jmlr.store.load import CropPrediction  # torch comes with it, only when a model runs
+
+    infer = getattr(backend, "infer", None)
+    if infer is not None:
+        return CropPrediction(*infer(crops, flip_tta=flip_tta))
+    verts, points = backend.predict(crops, flip_tta=flip_tta)
+    return CropPrediction(verts, points, None)
+
+__all__ = ["Backend", "BACKENDS", "AUTO_BACKENDS", "resolve_backend", "load_backend", "Ensemble", "infer_crops"]
 
 
 class Backend(Protocol):
@@ -93,7 +111,9 @@ def _same_topology(a: Topology, b: Topology) -> bool:
 class Ensemble:
     """One or more backends of one topology whose predictions are averaged: the vertices
     in metres and the 2D points in image pixels (each member sees its own crop size, so
-    points are averaged after leaving the crop). One member is just that model.
+    points are averaged after leaving the crop). One member is just that model. The
+    expression weights are averaged when every member predicts the same ones
+    (``expression_names``), else the ensemble predicts none.
 
     Raises ``ValueError`` for no members or different topologies.
     """
@@ -105,6 +125,8 @@ class Ensemble:
             if not _same_topology(members[0].topology, m.topology):
                 raise ValueError(f"ensemble needs one topology: {members[0].name} and {m.name} differ")
         self.members = list(members)
+        names = {tuple(getattr(m, "expression_names", ())) for m in self.members}
+        self.expression_names: tuple[str, ...] = names.pop() if len(names) == 1 else ()
 
     @property
     def topology(self) -> Topology:
@@ -120,10 +142,23 @@ class Ensemble:
 
         Returns (verts (F, N, 3) float64 head-frame m, points (F, N, 2) float64 image px).
         """
-        vs, ps = [], []
+        pred = self.infer(crops, flip_tta)
+        return pred.verts, pred.points
+
+    def infer(self, crops: Mapping[int, FaceCrops], flip_tta: bool = False) -> CropPrediction:
+        """As :meth:`predict`, with the expression weights (F, E) float64 when the members
+        predict them (:attr:`expression_names`)."""
+        vs: list[np.ndarray] = []
+        ps: list[np.ndarray] = []
+        es: list[np.ndarray] = []
         for m in self.members:
             c = crops[int(m.input_size)]
-            v, p = m.predict(c.crops, flip_tta=flip_tta)
-            vs.append(v.astype(np.float64))
-            ps.append(uncrop_points(c.Ms, p.astype(np.float64)))
-        return np.mean(vs, axis=0), np.mean(ps, axis=0)
+            pred = infer_crops(m, c.crops, flip_tta)
+            vs.append(pred.verts.astype(np.float64))
+            ps.append(uncrop_points(c.Ms, pred.points.astype(np.float64)))
+            if pred.expression is not None:
+                es.append(pred.expression.astype(np.float64))
+        from jmlr.store.load import CropPrediction
+
+        expression = np.mean(es, axis=0) if self.expression_names and len(es) == len(vs) else None
+        return CropPrediction(np.mean(vs, axis=0), np.mean(ps, axis=0), expression)

@@ -5,6 +5,7 @@ metric outputs::
 
     crops uint8 (B, S, S, 3) RGB -> normalise -> network -> decode ->
         verts (B, N, 3) float32 head-frame metres, points (B, N, 2) float32 crop px
+        [, expression (B, E) float32 in [0, 1]: models with an expression head]
 
 It is exported from the store's verified safetensors and manifest (never committed:
 it would duplicate the weights) into a cache folder, ``$JMLR_ONNX_CACHE`` or
@@ -41,6 +42,13 @@ EXPORT_VERSION = 1
 OPSET = 17
 INPUT_NAME = "crops"
 OUTPUT_NAMES = ("verts", "points")
+EXPRESSION_OUTPUT = "expression"
+
+
+def output_names(model: Any) -> tuple[str, ...]:
+    """The graph outputs of a loaded model: :data:`OUTPUT_NAMES`, plus
+    :data:`EXPRESSION_OUTPUT` for a model with an expression head."""
+    return OUTPUT_NAMES + ((EXPRESSION_OUTPUT,) if getattr(model, "expression_names", ()) else ())
 CACHE_ENV = "JMLR_ONNX_CACHE"
 
 
@@ -90,6 +98,7 @@ def export_onnx(model: Any) -> bytes:
         raise ValueError(f"{model.name}: task {model.task!r} has no ONNX export (JMLR models only)")
     norm = model.manifest["normalisation"]
     n, s, decode = int(model.num_vertices), int(model.input_size), model.task_spec.decode
+    names = output_names(model)
 
     class CropsToOutputs(nn.Module):
         shift: torch.Tensor  # buffers, registered below
@@ -103,10 +112,10 @@ def export_onnx(model: Any) -> bytes:
             self.register_buffer("gain", 1.0 / (torch.tensor(norm["std"], dtype=torch.float32).view(1, 3, 1, 1)
                                                 * 255.0))
 
-        def forward(self, crops: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        def forward(self, crops: torch.Tensor) -> tuple[torch.Tensor, ...]:
             x = (crops.permute(0, 3, 1, 2).float() - self.shift) * self.gain
             out = decode(self.net(x), n, s)
-            return out.verts, out.points
+            return (out.verts, out.points) + (() if out.expression is None else (out.expression,))
 
     wrapper = CropsToOutputs().eval().to("cpu")
     buf = io.BytesIO()
@@ -115,8 +124,8 @@ def export_onnx(model: Any) -> bytes:
             # f= is typed as a path, but the legacy exporter (dynamo=False) writes to file objects too
             wrapper, (torch.zeros(1, s, s, 3, dtype=torch.uint8),), buf,  # type: ignore[arg-type]
             dynamo=False, opset_version=OPSET,
-            input_names=[INPUT_NAME], output_names=list(OUTPUT_NAMES), do_constant_folding=True,
-            dynamic_axes={INPUT_NAME: {0: "B"}, **{k: {0: "B"} for k in OUTPUT_NAMES}},
+            input_names=[INPUT_NAME], output_names=list(names), do_constant_folding=True,
+            dynamic_axes={INPUT_NAME: {0: "B"}, **{k: {0: "B"} for k in names}},
         )
     return buf.getvalue()
 

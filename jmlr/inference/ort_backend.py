@@ -15,8 +15,9 @@ import numpy as np
 
 from jmlr.facemodel.topology import Topology
 from jmlr.onnxrt import OrtOptions, create_session
+from jmlr.store.load import CropPrediction
 
-from .onnx_export import INPUT_NAME, OUTPUT_NAMES, cached_onnx
+from .onnx_export import INPUT_NAME, cached_onnx, output_names
 
 __all__ = ["OrtModel", "load_ort"]
 
@@ -26,7 +27,8 @@ class OrtModel:
 
     Attributes as `jmlr.store.LoadedModel` (``name``, ``version``, ``task``,
     ``task_spec``, ``topology``, ``input_size``, ``num_vertices``, ``manifest``, ``path``,
-    ``device``) plus ``variant`` ('fp32' or 'int8'), ``onnx_path`` and ``session``.
+    ``device``, ``expression_names``) plus ``variant`` ('fp32' or 'int8'), ``onnx_path``
+    and ``session``.
     """
 
     def __init__(self, loaded: Any, session: Any, variant: str, onnx_path: Path) -> None:
@@ -44,28 +46,35 @@ class OrtModel:
         self.session = session
         self.device = "cuda" if "CUDAExecutionProvider" in session.get_providers() else "cpu"
         self._flip_index = np.asarray(self.topology.flip_index)
+        self.expression_names: tuple[str, ...] = tuple(loaded.expression_names)
+        self.expression_flip_index = loaded.expression_flip_index
+        self._outputs = list(output_names(loaded))
 
     def __repr__(self) -> str:
         return (f"OrtModel(name={self.name!r}, version={self.version!r}, variant={self.variant!r}, "
                 f"input_size={self.input_size}, N={self.num_vertices}, providers={self.session.get_providers()})")
 
-    def _run(self, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        verts, points = self.session.run(list(OUTPUT_NAMES), {INPUT_NAME: crops})
-        return verts, points
+    def _run(self, crops: np.ndarray) -> CropPrediction:
+        return CropPrediction(*(a.astype(np.float32, copy=False)
+                                for a in self.session.run(self._outputs, {INPUT_NAME: crops})))
 
     def predict(self, crops: np.ndarray, flip_tta: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """uint8 (B, S, S, 3) (or one (S, S, 3)) RGB crops -> verts (B, N, 3) float32
         head-frame m, points (B, N, 2) float32 crop px; ``flip_tta`` also runs the mirrored
         crops and averages (as `jmlr.store.LoadedModel.predict`)."""
-        from jmlr.store import crop_batch, unflip_predictions
+        return self.infer(crops, flip_tta)[:2]
+
+    def infer(self, crops: np.ndarray, flip_tta: bool = False) -> CropPrediction:
+        """As :meth:`predict`, with the expression weights too (`jmlr.store.CropPrediction`)."""
+        from jmlr.store import average_flipped, crop_batch
 
         s = self.input_size
         crops = crop_batch(crops, s)
-        verts, points = self._run(crops)
+        pred = self._run(crops)
         if flip_tta:
-            vf, pf = unflip_predictions(*self._run(np.ascontiguousarray(crops[:, :, ::-1])), self._flip_index, s)
-            verts, points = (verts + vf) / 2, (points + pf) / 2
-        return verts.astype(np.float32, copy=False), points.astype(np.float32, copy=False)
+            pred = average_flipped(pred, self._run(np.ascontiguousarray(crops[:, :, ::-1])), self._flip_index,
+                                   self.expression_flip_index, s)
+        return pred
 
 
 def load_ort(model: str | Path, device: str = "cpu", variant: str = "fp32", cache_dir: str | Path | None = None,

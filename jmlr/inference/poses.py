@@ -32,12 +32,15 @@ class FaceReconstruction:
         points: (N, 2) float64 the network's 2D points of those vertices, image px (PnP's input).
         pose: the PnP result: world -> OpenCV camera ``R_cv``, ``t_cv`` (m), ``rvec``, the
             challenge's ``R_t``, ``rms_px``, ``success`` and ``projected`` (N, 2) image px.
+        expression: (E,) float64 expression weights in [0, 1] from a model with an
+            expression head (its ``expression_names`` order), else None.
     """
 
     face: Face
     vertices: np.ndarray
     points: np.ndarray
     pose: PnPResult
+    expression: np.ndarray | None = None
 
     @property
     def finite(self) -> bool:
@@ -80,8 +83,10 @@ def solve_poses(verts: np.ndarray, points: np.ndarray, intrinsics: Intrinsics) -
 
 
 def reconstruct_faces(faces: Sequence[Face], verts: np.ndarray, points: np.ndarray,
-                      intrinsics: Intrinsics) -> list[FaceReconstruction]:
-    """Pose each face: verts (F, N, 3) m and points (F, N, 2) image px, in ``faces``' order."""
+                      intrinsics: Intrinsics, expression: np.ndarray | None = None) -> list[FaceReconstruction]:
+    """Pose each face: verts (F, N, 3) m and points (F, N, 2) image px, in ``faces``' order;
+    ``expression`` (F, E), if the model predicts it, travels with each face."""
     poses = solve_poses(verts, points, intrinsics)
-    return [FaceReconstruction(f, np.asarray(v, dtype=np.float64), np.asarray(p, dtype=np.float64), pose)
-            for f, v, p, pose in zip(faces, verts, points, poses)]
+    exprs = [None] * len(poses) if expression is None else [np.asarray(e, dtype=np.float64) for e in expression]
+    return [FaceReconstruction(f, np.asarray(v, dtype=np.float64), np.asarray(p, dtype=np.float64), pose, e)
+            for f, v, p, pose, e in zip(faces, verts, points, poses, exprs)]

@@ -5,7 +5,9 @@ See ``jmlr.store.manifest`` for the format. ``load_model`` never unpickles anyth
 
 from .export import export_checkpoint, export_model, make_random_model, set_default_model
 from .load import (
+    CropPrediction,
     LoadedModel,
+    average_flipped,
     crop_batch,
     default_model_name,
     list_models,
@@ -18,5 +20,5 @@ from .manifest import ModelStoreError, read_manifest
 __all__ = [
     "ModelStoreError", "LoadedModel", "load_model", "list_models", "default_model_name",
     "export_model", "export_checkpoint", "make_random_model", "set_default_model",
-    "read_manifest", "load_topology", "unflip_predictions", "crop_batch",
+    "read_manifest", "load_topology", "unflip_predictions", "crop_batch", "CropPrediction", "average_flipped",
 ]

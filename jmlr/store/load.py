@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -19,8 +19,34 @@ from jmlr.paths import default_model_store
 
 from .manifest import MANIFEST_NAME, ModelStoreError, read_manifest, sha256_file
 
-__all__ = ["LoadedModel", "load_model", "list_models", "default_model_name", "load_topology",
+__all__ = ["LoadedModel", "CropPrediction", "load_model", "list_models", "default_model_name", "load_topology",
            "unflip_predictions", "crop_batch"]
+
+
+class CropPrediction(NamedTuple):
+    """What a backend's ``infer`` returns for B aligned crops (numpy float32).
+
+    verts: (B, N, 3) world (head-frame) vertices, metres.
+    points: (B, N, 2) crop pixels.
+    expression: (B, E) expression weights in [0, 1], in the order of the backend's
+        ``expression_names``; None for a model without expression head.
+    """
+
+    verts: np.ndarray
+    points: np.ndarray
+    expression: np.ndarray | None = None
+
+
+def average_flipped(plain: CropPrediction, mirrored: CropPrediction, flip_index: np.ndarray,
+                    expression_flip_index: np.ndarray | None, input_size: int) -> CropPrediction:
+    """Flip test-time augmentation: the mean of the predictions on the crops and on their
+    mirror images, the latter un-mirrored (`unflip_predictions`; the expression's left and
+    right shapes swapped back by ``expression_flip_index``)."""
+    vf, pf = unflip_predictions(mirrored.verts, mirrored.points, flip_index, input_size)
+    expression = plain.expression
+    if expression is not None and mirrored.expression is not None and expression_flip_index is not None:
+        expression = (expression + mirrored.expression[:, expression_flip_index]) / 2
+    return CropPrediction((plain.verts + vf) / 2, (plain.points + pf) / 2, expression)
 
 
 def load_topology(path: str | Path) -> Topology:
@@ -82,7 +108,8 @@ class LoadedModel:
 
     Attributes: ``manifest`` (dict), ``name``, ``version``, ``task`` (its name),
     ``task_spec`` (the registered `jmlr.models.tasks.Task`), ``topology``, ``input_size``
-    (S), ``num_vertices`` (N), ``device``, ``net`` (eval mode, fp32), ``path`` (the folder).
+    (S), ``num_vertices`` (N), ``device``, ``net`` (eval mode, fp32), ``path`` (the folder),
+    ``expression_names`` (the face-model expressions its head predicts; empty: no head).
     """
 
     def __init__(self, path: Path, manifest: dict[str, Any], topology: Topology, net: nn.Module,
@@ -98,6 +125,12 @@ class LoadedModel:
         self.num_vertices = int(topology.num_vertices)
         self.device = device
         self.net = net
+        self.expression_names: tuple[str, ...] = tuple(getattr(net, "expression_names", ()))
+        self.expression_flip_index: np.ndarray | None = None
+        if self.expression_names:
+            from jmlr.facemodel.blendshapes import expression_flip_index
+
+            self.expression_flip_index = expression_flip_index(self.expression_names)
         norm = manifest["normalisation"]
         self._mean = torch.tensor(norm["mean"], dtype=torch.float32, device=device).view(1, 3, 1, 1)
         self._std = torch.tensor(norm["std"], dtype=torch.float32, device=device).view(1, 3, 1, 1)
@@ -123,19 +156,25 @@ class LoadedModel:
             verts ``(B, N, 3)`` float32 world (head-frame) vertices in metres and points
             ``(B, N, 2)`` float32 crop pixels.
         """
+        return self.infer(crops, flip_tta)[:2]
+
+    def infer(self, crops: np.ndarray, flip_tta: bool = False) -> CropPrediction:
+        """As :meth:`predict`, with everything the network predicts: a `CropPrediction`
+        (``expression`` too for a model with an expression head)."""
         if not self.task_spec.pose_by_pnp:
             raise NotImplementedError(f"task {self.task!r} predicts no 2D points; use .run")
         x = self.preprocess(crops)
         with torch.inference_mode():
-            verts, points = self._points(x)
+            pred = self._infer(x)
             if flip_tta:
-                vf, pf = unflip_predictions(*self._points(x.flip(3)), self.topology.flip_index, self.input_size)
-                verts, points = (verts + vf) / 2, (points + pf) / 2
-        return _numpy32(verts), _numpy32(points)
+                pred = average_flipped(pred, self._infer(x.flip(3)), self.topology.flip_index,
+                                       self.expression_flip_index, self.input_size)
+        return pred
 
-    def _points(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _infer(self, x: torch.Tensor) -> CropPrediction:
         out = self.task_spec.decode(self.net(x), self.num_vertices, self.input_size)
-        return out.verts, out.points
+        return CropPrediction(_numpy32(out.verts), _numpy32(out.points),
+                              None if out.expression is None else _numpy32(out.expression))
 
     def run(self, images: Mapping[str, np.ndarray]) -> TaskOutput:
         """Run the network once on the uint8 ``(B, S, S, 3)`` images its task takes
