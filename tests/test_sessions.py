@@ -13,6 +13,7 @@ import itertools
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -243,6 +244,36 @@ def test_a_non_finite_filter_state_starts_the_filters_again(topology):
     (out,) = tracker.update([_rec(topology, FRONTAL, t, source="tracked")], K, 1 / FPS, detected=False, tracked=True)
     assert out.finite and tracker.track_ids == [0] and tracker.state.tracks[0].frames == 2
     np.testing.assert_allclose(out.pose.R_cv, FRONTAL, atol=1e-6)
+
+
+def test_expression_weights_are_smoothed_with_the_track(topology):
+    """A model with an expression head: noisy weights of a still face come back smoothed,
+    a real change (the jaw opening) is followed, and the filter state survives a record."""
+    rng = np.random.default_rng(5)
+    tracker = FaceTracker(topology, TrackingParams(smoothing=OneEuroParams(1.0, 0.0, 1.0)))
+    truth = np.zeros(8)
+    truth[2] = 0.3
+    raw_err, smooth_err = [], []
+    for k in range(120):
+        if k == 60:
+            truth[2] = 0.8
+        noisy = truth + rng.normal(0, 0.05, truth.shape)  # unclipped: clipping would bias the zeros
+        rec = replace(_rec(topology, FRONTAL, np.array([0.0, 0.0, 0.6])), expression=noisy)
+        tracker.faces_to_crop(640, 480)
+        (out,) = tracker.update([rec], K, k / FPS, detected=k == 0, tracked=k > 0)
+        if 20 <= k < 60 or k >= 100:
+            raw_err.append(np.abs(noisy - truth).mean())
+            smooth_err.append(np.abs(out.expression - truth).mean())
+    assert np.mean(smooth_err) < 0.5 * np.mean(raw_err)
+    assert abs(out.expression[2] - 0.8) < 0.05  # followed the step
+    meta, arrays = tracker.state.to_record()
+    back = TrackingState.from_record(meta, arrays)
+    np.testing.assert_array_equal(back.tracks[0].expression, tracker.state.tracks[0].expression)
+    # A frame without weights (another model) answers none; the next with them starts afresh.
+    tracker.faces_to_crop(640, 480)
+    (out,) = tracker.update([_rec(topology, FRONTAL, np.array([0.0, 0.0, 0.6]))], K, 120 / FPS, tracked=True,
+                            detected=False)
+    assert out.expression is None and tracker.state.tracks[0].expression.shape == (0,)
 
 
 def test_state_round_trips_through_a_record(topology):

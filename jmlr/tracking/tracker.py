@@ -22,9 +22,11 @@ detector that finds no face on a scheduled frame does not end tracks that still 
 
 Each track's pose and mesh go through One Euro filters (`jmlr.tracking.one_euro`):
 rotation in the tangent space of the previous filtered rotation, translation in metres,
-head-frame vertices per vertex. ``beta`` is in units of degrees per second (rotation),
-centimetres per second (translation) and millimetres per second (vertices), so that one
-``beta`` fits all three. Frames closer than `MIN_FILTER_DT_S` (1 ms) are filtered as if
+head-frame vertices per vertex, and the expression weights of a model with an expression
+head per weight. ``beta`` is in units of degrees per second (rotation), centimetres per
+second (translation), millimetres per second (vertices) and 0.05 weight per second
+(expression: about a millimetre per second of a jaw opening), so that one ``beta`` fits
+all four. Frames closer than `MIN_FILTER_DT_S` (1 ms) are filtered as if
 they were that far apart: the filter's speed estimate divides by the time step, and a
 step near zero (two timestamps a few ulps apart) would make it overflow; a filter step
 that still comes out non-finite starts that track's filters again from this frame.
@@ -59,6 +61,7 @@ __all__ = [
     "ROTATION_SPEED_SCALE",
     "TRANSLATION_SPEED_SCALE",
     "VERTEX_SPEED_SCALE",
+    "EXPRESSION_SPEED_SCALE",
     "MIN_FILTER_DT_S",
     "FRAMING_SIZE",
 ]
@@ -67,6 +70,7 @@ __all__ = [
 ROTATION_SPEED_SCALE = 180.0 / math.pi
 TRANSLATION_SPEED_SCALE = 100.0
 VERTEX_SPEED_SCALE = 1000.0
+EXPRESSION_SPEED_SCALE = 20.0
 #: The smallest time step the filters take, seconds (a 1000 fps stream's).
 MIN_FILTER_DT_S = 1e-3
 
@@ -109,6 +113,8 @@ class Track:
         R_cv, t_cv: (3, 3), (3,) the filtered pose (world -> OpenCV camera, metres).
         omega: (3,) filtered angular velocity, rad/s; t_speed (3,) m/s.
         vertices: (N, 3) filtered head-frame vertices, metres; v_speed (N, 3) m/s.
+        expression: (E,) filtered expression weights (empty: the model predicts none);
+            e_speed (E,) per second.
         frames: frames this track has answered.
     """
 
@@ -122,8 +128,11 @@ class Track:
     v_speed: np.ndarray
     frames: int = 1
     framing5: np.ndarray = field(default_factory=lambda: np.full((5, 2), np.nan))
+    expression: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    e_speed: np.ndarray = field(default_factory=lambda: np.zeros(0))
 
-    _ARRAYS = ("landmarks5", "R_cv", "t_cv", "omega", "t_speed", "vertices", "v_speed", "framing5")
+    _ARRAYS = ("landmarks5", "R_cv", "t_cv", "omega", "t_speed", "vertices", "v_speed", "framing5", "expression",
+               "e_speed")
 
 
 @dataclass
@@ -336,6 +345,7 @@ class FaceTracker:
         else:
             track_id = old.track_id
         V = np.asarray(rec.vertices, np.float64)
+        E = np.zeros(0) if rec.expression is None else np.asarray(rec.expression, np.float64)
         crop5, framing5 = self._next_points(rec, old)
         return Track(
             track_id,
@@ -348,6 +358,8 @@ class FaceTracker:
             np.zeros_like(V),
             frames=1 if old is None else old.frames + 1,
             framing5=framing5,
+            expression=E,
+            e_speed=np.zeros_like(E),
         )
 
     def _next_points(self, rec: FaceReconstruction, old: Track | None) -> tuple[np.ndarray, np.ndarray]:
@@ -371,14 +383,21 @@ class FaceTracker:
             R, omega = one_euro_rotation(rec.pose.R_cv, old.R_cv, old.omega, dt, params, ROTATION_SPEED_SCALE)
             t, t_speed = one_euro_vector(rec.pose.t_cv, old.t_cv, old.t_speed, dt, params, TRANSLATION_SPEED_SCALE)
             V, v_speed = one_euro_vector(rec.vertices, old.vertices, old.v_speed, dt, params, VERTEX_SPEED_SCALE)
-        if not all(np.isfinite(x).all() for x in (R, omega, t, t_speed, V, v_speed)):
+            E, e_speed = np.zeros(0), np.zeros(0)
+            if rec.expression is not None:
+                E = np.asarray(rec.expression, np.float64)
+                e_speed = np.zeros_like(E)
+                if old.expression.shape == E.shape:  # else (another model) its filter starts here
+                    E, e_speed = one_euro_vector(E, old.expression, old.e_speed, dt, params, EXPRESSION_SPEED_SCALE)
+        if not all(np.isfinite(x).all() for x in (R, omega, t, t_speed, V, v_speed, E, e_speed)):
             return None
         crop5, framing5 = self._next_points(rec, old)
-        return Track(old.track_id, crop5, R, t, omega, t_speed, V, v_speed, old.frames + 1, framing5)
+        return Track(old.track_id, crop5, R, t, omega, t_speed, V, v_speed, old.frames + 1, framing5, E, e_speed)
 
     @staticmethod
     def _answer(rec: FaceReconstruction, track: Track, intrinsics: Intrinsics) -> FaceReconstruction:
         # The smoothed mesh posed by the smoothed pose; its residual is measured against
         # this frame's network points, so it still says how well the answer fits the image.
         pose = pose_result(track.vertices, rec.points, track.R_cv, track.t_cv, intrinsics)
-        return replace(rec, vertices=track.vertices.copy(), pose=pose)
+        expression = None if rec.expression is None else track.expression.copy()
+        return replace(rec, vertices=track.vertices.copy(), pose=pose, expression=expression)
