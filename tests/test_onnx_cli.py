@@ -124,3 +124,21 @@ def test_eval_backends_agree(world, tmp_path, capsys):
                    "--json", str(out_json)])
     res = json.loads(out_json.read_text())
     assert rc == 0 and res["backend"] == "ort-int8" and np.isfinite(res["score"])
+
+
+def test_export_onnx_checks_an_expression_head(world, tmp_path, capsys):
+    """A model with an expression head: its graph has the third output, and --check
+    compares it with PyTorch too."""
+    from jmlr.facemodel.procedural import EXPRESSION_NAMES
+    from jmlr.models import create_model
+    from jmlr.store import export_model, load_model
+
+    plain = load_model(world["store"] / "tiny")
+    net = create_model(dict(TINY, expression_names=list(EXPRESSION_NAMES)), plain.num_vertices, 64)
+    net.load_state_dict(plain.net.state_dict(), strict=False)
+    export_model(net, net.config, plain.path / plain.manifest["files"]["topology"], tmp_path / "store", "expr",
+                 dtype=torch.float32)
+    rc, res = _run_json(capsys, ["export-onnx", "expr", "--store", str(tmp_path / "store"), "--cache-dir",
+                                 str(tmp_path / "cache"), "--check", "2"])
+    assert rc == 0, res
+    assert res["check"]["fp32"]["expression_max"] < 1e-4 and res["check"]["fp32"]["vertex_max_mm"] < 0.01

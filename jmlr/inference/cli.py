@@ -39,14 +39,16 @@ def _check(model: Any, graphs: dict[str, Path], crops: Any) -> dict[str, dict[st
 
     from jmlr.onnxrt import create_session
 
-    v_ref, p_ref = model.predict(crops)
+    v_ref, p_ref, e_ref = model.infer(crops)
     out = {}
     for variant, path in graphs.items():
-        v, p = create_session(path).run(None, {"crops": np.ascontiguousarray(crops)})
+        v, p, *rest = create_session(path).run(None, {"crops": np.ascontiguousarray(crops)})
         dv = np.linalg.norm(v - v_ref, axis=-1) * 1000.0
         dp = np.linalg.norm(p - p_ref, axis=-1)
         out[variant] = {"crops": len(crops), "vertex_mean_mm": float(dv.mean()), "vertex_max_mm": float(dv.max()),
                         "points_mean_px": float(dp.mean()), "points_max_px": float(dp.max())}
+        if e_ref is not None and rest:  # models with an expression head: its weights too
+            out[variant]["expression_max"] = float(np.abs(rest[0] - e_ref).max())
     return out
 
 
