@@ -114,6 +114,10 @@ def test_training_adds_the_head_to_a_stored_model_and_exports_it(tmp_path):
     assert out.expression.shape == (2, len(names)) and 0.0 <= out.expression.min() <= out.expression.max() <= 1.0
     assert out.expression[0, names.index("jawOpen")] > 0.5 and out.expression[1, names.index("eyeBlink_L")] > 0.4
 
+    # Continuing it without the head would drop what it learned: refused, saying how to keep it.
+    with pytest.raises(ValueError, match="expression_head: true"):
+        train(dict(base, out=str(tmp_path / "d"), init=str(tmp_path / "store" / "with_expression")),
+              batches=itertools.repeat(batch))
     # Only packed data holds expression targets: other sources are refused up front.
     with pytest.raises(ValueError, match="packed"):
         train(dict(base, out=str(tmp_path / "c"), expression_head=True, data={"source": "synthetic"}))

@@ -57,6 +57,22 @@ def test_pnp_with_half_pixel_noise_is_bounded():
         assert 0.6 < res.rms_px < 0.8  # 0.5 px per axis → 0.5·√2 px in 2D
 
 
+def test_pnp_lm_iterations_cap_the_refinement():
+    """A capped refinement stops early (a pose between SQPnP's and the converged one) and
+    a cap as large as OpenCV's default gives the default's pose."""
+    rng = np.random.default_rng(2)
+    V = face_cloud(rng)
+    K = cam.wcpa_intrinsics()
+    R_t = random_pose(rng)
+    uv = cam.project_points(V + rng.normal(scale=0.003, size=V.shape), R_t, K) + rng.normal(scale=3, size=(len(V), 2))
+    full = pnp.solve_pnp(V, uv, K)
+    assert np.allclose(pnp.solve_pnp(V, uv, K, lm_iterations=20).R_t, full.R_t, atol=1e-9)
+    sq = pnp.solve_pnp(V, uv, K, refine=False)
+    one = pnp.solve_pnp(V, uv, K, lm_iterations=1)
+    assert full.rms_px <= one.rms_px < sq.rms_px
+    assert not np.allclose(one.R_t, full.R_t, atol=1e-9)
+
+
 def test_pnp_with_distortion():
     rng = np.random.default_rng(2)
     V = face_cloud(rng)

@@ -84,6 +84,7 @@ def solve_pnp(
     dist: np.ndarray | None = None,
     refine: bool = True,
     method: int = cv2.SOLVEPNP_SQPNP,
+    lm_iterations: int | None = None,
 ) -> PnPResult:
     """Pose from N world points and their pixels.
 
@@ -95,6 +96,8 @@ def solve_pnp(
         dist: OpenCV distortion coefficients (k1, k2, p1, p2[, k3, …]) or None for none.
         refine: run ``cv2.solvePnPRefineLM`` after the initial solve.
         method: initial solver flag (default ``cv2.SOLVEPNP_SQPNP``).
+        lm_iterations: at most this many refinement iterations (None: OpenCV's default
+            stop, 20 iterations or a step below FLT_EPSILON).
 
     Returns:
         :class:`PnPResult` in both the OpenCV and the challenge convention.
@@ -109,7 +112,12 @@ def solve_pnp(
         return PnPResult.failed(len(obj))
     rvec, tvec = found
     if refine:
-        rvec, tvec = cv2.solvePnPRefineLM(obj, img, K, dist, rvec, tvec)
+        if lm_iterations is None:
+            rvec, tvec = cv2.solvePnPRefineLM(obj, img, K, dist, rvec, tvec)
+        else:
+            criteria = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, int(lm_iterations),
+                        float(np.finfo(np.float32).eps))
+            rvec, tvec = cv2.solvePnPRefineLM(obj, img, K, dist, rvec, tvec, criteria)
     R_cv, _ = cv2.Rodrigues(rvec)
     return pose_result(obj, img, R_cv, tvec, K, dist, rvec=rvec)
 

@@ -420,8 +420,10 @@ def load_init_model(net: torch.nn.Module, model_dir: str | Path) -> dict:
     missing, unexpected = net.load_state_dict(state, strict=False)
     missing = [k for k in missing if not k.startswith("expression_fc.")]
     if missing or unexpected:
+        hint = (" (the stored model has an expression head: set expression_head: true to keep it)"
+                if any(k.startswith("expression_fc.") for k in unexpected) else "")
         raise ValueError(f"--init {model_dir}: architecture differs from the run's "
-                         f"(missing {missing[:3]}..., unexpected {unexpected[:3]}...)")
+                         f"(missing {missing[:3]}..., unexpected {unexpected[:3]}...){hint}")
     return loaded.manifest
 
 
