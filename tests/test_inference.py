@@ -97,6 +97,45 @@ def test_known_face_comes_back_with_its_pose():
     np.testing.assert_allclose(face.pose.t_cv, t_cv, atol=1e-3)
 
 
+def test_expression_weights_come_with_each_face():
+    """A backend with an expression head (``infer``, ``expression_names``): each face's
+    weights come back with it; a backend with only ``predict`` gives none."""
+    topo = Topology.load(default_topology_path())
+    V = topo.mean_shape.astype(np.float64)
+    intr = Intrinsics.from_fov(60.0, 640, 480)
+    R_t = rt_from_rotation_translation(euler_to_matrix(0.0, 0.0, 0.0).T, np.array([0.0, 0.0, -0.6]))
+    uv = project_points(V, R_t, intr.K)
+    lm5 = landmarks5_from_68(uv[topo.landmarks68])
+
+    class WithHead:
+        name, version, input_size, topology = "head", "1", 128, topo
+        expression_names = ("jawOpen", "eyeBlink_L", "eyeBlink_R")
+
+        def predict(self, crops, flip_tta=False):
+            return self.infer(crops, flip_tta)[:2]
+
+        def infer(self, crops, flip_tta=False):
+            b = len(crops)
+            p = apply_affine(crop_transform(lm5, self.input_size), uv)
+            e = np.array([[0.7, 0.1, 0.0]] * b, np.float32)
+            return np.repeat(V[None], b, 0).astype(np.float32), np.repeat(p[None], b, 0).astype(np.float32), e
+
+    hints = [FaceHint(landmarks5=lm5), FaceHint(landmarks5=lm5 + 3)]
+    rec = FaceReconstructor(WithHead())
+    assert rec.expression_names == WithHead.expression_names
+    faces = rec.reconstruct(np.zeros((480, 640, 3), np.uint8), intr, faces=hints)
+    assert len(faces) == 2 and all(np.allclose(f.expression, [0.7, 0.1, 0.0]) for f in faces)
+    class PredictOnly:
+        name, version, input_size, topology = "plain", "1", 128, topo
+
+        def predict(self, crops, flip_tta=False):
+            return WithHead().predict(crops, flip_tta)
+
+    plain = FaceReconstructor(PredictOnly())
+    (face,) = plain.reconstruct(np.zeros((480, 640, 3), np.uint8), intr, faces=hints[:1])
+    assert face.expression is None and plain.expression_names == ()
+
+
 def test_ensemble_of_itself_is_itself_and_sizes_mix(store, image):
     from jmlr.inference import load_backend
 

@@ -92,6 +92,13 @@ class FaceReconstructor:
         """The mesh topology every reconstruction's vertices follow."""
         return self.ensemble.topology
 
+    @property
+    def expression_names(self) -> tuple[str, ...]:
+        """The face-model expressions whose weights each reconstruction's ``expression``
+        holds (a model with an expression head); empty when the model predicts none.
+        `jmlr.facemodel.blendshapes.arkit_mapping` turns them into ARKit's names."""
+        return self.ensemble.expression_names
+
     def locate(self, image: np.ndarray, faces: Sequence[FaceHintLike] | None = None,
                max_faces: int | None = None) -> list[Face]:
         """The faces :meth:`reconstruct` would reconstruct (see `locate_faces`)."""
