@@ -51,7 +51,8 @@ def test_oracle_scores_zero(tiny_world, tmp_path):
     assert rc == 0
     res = json.loads(out.read_text())
     assert res["count"] == 4 and res["task"] == "oracle" and res["pnp_failures"] == 0
-    for k in ("score", "term_pose_shape", "term_pose", "term_shape", "mae_t_mm", "add_mm", "vertex_mean_mm"):
+    for k in ("score", "term_pose_shape", "term_pose", "term_shape", "mae_t_mm", "add_mm", "vertex_mean_mm",
+              "size_error_pct"):
         assert abs(res[k]) < 1e-3, (k, res[k])  # mm; float32 ground truth limits it to ~1e-5
     assert res["mae_r_deg"] < 1e-4
     assert sum(b["count"] for b in res["by_yaw"].values()) == 4

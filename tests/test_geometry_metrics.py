@@ -87,3 +87,13 @@ def test_rotation_metrics_known_yaw():
     assert (p["mae_yaw_deg"], p["mae_pitch_deg"], p["mae_roll_deg"]) == (
         pytest.approx(7.0), pytest.approx(3.0), pytest.approx(2.0))
     assert "add_mm" not in p
+
+
+def test_size_error_reads_the_scale_not_the_pose_or_the_place():
+    V, _ = sample(np.random.default_rng(5), B=2)
+    c = V.mean(axis=-2, keepdims=True)
+    bigger = c + (V - c) * 1.03 + 0.01  # 3 % larger, shifted
+    np.testing.assert_allclose(metrics.size_error(V, bigger, reduce=False)["size_error_pct"], 3.0, rtol=1e-9)
+    R = rot.euler_to_matrix(20.0, 10.0, 0.0)
+    assert metrics.size_error(V, V @ R.T)["size_error_pct"] == pytest.approx(0.0, abs=1e-9)
+    np.testing.assert_allclose(metrics.rms_radius(V * 2), 2 * metrics.rms_radius(V))

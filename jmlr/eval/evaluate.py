@@ -30,14 +30,15 @@ from jmlr.data.align import crop_points, masked_full_image
 from jmlr.data.datasets import load_challenge_samples, read_image_rgb
 from jmlr.geometry.crop import landmarks5_from_68
 from jmlr.geometry.intrinsics import Intrinsics
-from jmlr.geometry.metrics import challenge_score, pose_metrics, vertex_errors
+from jmlr.geometry.metrics import challenge_score, pose_metrics, size_error, vertex_errors
 from jmlr.geometry.rotation import head_pose_euler
 from jmlr.inference import Ensemble, FaceCrops, crop_faces, solve_poses, uncrop_points
 
 YAW_BINS: tuple[tuple[str, float, float], ...] = (("0-30", 0.0, 30.0), ("30-60", 30.0, 60.0),
                                                     ("60+", 60.0, float("inf")))
 METRIC_KEYS = ("score", "term_pose_shape", "term_pose", "term_shape", "mae_r_deg", "mae_yaw_deg",
-               "mae_pitch_deg", "mae_roll_deg", "mae_t_mm", "add_mm", "vertex_mean_mm", "vertex_median_mm")
+               "mae_pitch_deg", "mae_roll_deg", "mae_t_mm", "mae_tz_mm", "add_mm", "vertex_mean_mm",
+               "vertex_median_mm", "size_error_pct")
 
 
 class EvalDataError(ValueError):
@@ -182,6 +183,7 @@ def _per_sample_metrics(V_gt, Rt_gt, V_pr, Rt_pr) -> dict[str, np.ndarray]:
     per.update(pose_metrics(Rt_gt, Rt_pr, V_gt, reduce=False))
     ve = vertex_errors(V_gt, V_pr, reduce=False)
     per["vertex_mean_mm"], per["vertex_median_mm"] = ve["mean_mm"], ve["median_mm"]
+    per.update(size_error(V_gt, V_pr, reduce=False))
     return per
 
 

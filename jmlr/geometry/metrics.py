@@ -113,3 +113,23 @@ def vertex_errors(V_gt: np.ndarray, V_pred: np.ndarray, reduce: bool = True) -> 
     d = np.linalg.norm(np.asarray(V_pred, dtype=np.float64) - np.asarray(V_gt, dtype=np.float64), axis=-1)
     out = {"mean_mm": d.mean(axis=-1) * M_TO_MM, "median_mm": np.median(d, axis=-1) * M_TO_MM}
     return _reduce(out, reduce)
+
+
+def rms_radius(V: np.ndarray) -> np.ndarray:
+    """(…, N, 3) vertices -> (…,) their RMS distance from their centroid (the head's size,
+    in the vertices' units)."""
+    V = np.asarray(V, dtype=np.float64)
+    c = V - V.mean(axis=-2, keepdims=True)
+    return np.sqrt((c**2).sum(axis=-1).mean(axis=-1))
+
+
+def size_error(V_gt: np.ndarray, V_pred: np.ndarray, reduce: bool = True) -> dict:
+    """How far the predicted head's size is from the truth's: ``size_error_pct``, the
+    absolute relative error of :func:`rms_radius`, percent.
+
+    Why it matters: one image fixes a face's pose only up to its size (a larger head
+    farther away projects the same), so a size error of x % moves the PnP translation by
+    about x % of the distance (bench/size_ambiguity.py).
+    """
+    r = rms_radius(V_pred) / rms_radius(V_gt) - 1.0
+    return _reduce({"size_error_pct": np.abs(r) * 100.0}, reduce)

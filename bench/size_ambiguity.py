@@ -1,0 +1,83 @@
+"""How much of the held-out pose error is the head's unknown size (not a test).
+
+One photo cannot tell a large head far away from a small one nearby: the 2D points fix the
+pose only up to the head's size, and a size error of x % becomes a depth error of about
+x % of the distance. This scores oracles on a challenge-layout set (the held-out set of
+docs/accuracy.md) that get the image right and the shape right or partly right, so that
+the translation and score the size alone costs can be read beside the model's:
+
+- the true shape and the true 2D projections (a check: every error ~0);
+- the true shape with its size off by a fixed fraction (1, 2, 5 %);
+- the true shape at the set's mean size (each head scaled to the mean RMS radius): what a
+  network that gets every shape right except its size would score;
+- the topology's mean face at the set's mean size: no shape knowledge at all, exact 2D.
+
+The pose comes from `jmlr.geometry.pnp.solve_pnp` with the data's intrinsics, as in
+`jmlr eval`; the scores from `jmlr.geometry.metrics`.
+
+    python bench/size_ambiguity.py --data data/synth_test [--markdown FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+
+from jmlr.data.datasets import load_challenge_samples
+from jmlr.facemodel.topology import Topology
+from jmlr.geometry.camera import project_points
+from jmlr.geometry.metrics import challenge_score, pose_metrics, rms_radius, vertex_errors
+from jmlr.geometry.pnp import solve_pnp
+
+
+def rescale(V: np.ndarray, factor: np.ndarray) -> np.ndarray:
+    """Scale each (N, 3) shape about its centroid by ``factor`` (…,)."""
+    c = V.mean(-2, keepdims=True)
+    return c + (V - c) * np.asarray(factor)[..., None, None]
+
+
+def score(V_gt, Rt_gt, V_pred, K) -> dict[str, float]:
+    """PnP of ``V_pred`` on the true projections of ``V_gt``, scored like `jmlr eval`."""
+    uv = [project_points(v, rt, K) for v, rt in zip(V_gt, Rt_gt)]
+    Rt_pred = np.stack([solve_pnp(v, p, K).R_t for v, p in zip(V_pred, uv)])
+    out = challenge_score(V_gt, Rt_gt, V_pred, Rt_pred)
+    out.update(pose_metrics(Rt_gt, Rt_pred, V_gt))
+    out["vertex_mean_mm"] = vertex_errors(V_gt, V_pred)["mean_mm"]
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", default="data/synth_test")
+    ap.add_argument("--markdown", default=None)
+    args = ap.parse_args()
+    samples, K = load_challenge_samples(args.data)
+    V = np.stack([np.asarray(s.verts, np.float64) for s in samples])
+    Rt = np.stack([np.asarray(s.R_t, np.float64) for s in samples])
+    size = rms_radius(V)
+    mean_face = Topology.load().mean_shape.astype(np.float64)
+    mean_face = rescale(mean_face[None], size.mean() / rms_radius(mean_face[None]))[0]
+    cases = [("true shape (check)", V)]
+    cases += [(f"true shape, {p} % too large", rescale(V, np.full(len(V), 1 + p / 100))) for p in (1, 2, 5)]
+    cases += [("true shape at the mean size", rescale(V, size.mean() / size)),
+              ("mean face at the mean size", np.broadcast_to(mean_face, V.shape))]
+    depth = -Rt[:, 3, 2]
+    lines = [f"`python bench/size_ambiguity.py --data {args.data}`: {len(V)} faces at {depth.mean():.2f} m on "
+             f"average; head size (RMS radius) {size.mean() * 1e3:.1f} mm ± {size.std() * 1e3:.2f} mm "
+             f"({size.std() / size.mean() * 100:.1f} %).", "",
+             "| exact 2D points, PnP with | vertex mm | MAE_r ° | MAE_t mm | score |",
+             "| --- | --- | --- | --- | --- |"]
+    for name, Vp in cases:
+        m = score(V, Rt, Vp, K)
+        lines.append(f"| {name} | {m['vertex_mean_mm']:.2f} | {m['mae_r_deg']:.2f} | {m['mae_t_mm']:.1f} | "
+                     f"{m['score']:.1f} |")
+    text = "\n".join(lines)
+    print(text)
+    if args.markdown:
+        with open(args.markdown, "a", encoding="utf-8") as f:
+            f.write("\n" + text + "\n")
+
+
+if __name__ == "__main__":
+    main()
