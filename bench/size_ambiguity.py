@@ -12,10 +12,15 @@ the translation and score the size alone costs can be read beside the model's:
   network that gets every shape right except its size would score;
 - the topology's mean face at the set's mean size: no shape knowledge at all, exact 2D.
 
+With ``--model``, the model as `jmlr eval` runs it, and the same predictions with their
+size set to the truth's: each predicted shape V and translation T scaled by the ratio of
+the true to the predicted size (k V with k T projects exactly as V with T, so this is
+what PnP would give on the same 2D points with a shape of the right size).
+
 The pose comes from `jmlr.geometry.pnp.solve_pnp` with the data's intrinsics, as in
 `jmlr eval`; the scores from `jmlr.geometry.metrics`.
 
-    python bench/size_ambiguity.py --data data/synth_test [--markdown FILE]
+    python bench/size_ambiguity.py --data data/synth_test [--model MODEL] [--markdown FILE]
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ import numpy as np
 from jmlr.data.datasets import load_challenge_samples
 from jmlr.facemodel.topology import Topology
 from jmlr.geometry.camera import project_points
-from jmlr.geometry.metrics import challenge_score, pose_metrics, rms_radius, vertex_errors
+from jmlr.geometry.metrics import challenge_score, pose_metrics, rms_radius, size_error, vertex_errors
 from jmlr.geometry.pnp import solve_pnp
 
 
@@ -37,28 +42,35 @@ def rescale(V: np.ndarray, factor: np.ndarray) -> np.ndarray:
     return c + (V - c) * np.asarray(factor)[..., None, None]
 
 
-def score(V_gt, Rt_gt, V_pred, K) -> dict[str, float]:
-    """PnP of ``V_pred`` on the true projections of ``V_gt``, scored like `jmlr eval`."""
-    uv = [project_points(v, rt, K) for v, rt in zip(V_gt, Rt_gt)]
-    Rt_pred = np.stack([solve_pnp(v, p, K).R_t for v, p in zip(V_pred, uv)])
+def metrics(V_gt, Rt_gt, V_pred, Rt_pred) -> dict[str, float]:
     out = challenge_score(V_gt, Rt_gt, V_pred, Rt_pred)
     out.update(pose_metrics(Rt_gt, Rt_pred, V_gt))
     out["vertex_mean_mm"] = vertex_errors(V_gt, V_pred)["mean_mm"]
+    out["size_error_pct"] = size_error(V_gt, V_pred)["size_error_pct"]
     return out
+
+
+def pnp_on_true_points(V_gt, Rt_gt, V_pred, K) -> dict[str, float]:
+    """PnP of ``V_pred`` on the true projections of ``V_gt``, scored like `jmlr eval`."""
+    uv = [project_points(v, rt, K) for v, rt in zip(V_gt, Rt_gt)]
+    return metrics(V_gt, Rt_gt, V_pred, np.stack([solve_pnp(v, p, K).R_t for v, p in zip(V_pred, uv)]))
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default="data/synth_test")
+    ap.add_argument("--model", default=None, help="also this model's predictions, as they are and at the true size")
+    ap.add_argument("--limit", type=int, default=None, help="only the first N samples")
     ap.add_argument("--markdown", default=None)
     args = ap.parse_args()
     samples, K = load_challenge_samples(args.data)
+    samples = samples[: args.limit]
     V = np.stack([np.asarray(s.verts, np.float64) for s in samples])
     Rt = np.stack([np.asarray(s.R_t, np.float64) for s in samples])
     size = rms_radius(V)
     mean_face = Topology.load().mean_shape.astype(np.float64)
     mean_face = rescale(mean_face[None], size.mean() / rms_radius(mean_face[None]))[0]
-    cases = [("true shape (check)", V)]
+    cases = [("true shape (a check)", V)]
     cases += [(f"true shape, {p} % too large", rescale(V, np.full(len(V), 1 + p / 100))) for p in (1, 2, 5)]
     cases += [("true shape at the mean size", rescale(V, size.mean() / size)),
               ("mean face at the mean size", np.broadcast_to(mean_face, V.shape))]
@@ -66,12 +78,24 @@ def main() -> None:
     lines = [f"`python bench/size_ambiguity.py --data {args.data}`: {len(V)} faces at {depth.mean():.2f} m on "
              f"average; head size (RMS radius) {size.mean() * 1e3:.1f} mm ± {size.std() * 1e3:.2f} mm "
              f"({size.std() / size.mean() * 100:.1f} %).", "",
-             "| exact 2D points, PnP with | vertex mm | MAE_r ° | MAE_t mm | score |",
-             "| --- | --- | --- | --- | --- |"]
-    for name, Vp in cases:
-        m = score(V, Rt, Vp, K)
-        lines.append(f"| {name} | {m['vertex_mean_mm']:.2f} | {m['mae_r_deg']:.2f} | {m['mae_t_mm']:.1f} | "
-                     f"{m['score']:.1f} |")
+             "| case | vertex mm | size error % | MAE_r ° | MAE_t mm | score |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    rows = [(f"exact 2D points, PnP with the {name}", pnp_on_true_points(V, Rt, Vp, K)) for name, Vp in cases]
+    if args.model:
+        from jmlr.eval.evaluate import predict_dataset
+
+        got = predict_dataset([args.model], args.data, limit=args.limit)
+        V_gt, Rt_gt, V_pr, Rt_pr = got.arrays()
+        k = rms_radius(V_gt) / rms_radius(V_pr)
+        sized_Rt = Rt_pr.copy()
+        sized_Rt[:, 3, :3] *= k[:, None]
+        name = got.models[0].name
+        rows += [(f"{name}", metrics(V_gt, Rt_gt, V_pr, Rt_pr)),
+                 (f"{name}, its shapes and translations scaled to the true size",
+                  metrics(V_gt, Rt_gt, V_pr * k[:, None, None], sized_Rt))]
+    for name, m in rows:
+        lines.append(f"| {name} | {m['vertex_mean_mm']:.2f} | {m['size_error_pct']:.2f} | {m['mae_r_deg']:.2f} | "
+                     f"{m['mae_t_mm']:.1f} | {m['score']:.1f} |")
     text = "\n".join(lines)
     print(text)
     if args.markdown:

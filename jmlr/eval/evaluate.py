@@ -108,8 +108,14 @@ def _ensemble_predictor(ensemble: Ensemble, flip_tta: bool) -> Predictor:
 
 
 @dataclass
-class _Collected:
-    """Ground truth and predictions over every batch, and the time spent predicting."""
+class DatasetPredictions:
+    """Ground truth and predictions of every sample (:func:`predict_dataset`).
+
+    Attributes (lists of per-batch arrays until :meth:`arrays`): ``V_gt``, ``V_pr``
+    (B, N, 3) head-frame m; ``Rt_gt``, ``Rt_pr`` (B, 4, 4) challenge poses; ``rms`` the PnP
+    reprojection RMS per sample (NaN where PnP failed; empty for the baselines);
+    ``t_infer`` seconds spent predicting; ``models`` the loaded models.
+    """
 
     V_gt: list = field(default_factory=list)
     Rt_gt: list = field(default_factory=list)
@@ -117,6 +123,13 @@ class _Collected:
     Rt_pr: list = field(default_factory=list)
     rms: list = field(default_factory=list)
     t_infer: float = 0.0
+    models: list = field(default_factory=list)
+    num_vertices: int = 0
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(V_gt, Rt_gt, V_pr, Rt_pr), each concatenated over the batches."""
+        return (np.concatenate(self.V_gt), np.concatenate(self.Rt_gt), np.concatenate(self.V_pr),
+                np.concatenate(self.Rt_pr))
 
 
 def _load_models(model_dirs: Sequence[str | Path], device: str, oracle: bool, backend: str = "torch",
@@ -161,8 +174,8 @@ def _predictor(models: list, oracle: bool, flip_tta: bool, K: np.ndarray) -> Pre
         raise EvalDataError(str(exc)) from None
 
 
-def _predict_all(loader, predict: Predictor, camera: Intrinsics) -> _Collected:
-    out = _Collected()
+def _predict_all(loader, predict: Predictor, camera: Intrinsics) -> DatasetPredictions:
+    out = DatasetPredictions()
     for b in loader:
         t1 = time.perf_counter()
         verts, pose, pts = predict(b)
@@ -195,6 +208,32 @@ def _summarise(per: dict[str, np.ndarray], mask: np.ndarray | None = None) -> di
     return out
 
 
+def predict_dataset(model_dirs: Sequence[str | Path], data_root: str | Path,
+                    lists: Sequence[str | Path] | None = None, flip_tta: bool = False, limit: int | None = None,
+                    oracle: bool = False, batch_size: int = 16, device: str = "cpu", num_workers: int = 0,
+                    progress: bool = False, backend: str = "torch",
+                    backend_options: Mapping[str, Any] | None = None) -> DatasetPredictions:
+    """The predictions :func:`evaluate` scores (same arguments), sample by sample, for
+    analyses of one's own (bench/size_ambiguity.py)."""
+    from jmlr.inference import resolve_backend
+
+    backend = resolve_backend(backend, device)
+    models = _load_models(model_dirs, device, oracle, backend, backend_options)
+    samples, K, n_data = _load_samples(data_root, lists, models, limit)
+    predict = _predictor(models, oracle, flip_tta, K)
+    sizes = [m.input_size for m in models] or [256]
+    whole = any(not m.task_spec.pose_by_pnp for m in models)
+    loader = torch.utils.data.DataLoader(_EvalImages(samples, sizes, whole), batch_size=batch_size,
+                                         shuffle=False, num_workers=num_workers, collate_fn=_collate)
+    if progress:
+        from tqdm import tqdm
+
+        loader = tqdm(loader, desc="eval", total=len(loader))
+    got = _predict_all(loader, predict, Intrinsics.from_K(K))
+    got.models, got.num_vertices = models, int(n_data)
+    return got
+
+
 def evaluate(model_dirs: Sequence[str | Path], data_root: str | Path, lists: Sequence[str | Path] | None = None,
              flip_tta: bool = False, limit: int | None = None, oracle: bool = False, batch_size: int = 16,
              device: str = "cpu", num_workers: int = 0, progress: bool = False, backend: str = "torch",
@@ -220,24 +259,14 @@ def evaluate(model_dirs: Sequence[str | Path], data_root: str | Path, lists: Seq
     Raises:
         EvalDataError: vertex count or topology mismatch, or a baseline in an ensemble.
     """
-    t0 = time.perf_counter()
     from jmlr.inference import resolve_backend
 
-    backend = resolve_backend(backend, device)
-    models = _load_models(model_dirs, device, oracle, backend, backend_options)
-    samples, K, n_data = _load_samples(data_root, lists, models, limit)
-    predict = _predictor(models, oracle, flip_tta, K)
-    sizes = [m.input_size for m in models] or [256]
-    whole = any(not m.task_spec.pose_by_pnp for m in models)
-    loader = torch.utils.data.DataLoader(_EvalImages(samples, sizes, whole), batch_size=batch_size,
-                                         shuffle=False, num_workers=num_workers, collate_fn=_collate)
-    if progress:
-        from tqdm import tqdm
-
-        loader = tqdm(loader, desc="eval", total=len(loader))
-    got = _predict_all(loader, predict, Intrinsics.from_K(K))
-    V_gt, Rt_gt = np.concatenate(got.V_gt), np.concatenate(got.Rt_gt)
-    per = _per_sample_metrics(V_gt, Rt_gt, np.concatenate(got.V_pr), np.concatenate(got.Rt_pr))
+    t0 = time.perf_counter()
+    got = predict_dataset(model_dirs, data_root, lists, flip_tta, limit, oracle, batch_size, device, num_workers,
+                          progress, backend, backend_options)
+    models = got.models
+    V_gt, Rt_gt, V_pr, Rt_pr = got.arrays()
+    per = _per_sample_metrics(V_gt, Rt_gt, V_pr, Rt_pr)
     elapsed = time.perf_counter() - t0
 
     result = _summarise(per)
@@ -256,8 +285,8 @@ def evaluate(model_dirs: Sequence[str | Path], data_root: str | Path, lists: Seq
         "oracle": bool(oracle),
         "data": str(data_root),
         "lists": [str(p) for p in lists] if lists else None,
-        "num_vertices": int(n_data),
+        "num_vertices": int(got.num_vertices),
         "device": str(device),
-        "backend": None if oracle and not models else backend,
+        "backend": None if oracle and not models else resolve_backend(backend, device),
     })
     return result
