@@ -175,6 +175,10 @@ def test_demo_in_a_real_browser(server, browser, tmp_path):
     assert _data(browser, "pose")["source"] == "default_fov"
     pose_text = browser.find_element("id", "pose").text
     assert "yaw / pitch / roll" in pose_text and "distance" in pose_text and "cm" in pose_text
+    model = json.loads(_fetch(server + "/readyz"))["model"]
+    blendshapes = browser.find_element("css selector", "#pose dd[data-key='blendshapes']").text
+    assert blendshapes == {"head": "predicted by the network's expression head", "fit": "fitted to the mesh"}[
+        model.get("blendshapes", "fit")]
 
     # The 3D viewer fetched the GLB from this server and rendered it.
     _wait(browser, "return document.getElementById('viewer').dataset.loaded === 'true'", what="the 3D viewer")

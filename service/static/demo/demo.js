@@ -184,6 +184,8 @@ function showPose(r, face) {
     ["field of view", `${fmt(c.fov_x_deg)}° × ${fmt(c.fov_y_deg)}°`],
     ["image", `${r.image.width} × ${r.image.height} ${r.image.format}`],
     ["model", `${r.model.name} v${r.model.version} (${r.model.num_vertices} vertices, ${r.model.device})`],
+    ["blendshapes", {head: "predicted by the network's expression head", fit: "fitted to the mesh",
+                     none: "not available for this model"}[r.model.blendshapes] || r.model.blendshapes],
   );
   const dl = $("pose");
   dl.replaceChildren(...rows.flatMap(([k, v]) => {
