@@ -226,7 +226,12 @@ def mask(a: Anchors, rng: np.random.Generator, colours: dict) -> list[Primitive]
     top = [lm[1] + X * -0.004, lm[28] + np.array([0, 0.004, 0.012]), lm[15] + X * 0.004]
     jaw = [lm[k] + out + np.array([0, -0.006 if 5 <= k <= 11 else 0, 0]) for k in range(14, 1, -1)]
     poly = np.array([top[0], top[1], top[2], *jaw])
-    prims = [Primitive(poly, colour, 1.0, on_skin=True)]
+    # The fabric bulges over the nose, mouth and chin. Its edge polygon alone folds on a
+    # turned face or one seen from below and leaves them bare, so the hull of points on
+    # the bulge joins it. Only the front of the jaw is in that hull: the jaw's far ends
+    # sit behind the eyes, and a hull through them covers the eyes of a face seen from above.
+    bulge = np.array([*jaw[2:-2], *(lm[k] + out for k in (*range(30, 36), *range(48, 60)))])
+    prims = [Primitive(poly, colour, 1.0, on_skin=True), Primitive(bulge, colour, 1.0, on_skin=True, hull=True)]
     if rng.random() < 0.6:  # pleats
         for f in (0.35, 0.55, 0.75):
             y = lm[28, 1] * (1 - f) + lm[8, 1] * f
