@@ -36,7 +36,7 @@ NOISE_M = 4e-3
 L1 = 1e-6
 # The head's ARKit weights go through soft_threshold(w, HEAD_THRESHOLD), chosen on held-out
 # synthetic faces for the shipped head (bench/bench_blendshapes.py case (d)).
-HEAD_THRESHOLD = 0.0
+HEAD_THRESHOLD = 0.225
 
 
 class BlendshapeEstimator:
