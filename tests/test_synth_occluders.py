@@ -89,7 +89,7 @@ def test_a_mask_covers_mouth_nose_and_chin_whatever_the_pose(yaw):
         _, alpha, _ = draw_primitives(mask(a, np.random.default_rng(0), {})[:2], a, np.zeros((SIZE, SIZE)), None)
         uv, _ = a.project(lm)
 
-        def covered(i: int) -> bool:
+        def covered(i: int, alpha: np.ndarray = alpha, uv: np.ndarray = uv) -> bool:
             return bool(alpha[int(round(uv[i, 1])), int(round(uv[i, 0]))] > 0.5)
 
         # (the nose tip is on the outline in profile, where the edge is anti-aliased)
