@@ -40,6 +40,7 @@ import time
 
 import numpy as np
 import torch
+from bench_report import publish  # beside this script
 
 from jmlr.facemodel import FaceModel, Topology
 from jmlr.facemodel.blendshapes import BlendshapeBasis, BlendshapeSolver, arkit_mapping, soft_threshold
@@ -247,11 +248,7 @@ def main() -> None:
     lines.append(f"| all zeros | | {cells} | | | | |")
     counts = " | ".join(str(zeros[g]["n_active"]) for g in groups)
     lines.append(f"| active weights in the test set | | {counts} | | | | |")
-    text = "\n".join(lines)
-    print(text)
-    if args.markdown:
-        with open(args.markdown, "a", encoding="utf-8") as f:
-            f.write("\n" + text + "\n")
+    publish("\n".join(lines), args.markdown)
 
 
 if __name__ == "__main__":

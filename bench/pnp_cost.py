@@ -27,6 +27,7 @@ import time
 
 import cv2
 import numpy as np
+from bench_report import publish  # beside this script
 
 from jmlr.facemodel.topology import Topology
 from jmlr.geometry.intrinsics import Intrinsics
@@ -82,11 +83,7 @@ def main() -> None:
              "| --- | --- | --- | --- | --- | --- |"]
     for name, ms, rot, trans, rms in rows:
         lines.append(f"| {name} | {ms:.3f} | {ms / base:.2f} | {rot:.3f} | {trans:.2f} | {rms:.3f} |")
-    text = "\n".join(lines)
-    print(text)
-    if args.markdown:
-        with open(args.markdown, "a", encoding="utf-8") as f:
-            f.write("\n" + text + "\n")
+    publish("\n".join(lines), args.markdown)
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 
 import numpy as np
+from bench_report import publish  # beside this script
 
 from jmlr.data.datasets import load_challenge_samples
 from jmlr.facemodel.topology import Topology
@@ -96,11 +97,7 @@ def main() -> None:
     for name, m in rows:
         lines.append(f"| {name} | {m['vertex_mean_mm']:.2f} | {m['size_error_pct']:.2f} | {m['mae_r_deg']:.2f} | "
                      f"{m['mae_t_mm']:.1f} | {m['score']:.1f} |")
-    text = "\n".join(lines)
-    print(text)
-    if args.markdown:
-        with open(args.markdown, "a", encoding="utf-8") as f:
-            f.write("\n" + text + "\n")
+    publish("\n".join(lines), args.markdown)
 
 
 if __name__ == "__main__":
