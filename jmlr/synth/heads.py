@@ -15,10 +15,8 @@ switching one element leaves the others as they were.
 
 from __future__ import annotations
 
-import dataclasses
 import json
-import os
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -26,6 +24,7 @@ from jmlr.facemodel.topology import boundary_loops
 
 from . import clothing, face_detail, hair
 from .clothing import TorsoAssets
+from .elements import ElementProbabilities
 from .face_detail import DetailRegions, detail_specular
 from .hair import HairAssets
 
@@ -35,7 +34,7 @@ HEADS_ENV = "JMLR_SYNTH_HEADS"
 
 
 @dataclass(frozen=True)
-class HeadConfig:
+class HeadConfig(ElementProbabilities):
     """Probability that a subject gets each element (0 switches it off).
 
     hair: scalp hair geometry (shell and strand ribbons, `jmlr.synth.hair`); the rest
@@ -59,51 +58,8 @@ class HeadConfig:
     specular_variation: float = 1.0
     clothing: float = 1.0
 
-    @classmethod
-    def legacy(cls) -> HeadConfig:
-        """Every element off: the heads of the earlier generator."""
-        return cls(**{f.name: 0.0 for f in fields(cls)})
-
-    @classmethod
-    def parse(cls, spec: str | None) -> HeadConfig:
-        """``"legacy"``/``"off"``, ``"default"``/empty, a JSON object or ``"hair=0,makeup=0.6"``
-        (overrides of the defaults; ``"legacy,hair=1"`` starts from all off)."""
-        spec = (spec or "").strip()
-        if spec in ("", "default", "on"):
-            return cls()
-        if spec.startswith("{"):
-            return cls(**json.loads(spec))
-        base, items = cls(), []
-        for part in (p.strip() for p in spec.split(",") if p.strip()):
-            if part in ("legacy", "off"):
-                base = cls.legacy()
-            elif part in ("default", "on"):
-                base = cls()
-            else:
-                items.append(part)
-        overrides = {}
-        names = {f.name for f in fields(cls)}
-        for item in items:
-            key, _, value = item.partition("=")
-            if key.strip() not in names:
-                raise ValueError(f"unknown head element {key!r} in {spec!r} (known: {sorted(names)})")
-            overrides[key.strip()] = float(value)
-        return dataclasses.replace(base, **overrides)
-
-    @classmethod
-    def from_env(cls) -> HeadConfig:
-        """`parse` of ``$JMLR_SYNTH_HEADS`` (default: every element on)."""
-        return cls.parse(os.environ.get(HEADS_ENV))
-
-    @property
-    def any(self) -> bool:
-        return any(getattr(self, f.name) > 0 for f in fields(self))
-
-    def __post_init__(self):
-        for f in fields(self):
-            p = getattr(self, f.name)
-            if not 0.0 <= p <= 1.0:
-                raise ValueError(f"HeadConfig.{f.name} must be a probability, not {p}")
+    element_kind = "head"
+    env_var = HEADS_ENV
 
 
 # Element order fixes which stream each element draws from: append, never reorder.

@@ -17,11 +17,11 @@ identity, expression, pose or the other elements, and never the ground truth (on
 from __future__ import annotations
 
 import dataclasses
-import json
-import os
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 import numpy as np
+
+from .elements import ElementProbabilities
 
 __all__ = ["WorldConfig", "WORLD_ENV", "WORLD_ELEMENTS", "element_rngs", "derived_rng"]
 
@@ -29,7 +29,7 @@ WORLD_ENV = "JMLR_SYNTH_WORLD"
 
 
 @dataclass(frozen=True)
-class WorldConfig:
+class WorldConfig(ElementProbabilities):
     """Probability of each element per capture (0 switches it off).
 
     photo_background: a crop of a real photograph (`jmlr.synth.backgrounds`) instead of
@@ -68,45 +68,12 @@ class WorldConfig:
     vignetting: float = 0.5
     jpeg: float = 1.0
 
-    @classmethod
-    def legacy(cls) -> WorldConfig:
-        """Every element off: the backgrounds, light and camera effects of the earlier generator."""
-        return cls(**{f.name: 0.0 for f in fields(cls)})
-
-    @classmethod
-    def parse(cls, spec: str | None) -> WorldConfig:
-        """``"legacy"``/``"off"``, ``"default"``/empty, a JSON object or ``"glasses=1,hat=0"``
-        (overrides of the defaults; ``"legacy,photo_background=1"`` starts from all off)."""
-        spec = (spec or "").strip()
-        if spec.startswith("{"):
-            return cls(**json.loads(spec))
-        base, overrides = cls(), {}
-        names = {f.name for f in fields(cls)}
-        for part in (p.strip() for p in spec.split(",") if p.strip()):
-            if part in ("legacy", "off"):
-                base = cls.legacy()
-            elif part in ("default", "on"):
-                base = cls()
-            else:
-                key, _, value = (s.strip() for s in part.partition("="))
-                if key not in names:
-                    raise ValueError(f"unknown world element {key!r} in {spec!r} (known: {sorted(names)})")
-                overrides[key] = float(value)
-        return dataclasses.replace(base, **overrides)
-
-    @classmethod
-    def from_env(cls) -> WorldConfig:
-        """`parse` of ``$JMLR_SYNTH_WORLD`` (default: every element at its default probability)."""
-        return cls.parse(os.environ.get(WORLD_ENV))
+    element_kind = "world"
+    env_var = WORLD_ENV
 
     def without_camera_effects(self) -> WorldConfig:
         """This config with the camera's image effects (noise ... jpeg) off."""
         return dataclasses.replace(self, **dict.fromkeys(CAMERA_EFFECTS, 0.0))
-
-    @property
-    def any(self) -> bool:
-        """Whether any element is on (else the legacy pipeline runs, byte for byte)."""
-        return any(getattr(self, f.name) > 0 for f in fields(self))
 
     @property
     def occluders(self) -> dict[str, float]:
@@ -114,12 +81,6 @@ class WorldConfig:
 
     def as_dict(self) -> dict[str, float]:
         return dataclasses.asdict(self)
-
-    def __post_init__(self):
-        for f in fields(self):
-            p = getattr(self, f.name)
-            if not 0.0 <= p <= 1.0:
-                raise ValueError(f"WorldConfig.{f.name} must be a probability, not {p}")
 
 
 CAMERA_EFFECTS = ("noise", "defocus", "motion_blur", "exposure", "white_balance", "vignetting", "jpeg")
