@@ -210,9 +210,9 @@ def layout_images(root: Path, count: int) -> Iterator[tuple[str, np.ndarray, np.
         yield "/".join(rows[i]), s.load_image(), np.asarray(s.landmarks68, np.float64), yaw
 
 
-def render_fresh(rev: str, out: Path, count: int, seed: int) -> Path:
-    """Render ``count`` images (whole subjects of 33) with `jmlr synth` from revision ``rev``
-    (``worktree``: this checkout as it is now) into ``out``; returns ``out``."""
+def render_fresh(rev: str, out: Path, count: int, seed: int, per_subject: int) -> Path:
+    """Render ``count`` images (whole subjects of ``per_subject``) with `jmlr synth` from
+    revision ``rev`` (``worktree``: this checkout as it is now) into ``out``; returns ``out``."""
     import os
 
     from jmlr.paths import default_facemodel_path
@@ -228,9 +228,9 @@ def render_fresh(rev: str, out: Path, count: int, seed: int) -> Path:
         # ... and run from there: `python -m` puts the working directory first on sys.path,
         # so from this checkout the worktree's jmlr would be imported instead.
         cwd = str(src)
-    subjects = math.ceil(count / 33)
+    subjects = math.ceil(count / per_subject)
     cmd = [sys.executable, "-m", "jmlr.cli", "synth", "--out", str(out), "--subjects", str(subjects),
-           "--per-subject", "33", "--seed", str(seed), "--renderer", "gl", "--no-progress",
+           "--per-subject", str(per_subject), "--seed", str(seed), "--renderer", "gl", "--no-progress",
            "--facemodel", str(default_facemodel_path())]
     subprocess.run(cmd, check=True, env=env, cwd=cwd)
     return out
@@ -352,6 +352,9 @@ def main() -> int:
     ap.add_argument("--fresh", action="append", default=[], metavar="NAME=REV",
                     help="render a set now from git revision REV's generator, or the working tree (REV=worktree)")
     ap.add_argument("--count", type=int, default=300, help="images per rendered set")
+    ap.add_argument("--per-subject", type=int, default=3,
+                    help="rendered images per person: few, so that a set holds many people (hair, skin, beard "
+                         "and clothing are drawn once per person; runs before 2026-12-05 used 33)")
     ap.add_argument("--seed", type=int, default=2026, help="seed of the fresh renders (not the held-out set's)")
     ap.add_argument("--no-real", action="store_true", help="leave out the real photos")
     ap.add_argument("--json", type=Path, default=None)
@@ -376,8 +379,9 @@ def main() -> int:
                                 detector, work / "crops"))
     for spec in args.fresh:
         name, _, rev = spec.partition("=")
-        folder = render_fresh(rev or "worktree", work / f"render_{name}", args.count, args.seed)
-        sets.append(measure_set(name, f"jmlr synth --seed {args.seed} --renderer gl at {rev or 'worktree'}",
+        folder = render_fresh(rev or "worktree", work / f"render_{name}", args.count, args.seed, args.per_subject)
+        sets.append(measure_set(name, f"jmlr synth --seed {args.seed} --per-subject {args.per_subject} "
+                                      f"--renderer gl at {rev or 'worktree'}",
                                 layout_images(folder, args.count), detector, work / "crops"))
     mp = run_mediapipe(python, [it.crop_png for s in sets for it in s.items], work)
     attach_mediapipe(sets, mp)

@@ -12,9 +12,10 @@ from jmlr.cli import main as cli_main
 from jmlr.facemodel import FaceModel, Topology
 from jmlr.geometry.camera import project_points
 from jmlr.geometry.crop import apply_affine, crop_transform, landmarks5_from_68, warp_crop
-from jmlr.synth.dataset import synthesize_dataset
+from jmlr.synth.dataset import capture_action, synthesize_dataset
 from jmlr.synth.layout import iter_samples, read_intrinsics, read_list
 from jmlr.synth.render import vertex_normals
+from jmlr.synth.sampler import FACIAL_ACTIONS
 from jmlr.synth.scene import SyntheticFaceGenerator
 from jmlr.synth.stream import CropJitter, SyntheticCropStream, crop_projection
 
@@ -65,6 +66,17 @@ def test_depth_is_camera_z_of_the_surface(generator):
     d = out.depth[0][out.mask[0]].numpy()
     assert d.min() > 0.25 and d.max() < 1.3
     assert abs(np.median(d) - np.median(z)) < 0.08
+
+
+def test_capture_actions_cover_all_actions_whatever_the_count_per_subject():
+    n = len(FACIAL_ACTIONS)
+    # the challenge's layout: every subject goes through all actions in order
+    for s in (0, 1, 7):
+        assert [capture_action(s, k, n) for k in range(n)] == list(FACIAL_ACTIONS)
+    # few per subject: the actions run on across subjects instead of repeating the first few
+    few = [capture_action(s, k, 3) for s in range(11) for k in range(3)]
+    assert sorted(few) == sorted(FACIAL_ACTIONS)
+    assert capture_action(1, 0, 3) == FACIAL_ACTIONS[3]
 
 
 def test_cli_layout_landmarks_determinism(tmp_path, facemodel_path, generator):

@@ -18,7 +18,7 @@ from .layout import write_lists, write_resources, write_sample
 from .sampler import FACIAL_ACTIONS
 from .scene import SceneParams, SyntheticFaceGenerator, _project, numpy_threads_like_torch
 
-__all__ = ["synthesize_dataset", "action_folder", "subject_id"]
+__all__ = ["synthesize_dataset", "action_folder", "capture_action", "subject_id"]
 
 _SUBJECT_STREAM = 1 << 30  # generator key of a subject's identity/appearance draw
 
@@ -30,6 +30,13 @@ def subject_id(index: int) -> str:
 def action_folder(action: str) -> str:
     """Folder of a facial action: its 1-based number, like the challenge's folders."""
     return str(FACIAL_ACTIONS.index(action) + 1)
+
+
+def capture_action(subject: int, k: int, per_subject: int) -> str:
+    """The facial action of capture ``k`` of ``subject``. Actions run on across subjects, so
+    that few captures per subject still cover all 33; with 33 per subject (the challenge's
+    layout) every subject goes through them in order from the first."""
+    return FACIAL_ACTIONS[(subject * per_subject + k) % len(FACIAL_ACTIONS)]
 
 
 def synthesize_dataset(out: str | Path, generator: SyntheticFaceGenerator, subjects: int, per_subject: int,
@@ -59,7 +66,7 @@ def synthesize_dataset(out: str | Path, generator: SyntheticFaceGenerator, subje
                 subjects_cache[s] = generator.sample_subject(np.random.default_rng([seed, s, _SUBJECT_STREAM]))
             rngs.append(np.random.default_rng([seed, s, k]))
             subj.append(subjects_cache[s])
-            acts.append(FACIAL_ACTIONS[k % len(FACIAL_ACTIONS)])
+            acts.append(capture_action(s, k, per_subject))
         with numpy_threads_like_torch(), torch.no_grad():
             params: SceneParams = generator.sample_params(rngs, len(chunk), subjects=subj, actions=acts)
             render = generator.render(params, rng=rngs)
