@@ -22,7 +22,13 @@ from typing import Literal
 
 import numpy as np
 
-from jmlr.facemodel.blendshapes import BlendshapeBasis, BlendshapeSolver, arkit_mapping, soft_threshold
+from jmlr.facemodel.blendshapes import (
+    BlendshapeBasis,
+    BlendshapeSolver,
+    arkit_mapping,
+    soft_threshold,
+    threshold_per_name,
+)
 from jmlr.inference.poses import FaceReconstruction
 
 from .schemas import FaceOut
@@ -34,9 +40,11 @@ log = logging.getLogger("service.blendshapes")
 # for jmlr_mnv2_96_cpu on 2026-12-05: its meshes carry more expression, so less smoothing).
 NOISE_M = 4e-3
 L1 = 1e-6
-# The head's ARKit weights go through soft_threshold(w, HEAD_THRESHOLD), chosen on held-out
-# synthetic faces for the shipped head (bench/bench_blendshapes.py case (d)).
-HEAD_THRESHOLD = 0.225
+# The head's ARKit weights go through soft_threshold with one threshold per group, chosen on
+# held-out synthetic faces for the shipped head (bench/bench_blendshapes.py case (d): the
+# least active error with the group's inactive error <= 0.05). One threshold for all (0.225)
+# left the brows at 0.106 inactive error: phantom brow raises.
+HEAD_THRESHOLDS = {"brows": 0.425, "eyes": 0.2, "jaw": 0.2, "mouth": 0.125, "cheeks/nose": 0.2}
 
 
 class BlendshapeEstimator:
@@ -54,11 +62,11 @@ class BlendshapeEstimator:
     def __init__(self, topology, expression_names: Sequence[str] = (), basis_path=None) -> None:
         self.solver: BlendshapeSolver | None = None
         self.error: str | None = None
-        self._head: tuple[tuple[str, ...], np.ndarray] | None = None
+        self._head: tuple[tuple[str, ...], np.ndarray, np.ndarray] | None = None
         if expression_names:
             names, matrix = arkit_mapping(expression_names)
             if names:
-                self._head = (names, matrix)
+                self._head = (names, matrix, threshold_per_name(names, HEAD_THRESHOLDS, max(HEAD_THRESHOLDS.values())))
                 return
         try:
             basis = BlendshapeBasis.load(basis_path).for_topology(topology)
@@ -82,10 +90,10 @@ class BlendshapeEstimator:
         """Set ``face.blendshapes`` of each face from its reconstruction (the head's
         weights, or a fit to its head-frame vertices); returns warnings for the response."""
         if self._head is not None:
-            names, matrix = self._head
+            names, matrix, thresholds = self._head
             if all(rec.expression is not None for rec in recs):
                 for face, rec in zip(faces, recs):
-                    weights = soft_threshold(matrix @ np.asarray(rec.expression, np.float64), HEAD_THRESHOLD)
+                    weights = soft_threshold(matrix @ np.asarray(rec.expression, np.float64), thresholds)
                     face.blendshapes = {n: round(float(w), 4) for n, w in zip(names, weights)}
                 return []
             return ["blendshapes were not computed: the model's expression head gave no weights"]

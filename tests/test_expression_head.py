@@ -131,3 +131,26 @@ def test_soft_threshold_zeroes_small_weights_and_keeps_the_range():
     np.testing.assert_allclose(soft_threshold(w, 0.0), w)
     with pytest.raises(ValueError, match="threshold"):
         soft_threshold(w, 1.0)
+
+
+def test_thresholds_per_weight_follow_the_arkit_groups():
+    from jmlr.facemodel.blendshapes import (
+        ARKIT_BLENDSHAPE_NAMES,
+        ARKIT_GROUPS,
+        arkit_group,
+        soft_threshold,
+        threshold_per_name,
+    )
+
+    # every ARKit name but tongueOut (which the face model lacks) is in exactly one group
+    for n in ARKIT_BLENDSHAPE_NAMES:
+        owners = [g for g, prefixes in ARKIT_GROUPS.items() if n.startswith(prefixes)]
+        assert owners == ([] if n == "tongueOut" else [arkit_group(n)])
+    names = ("eyeBlinkLeft", "jawOpen", "browInnerUp", "tongueOut")
+    t = threshold_per_name(names, {"brows": 0.5, "jaw": 0.1}, default=0.3)
+    np.testing.assert_allclose(t, [0.3, 0.1, 0.5, 0.3])
+    np.testing.assert_allclose(soft_threshold(np.array([[0.65, 0.55, 0.75, 0.3]]), t), [[0.5, 0.5, 0.5, 0.0]])
+    with pytest.raises(ValueError, match="groups"):
+        threshold_per_name(names, {"ears": 0.2}, default=0.3)
+    with pytest.raises(ValueError, match="threshold"):
+        soft_threshold(np.zeros(4), np.array([0.1, 0.2, 1.0, 0.0]))

@@ -44,7 +44,7 @@ Attribution: the shipped basis is derived from ICT-FaceKit, MIT License, Copyrig
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,14 +54,17 @@ from jmlr.facemodel.boxqp import box_qp
 
 __all__ = [
     "ARKIT_BLENDSHAPE_NAMES",
+    "ARKIT_GROUPS",
     "BlendshapeBasis",
     "BlendshapeFit",
     "BlendshapeSolver",
+    "arkit_group",
     "arkit_mapping",
     "default_blendshape_basis_path",
     "expression_flip_index",
     "fit_blendshapes",
     "soft_threshold",
+    "threshold_per_name",
 ]
 
 # Apple's ARFaceAnchor.BlendShapeLocation names, in Apple's documentation order.
@@ -82,6 +85,11 @@ ARKIT_BLENDSHAPE_NAMES: tuple[str, ...] = (
     "tongueOut",
 )
 assert len(ARKIT_BLENDSHAPE_NAMES) == 52
+
+# The groups errors are reported in (docs/blendshapes.md) and thresholds set per: name prefixes.
+ARKIT_GROUPS: dict[str, tuple[str, ...]] = {
+    "brows": ("brow",), "eyes": ("eye",), "jaw": ("jaw",), "mouth": ("mouth",), "cheeks/nose": ("cheek", "nose"),
+}
 
 _SIDES = {"_L": "Left", "_R": "Right"}
 _RIGID = 7  # translation (3), rotation (3), scale (1)
@@ -115,17 +123,33 @@ def arkit_mapping(model_names: Sequence[str]) -> tuple[tuple[str, ...], np.ndarr
     return names, matrix
 
 
-def soft_threshold(weights: np.ndarray, threshold: float) -> np.ndarray:
+def arkit_group(name: str) -> str | None:
+    """The :data:`ARKIT_GROUPS` group of an ARKit name (``None`` for ``tongueOut``)."""
+    return next((g for g, prefixes in ARKIT_GROUPS.items() if name.startswith(prefixes)), None)
+
+
+def soft_threshold(weights: np.ndarray, threshold: float | np.ndarray) -> np.ndarray:
     """Weights in [0, 1] with everything up to ``threshold`` taken as 0 and the rest
     stretched back onto [0, 1]: ``clip((w - t) / (1 - t), 0, 1)``.
 
+    ``threshold`` is one number or one per weight (broadcast over the last axis, as from
+    :func:`threshold_per_name`).
+
     Why: a learned head trained to miss no active shape answers small weights for shapes
-    it is unsure of; most of those are in fact at rest. The threshold is chosen on
+    it is unsure of; most of those are in fact at rest. The thresholds are chosen on
     held-out faces (bench/bench_blendshapes.py)."""
-    t = float(threshold)
-    if not 0.0 <= t < 1.0:
-        raise ValueError(f"threshold must be in [0, 1), got {t}")
+    t = np.asarray(threshold, np.float64)
+    if not ((t >= 0.0) & (t < 1.0)).all():
+        raise ValueError(f"thresholds must be in [0, 1), got {threshold}")
     return np.clip((np.asarray(weights, np.float64) - t) / (1.0 - t), 0.0, 1.0)
+
+
+def threshold_per_name(names: Sequence[str], per_group: Mapping[str, float], default: float) -> np.ndarray:
+    """(A,) thresholds for ARKit ``names``: their group's in ``per_group``, else ``default``."""
+    unknown = set(per_group) - set(ARKIT_GROUPS)
+    if unknown:
+        raise ValueError(f"unknown blendshape groups {sorted(unknown)} (known: {list(ARKIT_GROUPS)})")
+    return np.array([per_group.get(arkit_group(n) or "", default) for n in names], np.float64)
 
 
 _MIRRORED = (("_L", "_R"), ("Left", "Right"))
