@@ -103,3 +103,34 @@ def test_baseline_trains_on_disk_exports_and_evaluates(tiny_world, tmp_path):
     assert res["task"] == "baseline_b" and res["pnp_rms_px"] is None and np.isfinite(res["score"])
     with pytest.raises(EvalDataError, match="ensemble"):
         evaluate([summary["export"], summary["export"]], tiny_world["data"])
+
+
+def test_training_scores_held_out_samples_as_it_goes(tiny_world, tmp_path, caplog):
+    """`heldout` in a training config: rows in <out>/heldout.csv with `jmlr eval`'s
+    numbers; the last one is exactly what evaluating the exported model gives."""
+    import csv
+
+    from jmlr.train.trainer import train
+
+    base = {"task": "jmlr", "model": TINY, "input_size": 64, "topology": str(tiny_world["topology"]),
+            "max_steps": 3, "batch_size": 2, "progress": False, "ckpt_every": 0, "log_every": 1,
+            "optim": {"name": "adamw", "lr": 0.01, "lr_batch": 2, "warmup_steps": 1, "weight_decay": 0.0},
+            "store_dir": str(tiny_world["store"]), "data": {"source": "disk", "root": str(tiny_world["data"]),
+                                                            "num_workers": 0}}
+    summary = train(dict(base, out=str(tmp_path / "run"), export="tiny_heldout",
+                         heldout={"data": str(tiny_world["data"]), "every_minutes": 1e-9, "limit": 3}))
+    rows = list(csv.DictReader(open(tmp_path / "run" / "heldout.csv")))
+    assert [int(r["step"]) for r in rows] == [1, 2, 3]  # due at every step; the end adds no duplicate
+    assert all(int(r["count"]) == 3 for r in rows)
+    final = evaluate([summary["export"]], tiny_world["data"], limit=3, batch_size=32)
+    for k in ("score", "vertex_mean_mm", "mae_r_deg", "mae_t_mm", "size_error_pct"):
+        assert float(rows[-1][k]) == pytest.approx(final[k], abs=1e-3), k
+    # the weights moved between looks, so the looks differ
+    assert len({r["vertex_mean_mm"] for r in rows}) > 1
+    # no such folder: the run trains on and says why there is no held-out log
+    with caplog.at_level("WARNING", logger="jmlr.train"):
+        train(dict(base, out=str(tmp_path / "run2"), max_steps=1,
+                   heldout={"data": str(tmp_path / "missing"), "every_minutes": 1e-9}))
+    assert "no held-out evaluation" in caplog.text and not (tmp_path / "run2" / "heldout.csv").exists()
+    with pytest.raises(ValueError, match="unknown keys"):
+        train(dict(base, out=str(tmp_path / "run3"), heldout={"data": "x", "every": 5}))

@@ -51,6 +51,7 @@ from jmlr.models.vertex_basis import (
     vertex_basis_of,
 )
 from jmlr.paths import configs_dir
+from jmlr.train.heldout import HeldOutMonitor
 
 log = logging.getLogger("jmlr.train")
 
@@ -98,6 +99,8 @@ DEFAULT_CONFIG: dict[str, Any] = {
                                     # (the shipped blendshape basis's names; docs/blendshapes.md)
     "vertex_basis": 0,              # JMLR runs: train the vertex rows of fc on the targets' K-dim
                                     # principal basis (jmlr.models.vertex_basis; 0 = off, else K at most)
+    "heldout": None,                # {data: DIR, every_minutes: 30, limit: 330}: score the network on
+                                    # held-out samples during the run (jmlr.train.heldout; <out>/heldout.csv)
 }
 
 
@@ -546,12 +549,16 @@ def train(cfg: dict, batches: Iterator[dict] | None = None) -> dict:
     def meta_at(step: int) -> dict:
         return _checkpoint_meta(run, net.config, images_before, step)
 
-    summary = _train_steps(run, net, spec, optimizer, peak_lr, batches, pending, to_inputs, start_step, meta_at)
+    heldout = None
+    if run.main and run.cfg.get("heldout"):
+        heldout = HeldOutMonitor(run.cfg["heldout"], run.out_dir / "heldout.csv",
+                                 lambda copy_, folder: _export(run, copy_, meta_at(0), folder, "heldout"))
+    summary = _train_steps(run, net, spec, optimizer, peak_lr, batches, pending, to_inputs, start_step, meta_at,
+                           heldout)
     if run.main:
         step = summary["step"]
         save_checkpoint(run.ckpt_dir, net, optimizer, meta_at(step))
         if run.cfg.get("export"):
-            fold_vertex_basis(net)  # the store keeps the plain fc layout
             summary["export"] = str(_export(run, net, meta_at(step)))
     if run.world > 1:
         dist.barrier()
@@ -737,12 +744,17 @@ def _checkpoint_meta(run: _Run, model_cfg: dict, images_before: int, step: int) 
             "training_data": {"source": data["source"], "root": data.get("root"), "packs": data.get("packs")}}
 
 
-def _export(run: _Run, net: torch.nn.Module, meta: dict) -> Path:
+def _export(run: _Run, net: torch.nn.Module, meta: dict, store_dir: str | Path | None = None,
+            name: str | None = None) -> Path:
+    """Write ``net`` to the model store: the run's ``export`` name in its ``store_dir``,
+    unless given (the held-out monitor writes to a temporary folder)."""
     from jmlr.store import export_model
 
     cfg = run.cfg
+    fold_vertex_basis(net)  # the store keeps the plain fc layout
     return export_model(
-        net, net.config, run.topo_path, cfg.get("store_dir"), cfg["export"], task=run.task,
+        net, net.config, run.topo_path, store_dir if store_dir is not None else cfg.get("store_dir"),
+        name or cfg["export"], task=run.task,
         input_size=run.size, overwrite=True, training_data=meta["training_data"],
         extra={"step": meta["step"], "train_config": cfg, "images_seen": meta["images_seen"],
                "images_seen_total": meta["images_seen_total"], "init": cfg.get("init")})
@@ -800,8 +812,9 @@ def _out_of_time(run: _Run, t_start: float) -> bool:
 
 def _train_steps(run: _Run, net: torch.nn.Module, spec: Task, optimizer: torch.optim.Optimizer, peak_lr: float,
                  batches: Iterator[dict], pending: list[dict], to_inputs: _Inputs, start_step: int,
-                 meta_at: Callable[[int], dict]) -> dict:
-    """The optimisation loop from ``start_step`` to ``max_steps`` or ``max_minutes``."""
+                 meta_at: Callable[[int], dict], heldout: HeldOutMonitor | None = None) -> dict:
+    """The optimisation loop from ``start_step`` to ``max_steps`` or ``max_minutes``; with
+    ``heldout``, the network is scored on held-out samples when it is due and at the end."""
     cfg, o, device = run.cfg, run.cfg["optim"], run.device
     ddp_net = net
     if run.world > 1:  # DDP broadcasts rank 0's (head-initialised) weights to every rank
@@ -848,6 +861,10 @@ def _train_steps(run: _Run, net: torch.nn.Module, spec: Task, optimizer: torch.o
             log.step()
             if run.main and int(cfg["ckpt_every"]) > 0 and step % int(cfg["ckpt_every"]) == 0:
                 save_checkpoint(run.ckpt_dir, net, optimizer, meta_at(step))
+            if heldout is not None and heldout.due():
+                heldout(net, step, meta_at(step)["images_seen_total"], time.perf_counter() - t_start)
+        if heldout is not None and step > start_step:
+            heldout(net, step, meta_at(step)["images_seen_total"], time.perf_counter() - t_start)
     finally:
         log.close()
     ips = images_after_first / max(1e-9, time.perf_counter() - t_first) if t_first else 0.0
