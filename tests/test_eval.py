@@ -134,3 +134,16 @@ def test_training_scores_held_out_samples_as_it_goes(tiny_world, tmp_path, caplo
     assert "no held-out evaluation" in caplog.text and not (tmp_path / "run2" / "heldout.csv").exists()
     with pytest.raises(ValueError, match="unknown keys"):
         train(dict(base, out=str(tmp_path / "run3"), heldout={"data": "x", "every": 5}))
+
+
+def test_train_cli_says_each_held_out_look_on_stderr(tiny_world, tmp_path, capsys):
+    import yaml
+
+    cfg = {"task": "jmlr", "model": TINY, "input_size": 64, "topology": str(tiny_world["topology"]),
+           "max_steps": 1, "batch_size": 2, "progress": False, "ckpt_every": 0, "out": str(tmp_path / "run"),
+           "data": {"source": "disk", "root": str(tiny_world["data"]), "num_workers": 0},
+           "heldout": {"data": str(tiny_world["data"]), "limit": 2}}
+    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg))
+    assert cli_main(["train", "--config", str(tmp_path / "cfg.yaml")]) == 0
+    err = capsys.readouterr().err
+    assert "held-out at step 1 (2 samples" in err and "score" in err

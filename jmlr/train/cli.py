@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
+import sys
 
 
 def register(subparsers) -> None:
@@ -56,9 +58,38 @@ def overrides_from_args(args: argparse.Namespace) -> dict:
     return o
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is when a record comes (as logging's lastResort)."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property  # type: ignore[override]
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value) -> None:
+        pass
+
+
+def _log_run_to_stderr() -> None:
+    """The run's own messages (held-out looks, warnings) on stderr, without other
+    libraries' INFO; once per process."""
+    train_log = logging.getLogger("jmlr.train")
+    if any(getattr(h, "_jmlr_train_cli", False) for h in train_log.handlers):
+        return
+    handler = _StderrHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s", "%H:%M:%S"))
+    handler._jmlr_train_cli = True  # type: ignore[attr-defined]
+    train_log.addHandler(handler)
+    train_log.setLevel(logging.INFO)
+
+
 def main(args: argparse.Namespace) -> int:
     from .trainer import load_train_config, train
 
+    _log_run_to_stderr()
     cfg = load_train_config(args.config, overrides_from_args(args))
     summary = train(cfg)
     if int(os.environ.get("RANK", "0")) == 0:
