@@ -362,7 +362,7 @@ def contact_sheet(tiles: list[np.ndarray], columns: int = 8) -> np.ndarray:
 
 
 def evaluate(model_dir: str | None, overlay: Path | None = None, sources: Sequence[str] | None = None,
-             min_face_px: float | None = None) -> dict:
+             min_face_px: float | None = None, flip_tta: bool = False) -> dict:
     import cv2
     from fastapi.testclient import TestClient
 
@@ -384,7 +384,7 @@ def evaluate(model_dir: str | None, overlay: Path | None = None, sources: Sequen
         served = client.get("/readyz").json().get("model")
         for photo in photos:
             r = client.post("/reconstruct", files={"image": (photo.name.replace(":", "_"), io.BytesIO(photo.data))},
-                            data={"include": "landmarks_68"})
+                            data={"include": "landmarks_68", "flip_tta": str(flip_tta).lower()})
             r.raise_for_status()
             returned = r.json()["faces"]
             match = match_faces(photo.faces, [f["bbox"] for f in returned])
@@ -402,7 +402,7 @@ def evaluate(model_dir: str | None, overlay: Path | None = None, sources: Sequen
                      **summary([f["nme_percent"] for f in per_face if f["source"] == s])} for s in sources}
     overall = summary([f["nme_percent"] for f in per_face])
     out = {"model": model_dir, "served_model": served, "detect_min_face_px": settings.detect_min_face_px,
-           "sources": by_source, "overall": overall, "photos": len(photos),
+           "flip_tta": flip_tta, "sources": by_source, "overall": overall, "photos": len(photos),
            # the keys of the four-photo version, over all faces now
            "nme_percent": {f["id"]: f["nme_percent"] for f in per_face},
            "mean_nme_percent": overall["mean_nme_percent"], "detected": overall["found"],
@@ -421,13 +421,14 @@ def main() -> int:
                     help="the service's detect_min_face_px (default: the service's own)")
     ap.add_argument("--overlay", type=Path, default=None,
                     help="write a contact sheet, a tile per face: annotation green, ours red")
+    ap.add_argument("--flip-tta", action="store_true", help="ask the service to average with the mirrored crop")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
     sources = [s.strip() for s in args.sources.split(",") if s.strip()]
     unknown = sorted(set(sources) - set(SOURCES))
     if unknown:
         ap.error(f"unknown sources {unknown}; known: {sorted(SOURCES)}")
-    res = evaluate(args.model, args.overlay, sources, args.min_face_px)
+    res = evaluate(args.model, args.overlay, sources, args.min_face_px, args.flip_tta)
     for name, s in [*res["sources"].items(), ("overall", res["overall"])]:
         print(f"{name:>8}: {s['faces']:3d} faces, {s['found']:3d} found, {s['missed']:3d} missed | NME mean "
               f"{s['mean_nme_percent']} %, median {s['median_nme_percent']} %", file=sys.stderr)
