@@ -10,8 +10,10 @@ jitter, with camera effects) whose expression weights are known, and fits the we
   (c) to the same vertices and the network's 2D points in the frame, posed by PnP as the
       service poses them (`BlendshapeSolver.fit_with_points`);
   (d) for a model with an expression head, no fit: the weights the network predicts,
-      raw and through a soft threshold chosen on the validation draw
-      (`jmlr.facemodel.blendshapes.soft_threshold`, what the service applies).
+      raw and through soft thresholds chosen on the validation draw
+      (`jmlr.facemodel.blendshapes.soft_threshold`): one for all weights, and one per
+      group (`ARKIT_GROUPS`), each the least active error within the inactive goal in its
+      group, what the service applies (it prints them as ``HEAD_THRESHOLDS``).
 
 The solver's ``noise_m`` (identity prior strength) and ``l1`` (sparsity) are chosen per
 case on a separate validation draw (``--val``) from ``--noise-mm`` x ``--l1``, then
