@@ -68,7 +68,7 @@ class ReconstructRequest:
     device_id: str | None = None
     faces: list[FaceIn] | None = None
     max_faces: int | None = None
-    flip_tta: bool = False
+    flip_tta: bool | None = None  # None: the server's default (settings.flip_tta)
     include: set[str] = field(default_factory=set)
     base_url: str = ""
 
@@ -246,13 +246,14 @@ class Engine:
 
         topo = self.model.topology
         out_faces: list[FaceOut] = []
-        recs = await self._predict(work, req.flip_tta, cam, deadline, timings, stage)
+        flip_tta = s.flip_tta if req.flip_tta is None else req.flip_tta
+        recs = await self._predict(work, flip_tta, cam, deadline, timings, stage)
         if session is not None:
             if work.tracked and session.lost(recs):
                 # A tracked crop lost its face: detect on this frame after all.
                 work = await self._image_stage(req, header, max_faces, deadline, None)
                 timings["redetect"] = round(1000 * sum(work.timings.values()), 3)
-                recs = await self._predict(work, req.flip_tta, cam, deadline, timings, stage)
+                recs = await self._predict(work, flip_tta, cam, deadline, timings, stage)
             session.detected, session.tracked = work.detected, work.tracked
             recs = await stage("session", session.update, recs, cam.intrinsics)
         if recs:

@@ -112,6 +112,10 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(10 * 1024 * 1024, ge=1)
     max_image_pixels: int = Field(40_000_000, ge=1, description="Checked from the header, before decoding.")
     max_faces: int = Field(16, ge=1, description="Upper bound on faces per request (the request may ask fewer).")
+    flip_tta: bool = Field(
+        False, description="Average every face with its mirrored crop when the request does not say (its "
+        "flip_tta field): about 2x the network's cost per face, more accurate (docs/accuracy.md)."
+    )
 
     # --- camera ---
     default_fov_deg: float = Field(

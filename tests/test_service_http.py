@@ -162,6 +162,22 @@ def test_client_landmarks_shapes_and_conventions(client, topology):
     assert np.isfinite(face["reprojection_rms_px"])
 
 
+def test_server_default_flip_tta_applies_when_the_request_does_not_say(client, store, tmp_path, astronaut_jpeg):
+    """JMLR_FLIP_TTA=1: requests without `flip_tta` get the mirrored-crop average (as asking
+    for it on a default server gives); `flip_tta=false` still turns it off."""
+    faces = json.dumps([{"landmarks5": ASTRONAUT_LM5}])
+    def verts(c, **form):
+        r = _post(c, astronaut_jpeg, faces=faces, include="vertices", **form)
+        assert r.status_code == 200, r.text
+        return np.array(r.json()["faces"][0]["vertices"])
+
+    plain, flipped = verts(client), verts(client, flip_tta="true")
+    assert np.abs(plain - flipped).max() > 1e-5  # the random model is not mirror-symmetric
+    with TestClient(create_app(_settings(store, tmp_path / "var", flip_tta=True))) as c:
+        np.testing.assert_allclose(verts(c), flipped, atol=1e-6)
+        np.testing.assert_allclose(verts(c, flip_tta="false"), plain, atol=1e-6)
+
+
 def test_client_bbox_only_uses_detector_inside(client, astronaut_jpeg):
     r = _post(client, astronaut_jpeg, faces=json.dumps([{"bbox": [180, 60, 270, 178]}, {"bbox": [400, 400, 500, 500]}]))
     assert r.status_code == 200, r.text

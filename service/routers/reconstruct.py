@@ -127,8 +127,9 @@ async def reconstruct(
     ] = None,
     max_faces: Annotated[int | None, Form(ge=1, le=64, description="At most this many faces, best first.")] = None,
     flip_tta: Annotated[
-        bool, Form(description="Average with the mirrored crop (about 2x the inference cost).")
-    ] = False,
+        bool | None, Form(description="Average with the mirrored crop (about 2x the inference cost; more "
+                          "accurate). Omitted: the server's default (JMLR_FLIP_TTA, off unless set).")
+    ] = None,
     include: Annotated[
         str | None,
         Form(description=f"Comma list of extra per-face arrays: {', '.join(INCLUDE_OPTIONS)}.",
