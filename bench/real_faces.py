@@ -362,10 +362,11 @@ def contact_sheet(tiles: list[np.ndarray], columns: int = 8) -> np.ndarray:
 
 
 def evaluate(model_dir: str | None, overlay: Path | None = None, sources: Sequence[str] | None = None,
-             min_face_px: float | None = None, flip_tta: bool = False) -> dict:
+             min_face_px: float | None = None, flip_tta: bool = False, refine: int = 0) -> dict:
     import cv2
     from fastapi.testclient import TestClient
 
+    from jmlr.geometry.crop import landmarks5_from_68
     from service.app import create_app
     from service.settings import Settings
 
@@ -387,6 +388,17 @@ def evaluate(model_dir: str | None, overlay: Path | None = None, sources: Sequen
                             data={"include": "landmarks_68", "flip_tta": str(flip_tta).lower()})
             r.raise_for_status()
             returned = r.json()["faces"]
+            for _ in range(refine):  # again, each crop aligned on the 5 points of the previous answer
+                if not returned:
+                    break
+                lm5 = [landmarks5_from_68(np.asarray(f["landmarks_68"], np.float64)).tolist() for f in returned]
+                r = client.post("/reconstruct", files={"image": ("again.jpg", io.BytesIO(photo.data))},
+                                data={"include": "landmarks_68", "flip_tta": str(flip_tta).lower(),
+                                      "faces": json.dumps([{"landmarks5": p} for p in lm5])})
+                r.raise_for_status()
+                again = r.json()["faces"]
+                assert len(again) == len(returned), (photo.name, len(again), len(returned))
+                returned = [{**f, "landmarks_68": g["landmarks_68"]} for f, g in zip(returned, again)]
             match = match_faces(photo.faces, [f["bbox"] for f in returned])
             img = cv2.imdecode(np.frombuffer(photo.data, np.uint8), cv2.IMREAD_COLOR) if overlay else None
             for fid, gt, j in zip(photo.face_ids(), photo.faces, match):
@@ -402,7 +414,7 @@ def evaluate(model_dir: str | None, overlay: Path | None = None, sources: Sequen
                      **summary([f["nme_percent"] for f in per_face if f["source"] == s])} for s in sources}
     overall = summary([f["nme_percent"] for f in per_face])
     out = {"model": model_dir, "served_model": served, "detect_min_face_px": settings.detect_min_face_px,
-           "flip_tta": flip_tta, "sources": by_source, "overall": overall, "photos": len(photos),
+           "flip_tta": flip_tta, "refine": refine, "sources": by_source, "overall": overall, "photos": len(photos),
            # the keys of the four-photo version, over all faces now
            "nme_percent": {f["id"]: f["nme_percent"] for f in per_face},
            "mean_nme_percent": overall["mean_nme_percent"], "detected": overall["found"],
@@ -422,13 +434,16 @@ def main() -> int:
     ap.add_argument("--overlay", type=Path, default=None,
                     help="write a contact sheet, a tile per face: annotation green, ours red")
     ap.add_argument("--flip-tta", action="store_true", help="ask the service to average with the mirrored crop")
+    ap.add_argument("--refine", type=int, default=0,
+                    help="ask again this many times with each face's crop aligned on the 5 points of the "
+                         "previous answer (client landmarks) instead of the detector's")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
     sources = [s.strip() for s in args.sources.split(",") if s.strip()]
     unknown = sorted(set(sources) - set(SOURCES))
     if unknown:
         ap.error(f"unknown sources {unknown}; known: {sorted(SOURCES)}")
-    res = evaluate(args.model, args.overlay, sources, args.min_face_px, args.flip_tta)
+    res = evaluate(args.model, args.overlay, sources, args.min_face_px, args.flip_tta, args.refine)
     for name, s in [*res["sources"].items(), ("overall", res["overall"])]:
         print(f"{name:>8}: {s['faces']:3d} faces, {s['found']:3d} found, {s['missed']:3d} missed | NME mean "
               f"{s['mean_nme_percent']} %, median {s['median_nme_percent']} %", file=sys.stderr)
