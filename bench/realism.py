@@ -354,7 +354,9 @@ def main() -> int:
     ap.add_argument("--count", type=int, default=300, help="images per rendered set")
     ap.add_argument("--per-subject", type=int, default=3,
                     help="rendered images per person: few, so that a set holds many people (hair, skin, beard "
-                         "and clothing are drawn once per person; runs before 2026-12-05 used 33)")
+                         "and clothing are drawn once per person; runs before 2026-12-05 used 33). A --fresh revision "
+                         "older than jmlr.synth.dataset.capture_action repeats its first facial actions instead "
+                         "of running them on across people")
     ap.add_argument("--seed", type=int, default=2026, help="seed of the fresh renders (not the held-out set's)")
     ap.add_argument("--no-real", action="store_true", help="leave out the real photos")
     ap.add_argument("--json", type=Path, default=None)

@@ -125,9 +125,20 @@ def main() -> None:
         rows += [(f"{name}", metrics(V_gt, Rt_gt, V_pr, Rt_pr)),
                  (f"{name}, its shapes and translations scaled to the true size",
                   metrics(V_gt, Rt_gt, V_pr * k[:, None, None], sized_Rt))]
+    if args.model:
+        # Does the network read the size at all, or answer the mean? Slope 1: it follows the
+        # true size; 0: it ignores it (what an L1 loss gives when the image says nothing).
+        true_size, pred_size = rms_radius(V_gt), rms_radius(V_pr)
+        slope = float(np.polyfit(true_size, pred_size, 1)[0])
+        corr = float(np.corrcoef(true_size, pred_size)[0, 1])
+        size_lines = ["", f"{name}'s head sizes against the true ones: correlation {corr:.2f}, slope {slope:.2f}; "
+                      f"spread {pred_size.std() / pred_size.mean() * 100:.1f} % against "
+                      f"{true_size.std() / true_size.mean() * 100:.1f} %."]
     for name, m in rows:
         lines.append(f"| {name} | {m['vertex_mean_mm']:.2f} | {m['size_error_pct']:.2f} | {m['mae_r_deg']:.2f} | "
                      f"{m['mae_t_mm']:.1f} | {m['score']:.1f} |")
+    if args.model:
+        lines += size_lines
     if args.identities:
         lines += ["", f"Size from the size-normalised shape, {args.identities} identities sampled from the "
                   "shipped basis (fit on three quarters, scored on the rest):", "",
