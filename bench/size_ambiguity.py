@@ -15,7 +15,9 @@ the translation and score the size alone costs can be read beside the model's:
 With ``--model``, the model as `jmlr eval` runs it, and the same predictions with their
 size set to the truth's: each predicted shape V and translation T scaled by the ratio of
 the true to the predicted size (k V with k T projects exactly as V with T, so this is
-what PnP would give on the same 2D points with a shape of the right size).
+what PnP would give on the same 2D points with a shape of the right size); how much of
+its vertex error is size and placement; and whether a fit of the face model to its
+shapes, normalised to the mean size, reads the size better than the network did.
 
 The pose comes from `jmlr.geometry.pnp.solve_pnp` with the data's intrinsics, as in
 `jmlr eval`; the scores from `jmlr.geometry.metrics`.
@@ -86,6 +88,41 @@ def size_from_shape(n: int, seed: int = 0, components=(5, 20, 50, 99)) -> list[s
     return rows
 
 
+def shape_lines(V_gt: np.ndarray, V_pr: np.ndarray, name: str) -> list[str]:
+    """Markdown lines: how much of the model's vertex error is size and placement, and
+    whether the face model reads a better size from its size-normalised shapes.
+
+    The last is the idea that the face model's identity space ties size to proportions
+    (``--identities``: the normalised shape fixes the size), so a fit of the model to
+    the predicted shape, normalised to the mean size, might read the size better than
+    the network does. The fit is `BlendshapeSolver`'s (identity, expression and a free
+    similarity); its size is the RMS radius of the fitted identity and expression alone.
+    """
+    from jmlr.facemodel.blendshapes import BlendshapeBasis, BlendshapeSolver
+
+    true_size, pred_size = rms_radius(V_gt), rms_radius(V_pr)
+    c_pr, c_gt = V_pr.mean(1, keepdims=True), V_gt.mean(1, keepdims=True)
+    k = (true_size / pred_size)[:, None, None]
+    err = {label: vertex_errors(V_gt, V)["mean_mm"] for label, V in (
+        ("as predicted", V_pr), ("scaled to the true size about its centroid", c_pr + (V_pr - c_pr) * k),
+        ("centroid moved to the truth's", V_pr - c_pr + c_gt),
+        ("both", c_gt + (V_pr - c_pr) * k))}
+    lines = [f"{name}'s vertex error (mm): " + "; ".join(f"{label} {v:.2f}" for label, v in err.items()) + "."]
+    basis = BlendshapeBasis.load().for_topology(Topology.load())
+    solver = BlendshapeSolver(basis, noise_m=1e-3, rigid=True)
+    for label, V, size in (("true", V_gt, true_size), ("predicted", V_pr, pred_size)):
+        c = V.mean(1, keepdims=True)
+        fit = solver(c + (V - c) * (true_size.mean() / size)[:, None, None])
+        shape = (basis.neutral[None] + np.einsum("bk,kvc->bvc", fit.identity, basis.identity)
+                 + np.einsum("be,evc->bvc", fit.expression, basis.expression))
+        fitted = rms_radius(shape)
+        lines.append(f"Size from a face-model fit of the {label} shapes normalised to the mean size: error "
+                     f"{np.abs(fitted / true_size - 1).mean() * 100:.2f} %, "
+                     f"correlation {np.corrcoef(true_size, fitted)[0, 1]:.2f}, "
+                     f"slope {np.polyfit(true_size, fitted, 1)[0]:.2f}.")
+    return lines
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default="data/synth_test")
@@ -133,7 +170,8 @@ def main() -> None:
         corr = float(np.corrcoef(true_size, pred_size)[0, 1])
         size_lines = ["", f"{name}'s head sizes against the true ones: correlation {corr:.2f}, slope {slope:.2f}; "
                       f"spread {pred_size.std() / pred_size.mean() * 100:.1f} % against "
-                      f"{true_size.std() / true_size.mean() * 100:.1f} %."]
+                      f"{true_size.std() / true_size.mean() * 100:.1f} %.", "",
+                      *shape_lines(V_gt, V_pr, name)]
     for name, m in rows:
         lines.append(f"| {name} | {m['vertex_mean_mm']:.2f} | {m['size_error_pct']:.2f} | {m['mae_r_deg']:.2f} | "
                      f"{m['mae_t_mm']:.1f} | {m['score']:.1f} |")
