@@ -15,7 +15,7 @@ from jmlr.facemodel import FaceModel, Topology, build_topology, make_procedural_
 from jmlr.geometry.crop import crop_transform, landmarks5_from_68
 from jmlr.synth import render_gl
 from jmlr.synth.appearance import sample_lighting
-from jmlr.synth.render import project_to_screen, rasterize, render_mesh
+from jmlr.synth.render import Lighting, project_to_screen, rasterize, render_mesh
 from jmlr.synth.scene import SyntheticFaceGenerator, _project
 from jmlr.synth.stream import CropJitter, SyntheticCropStream, crop_projection
 
@@ -108,6 +108,50 @@ def test_images_do_not_depend_on_their_batch(gl, monkeypatch):
     for b in (0, 5, 8):
         alone = gl.rasterize(p[b:b + 1], z[b:b + 1], faces, (48, 64))
         assert torch.equal(alone.mask[0], batch.mask[b])
+
+
+def _floor_and_card(z_near: float):
+    """A floor triangle 0.2 m below the camera, from ``z_near`` (OpenGL camera z: positive
+    is behind the camera) to 3 m ahead, and a small card 1 m ahead on the optical axis;
+    world = OpenGL camera space (identity R_t)."""
+    # Corners off the pixel grid, so that no pixel centre lies on an edge (fill rules differ).
+    verts = torch.tensor([[[-2.0, -0.2, z_near], [0.013, -0.2, -3.1], [2.0, -0.2, z_near],
+                           [-0.051, -0.047, -1.0], [0.053, -0.047, -1.0], [0.001, 0.052, -1.0]]])
+    faces = torch.tensor([[0, 2, 1], [3, 4, 5]])
+    K = torch.tensor([[60.0, 0.0, 32.0], [0.0, 60.0, 24.0], [0.0, 0.0, 1.0]])
+    light = Lighting(torch.ones(1, 3), torch.tensor([[[0.0, 0.0, 1.0]]]), torch.ones(1, 1, 3),
+                     torch.zeros(1), torch.ones(1))
+    return verts, faces, torch.eye(4)[None], K, torch.full((1, 6, 3), 0.5), light
+
+
+def test_faces_reaching_behind_the_camera_are_clipped_not_smeared(gl):
+    # A torso seen from a low camera reaches past it. The vertex shader's projection used to
+    # divide by a depth clamped at 1e-9, so a corner behind the camera went to "infinity" on
+    # the wrong side and the clipped triangle covered the whole frame, the face included.
+    size = (48, 64)
+    for z_near in (-0.5, 0.5):  # the floor in front of the camera, then reaching behind it
+        verts, faces, R_t, K, albedo, light = _floor_and_card(z_near)
+        img = gl.render_mesh(verts, faces, R_t, K, size, albedo, light)
+        mask = img.mask[0]
+        # The floor's horizon lies on the principal point's row (24): nothing of it above.
+        assert not mask[:20].any(), f"floor from z={z_near} drawn above the horizon"
+        # The card at 1 m is visible at the principal point, in front of nothing.
+        assert mask[22, 32] and abs(float(img.depth[0, 22, 32]) - 1.0) < 1e-3
+        assert mask[40].all(), f"floor from z={z_near} missing below the horizon"
+
+
+def test_rasterize_drops_faces_behind_the_camera_as_the_reference_does(gl):
+    verts, faces, _, K, _, _ = _floor_and_card(0.5)
+    both = torch.cat([verts, _floor_and_card(-0.5)[0]])  # the floor reaches behind in image 0 only
+    p, z = project_to_screen(both, K)
+    ref = rasterize(p, z, faces, (48, 64))
+    got = gl.rasterize(p, z, faces, (48, 64))
+    _assert_same_coverage(ref, got, p[:, faces])
+    assert ref.mask[0, 40].sum() == 0 and ref.mask[1, 40].all()  # image 0: only the card
+    # Face ids come back in the mesh's numbering, not in the order of what was drawn.
+    common = ref.mask & got.mask
+    assert torch.equal(ref.face_index[common], got.face_index[common])
+    assert set(got.face_index[0][got.mask[0]].tolist()) == {1}
 
 
 def _scene(gen, size, batch=6, seed=0):

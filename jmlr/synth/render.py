@@ -167,9 +167,12 @@ def _barycentric(coef: torch.Tensor, origin: torch.Tensor, x: torch.Tensor, y: t
     return lam
 
 
+NEAR_M = 1e-3  # `rasterize` drops faces with a corner nearer than this (metres)
+
+
 def rasterize(points: torch.Tensor, depth: torch.Tensor, faces: torch.Tensor,
               image_size: tuple[int, int], cull_backfaces: bool = True,
-              near: float = 1e-3, chunk: int = 1 << 23) -> Fragments:
+              near: float = NEAR_M, chunk: int = 1 << 23) -> Fragments:
     """Rasterize triangle meshes sharing one topology.
 
     Args:

@@ -36,7 +36,7 @@ import torch
 
 from jmlr.geometry.camera import transform_points
 
-from .render import Fragments, Lighting, RenderOutput, face_normals, fragments_from_faces, vertex_normals
+from .render import NEAR_M, Fragments, Lighting, RenderOutput, face_normals, fragments_from_faces, vertex_normals
 
 __all__ = ["GLRenderer", "GLUnavailable", "gl_renderer", "gl_available", "has_context"]
 
@@ -49,14 +49,19 @@ _FRAMEBUFFER_BYTES = 128 << 20  # framebuffer memory of one pass (a batch of 800
 # u + 0.5 (pixel centres at integers); window row r covers y in [r, r + 1) and the
 # readback returns row 0 first, so image rows come back top first with no flip.
 # w = z gives GL's perspective-correct interpolation; z_ndc = a + b / z runs from -1 at
-# the near plane to 1 at the far one.
+# the near plane to 1 at the far one. The clip position must stay linear in the camera
+# point (h = K X, no division): GL clips a triangle that reaches behind the camera by
+# interpolating its corners' clip positions, and a corner divided by a clamped depth
+# would send the clipped triangle across the whole frame.
 _VERTEX_HEADER = """
 #version 330
 uniform vec2 size;
 uniform vec2 depth_ab;
-vec4 clip_position(vec3 screen) {  // pixel x, pixel y, OpenCV depth
-    vec2 ndc = 2.0 * (screen.xy + 0.5) / size - 1.0;
-    return vec4(ndc * screen.z, depth_ab.x * screen.z + depth_ab.y, screen.z);
+vec4 clip_from_camera(vec3 h) {  // h = K X: (pixel x, pixel y) * OpenCV depth, OpenCV depth
+    return vec4(2.0 * (h.xy + 0.5 * h.z) / size - h.z, depth_ab.x * h.z + depth_ab.y, h.z);
+}
+vec4 clip_position(vec3 screen) {  // pixel x, pixel y, OpenCV depth > 0
+    return clip_from_camera(vec3(screen.xy * screen.z, screen.z));
 }
 """
 
@@ -88,7 +93,7 @@ void main() {
     // render.project_to_screen: V @ R + T, OpenGL -> OpenCV, K, divide.
     v_pos = rotation * in_world + translation;
     vec3 h = vec3(v_pos.x, -v_pos.y, -v_pos.z) * intrinsics;
-    gl_Position = clip_position(vec3(h.xy / max(h.z, 1e-9), h.z));
+    gl_Position = clip_from_camera(h);
     v_normal = rotation * in_normal;
     v_albedo = pow(clamp(in_albedo, 0.0, 1.0), vec3(gamma));
     v_so = in_so;
@@ -302,8 +307,9 @@ class GLRenderer:
         """Drop-in for `jmlr.synth.render.rasterize` (same arguments and `Fragments`).
 
         GL picks each pixel's visible face (a depth-tested draw); barycentrics and depth
-        are then evaluated at the pixel centre with the reference's code. Faces crossing
-        the near plane are clipped (the reference drops them; no head comes that close).
+        are then evaluated at the pixel centre with the reference's code. Faces with a
+        corner nearer than `NEAR_M` are dropped, as the reference drops them (a point
+        behind the camera has no pixel position to rasterize).
         """
         self._check_process()
         H, W = image_size
@@ -311,7 +317,19 @@ class GLRenderer:
         pts = points.detach().float().cpu()
         z = depth.detach().float().cpu()
         self._upload("screen", torch.cat([pts, z[..., None]], -1).numpy())
-        ranges = self._replicated_faces(faces, B, V)
+        faces_c = faces.detach().cpu()
+        ahead = (z[:, faces_c] > NEAR_M).all(-1)  # (B, F)
+        kept = None  # (faces drawn, each image's first) when some are dropped
+        if bool(ahead.all()):
+            ranges = self._replicated_faces(faces, B, V)
+        else:
+            b_idx, f_idx = ahead.nonzero(as_tuple=True)
+            self._upload("ids_index", (faces_c[f_idx] + b_idx[:, None] * V).to(torch.int32).numpy())
+            self._replicated = None
+            counts = ahead.sum(1).tolist()
+            firsts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
+            ranges = [(3 * int(a), 3 * int(c)) for a, c in zip(firsts, counts)]
+            kept = (f_idx, torch.from_numpy(firsts))
         depth_ab = np.array([_depth_coefficients(*_depth_range(zb)) for zb in z.numpy()])
         mgl = self._moderngl
         if not cull_backfaces:
@@ -322,8 +340,10 @@ class GLRenderer:
             self.ctx.enable(mgl.CULL_FACE)
         flat = torch.from_numpy(ids.reshape(-1))
         pix = (flat > 0).nonzero().squeeze(1)
-        face_ids = flat[pix].long() - 1
-        faces_c = faces.detach().cpu()
+        face_ids = flat[pix].long() - 1  # gl_PrimitiveID: the face's place in its image's draw
+        if kept is not None:
+            f_idx, first = kept
+            face_ids = f_idx[first[pix // (H * W)] + face_ids]
         frags = fragments_from_faces(pts[:, faces_c], z[:, faces_c], pix, face_ids, (B, H, W))
         if points.device.type != "cpu":
             frags = Fragments(*(t.to(points.device) for t in (frags.pixels, frags.faces, frags.bary, frags.zbuf)),
