@@ -173,6 +173,7 @@ class Item:
     crop_png: Path
     gt68_crop: np.ndarray  # (68, 2) ground truth in crop px
     yaw: float | None  # head yaw, degrees, where the set knows it
+    view: tuple[float, float] | None = None  # camera azimuth, elevation seen from the face, degrees
     centerface_nme: float | None = None
     mediapipe_nme: float | None = None
     mediapipe468: np.ndarray | None = None  # (468, 2) crop px
@@ -185,21 +186,22 @@ class ImageSet:
     items: list[Item] = field(default_factory=list)
 
 
-def real_photos() -> Iterator[tuple[str, np.ndarray, np.ndarray, float | None]]:
-    """(face id, RGB image, (68, 2) annotation, None) of every face of `bench.real_faces`' sets
-    (a photo with several faces comes once per face)."""
+def real_photos() -> Iterator[tuple[str, np.ndarray, np.ndarray, float | None, None]]:
+    """(face id, RGB image, (68, 2) annotation, None, None) of every face of `bench.real_faces`'
+    sets (a photo with several faces comes once per face)."""
     import cv2
 
     from bench.real_faces import load_photos
 
     for name, data, gt in load_photos():
         bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
-        yield name, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), gt, None
+        yield name, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), gt, None, None
 
 
-def layout_images(root: Path, count: int) -> Iterator[tuple[str, np.ndarray, np.ndarray, float | None]]:
-    """(id, RGB image, (68, 2) ground truth, yaw) of ``count`` samples spread over a layout."""
-    from jmlr.geometry.rotation import head_pose_euler
+def layout_images(root: Path, count: int) -> Iterator[tuple[str, np.ndarray, np.ndarray, float, tuple]]:
+    """(id, RGB image, (68, 2) ground truth, yaw, (azimuth, elevation) of the camera seen
+    from the face's centroid) of ``count`` samples spread over a layout."""
+    from jmlr.geometry.rotation import head_pose_euler, view_direction_angles
     from jmlr.synth import layout
 
     rows = layout.read_list(root)
@@ -207,7 +209,8 @@ def layout_images(root: Path, count: int) -> Iterator[tuple[str, np.ndarray, np.
     for i in picks:
         s = layout.load_sample(root, *rows[i])
         yaw = float(head_pose_euler(s.R_t)[0])
-        yield "/".join(rows[i]), s.load_image(), np.asarray(s.landmarks68, np.float64), yaw
+        view = tuple(float(a) for a in view_direction_angles(s.R_t, np.asarray(s.verts, np.float64).mean(0)))
+        yield "/".join(rows[i]), s.load_image(), np.asarray(s.landmarks68, np.float64), yaw, view
 
 
 def render_fresh(rev: str, out: Path, count: int, seed: int, per_subject: int) -> Path:
@@ -246,11 +249,11 @@ def measure_set(name: str, source: str, images, detector, workdir: Path) -> Imag
     out = ImageSet(name, source)
     folder = workdir / name
     folder.mkdir(parents=True, exist_ok=True)
-    for k, (item_name, rgb, gt68, yaw) in enumerate(images):
+    for k, (item_name, rgb, gt68, yaw, view) in enumerate(images):
         crop, M = crop_face(rgb, gt68)
         png = folder / f"{k:05d}.png"
         cv2.imwrite(str(png), cv2.cvtColor(crop, cv2.COLOR_RGB2BGR))
-        item = Item(item_name, png, apply_affine(M, gt68), yaw)
+        item = Item(item_name, png, apply_affine(M, gt68), yaw, view)
         gt5 = landmarks5_from_68(gt68)
         det = match_detection(detector.detect(rgb), gt5)
         if det is not None:
@@ -272,6 +275,17 @@ def attach_mediapipe(sets: list[ImageSet], worker_out: dict) -> None:
                                                  outer_eye_distance(it.gt68_crop)))
 
 
+# (label, test on the camera's azimuth and elevation seen from the face, degrees)
+VIEW_BINS = (
+    ("near-frontal: |azimuth| < 30, |elevation| < 20", lambda az, el: abs(az) < 30 and abs(el) < 20),
+    ("elevation < -40 (from far below)", lambda az, el: el < -40),
+    ("elevation -40 to -20", lambda az, el: -40 <= el < -20),
+    ("elevation -20 to 20", lambda az, el: -20 <= el < 20),
+    ("elevation 20 to 40", lambda az, el: 20 <= el < 40),
+    ("elevation >= 40 (from far above)", lambda az, el: el >= 40),
+)
+
+
 def set_report(s: ImageSet) -> dict:
     mp = [it.mediapipe_nme for it in s.items]
     cf = [it.centerface_nme for it in s.items]
@@ -288,9 +302,21 @@ def set_report(s: ImageSet) -> dict:
                 "mediapipe_face_share": summarise([it.mediapipe_nme for it in sel])["share"],
                 "centerface_recall": summarise([it.centerface_nme for it in sel])["share"]}
         rep["by_yaw"] = bins
+    if all(it.view is not None for it in s.items):
+        # How the camera sees the face, not how the head turns in the camera's frame: an
+        # upright head near the edge of a close, wide frame is seen from above or below.
+        views = {}
+        for label, keep in VIEW_BINS:
+            sel = [it for it in s.items if keep(*it.view)]
+            views[label] = {"images": len(sel),
+                            "mediapipe_face_share": summarise([it.mediapipe_nme for it in sel])["share"],
+                            "centerface_recall": summarise([it.centerface_nme for it in sel])["share"]}
+        rep["by_view"] = views
     r2 = lambda v: None if v is None else round(v, 2)  # noqa: E731
-    rep["per_image"] = [{"id": it.name, "yaw": r2(it.yaw), "mediapipe_nme": r2(it.mediapipe_nme),
-                         "centerface_nme5": r2(it.centerface_nme)} for it in s.items]
+    rep["per_image"] = [{"id": it.name, "yaw": r2(it.yaw),
+                         "view": None if it.view is None else [r2(a) for a in it.view],
+                         "mediapipe_nme": r2(it.mediapipe_nme), "centerface_nme5": r2(it.centerface_nme)}
+                        for it in s.items]
     return rep
 
 
@@ -398,6 +424,10 @@ def main() -> int:
               f"NME {r['mediapipe']['nme_percent'].get('median', float('nan')):.1f}% (median) | "
               f"CenterFace recall {r['centerface']['recall']:.1%}, "
               f"5-pt NME {r['centerface']['nme5_percent'].get('median', float('nan')):.1f}% (median)")
+        if "by_view" in r:
+            v = r["by_view"][VIEW_BINS[0][0]]
+            print(f"{'':>12}  {VIEW_BINS[0][0]}: {v['images']} images | MediaPipe faces "
+                  f"{v['mediapipe_face_share']:.1%} | CenterFace recall {v['centerface_recall']:.1%}")
     if args.json:
         doc = json.loads(args.json.read_text()) if args.json.is_file() else {"runs": {}}
         doc["runs"][args.label] = run

@@ -40,6 +40,25 @@ def test_head_pose_euler_from_rt():
     np.testing.assert_allclose(rot.head_pose_euler(R_t), (20, -10, 5), atol=1e-9)
 
 
+def test_view_direction_angles():
+    from jmlr.geometry.camera import rt_from_rotation_translation
+
+    def rt(yaw, pitch, t):
+        return rt_from_rotation_translation(rot.euler_to_matrix(yaw, pitch, 0).T, t)
+
+    # On the optical axis, the view is the head's rotation undone: azimuth -yaw, elevation pitch.
+    np.testing.assert_allclose(rot.view_direction_angles(rt(20, 0, [0, 0, -0.5]), np.zeros(3)), (-20, 0), atol=1e-9)
+    np.testing.assert_allclose(rot.view_direction_angles(rt(0, -10, [0, 0, -0.5]), np.zeros(3)), (0, -10), atol=1e-9)
+    # An upright frontal head 0.3 m above the axis at 0.5 m is seen from below; batched.
+    both = np.stack([rt(0, 0, [0, 0.3, -0.5]), rt(0, 0, [0.5, 0, -0.5])])
+    az, el = rot.view_direction_angles(both, np.zeros((2, 3)))
+    np.testing.assert_allclose(el, [-np.degrees(np.arctan2(0.3, 0.5)), 0], atol=1e-9)
+    np.testing.assert_allclose(az, [0, -45], atol=1e-9)
+    # The point matters: seen from a point 0.1 m above the head's origin.
+    _, el = rot.view_direction_angles(rt(0, 0, [0, 0, -0.5]), np.array([0, 0.1, 0]))
+    np.testing.assert_allclose(el, -np.degrees(np.arctan2(0.1, 0.5)), atol=1e-9)
+
+
 def test_quaternion_roundtrip_all_branches():
     R = random_rotations(500)
     # include the identity and 180° turns (each Shepperd branch)

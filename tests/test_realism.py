@@ -138,3 +138,23 @@ def test_worker_points_land_on_real_annotated_faces(tmp_path):
     # A wrong or mirrored correspondence is off by tens of percent on every face; MediaPipe
     # agrees with people to a few percent on most (3-7 % here, ~10 % on the grey, tilted Einstein).
     assert float(np.median(errors)) < 8.0 and max(errors) < 20.0, errors
+
+
+def test_report_splits_by_how_the_camera_sees_the_face(tmp_path):
+    # (yaw, (azimuth, elevation), MediaPipe found it, CenterFace found it)
+    rows = [(5.0, (5.0, 2.0), True, True), (10.0, (-10.0, 15.0), False, True),
+            (3.0, (2.0, -55.0), False, False), (40.0, (-40.0, 0.0), True, False), (2.0, (1.0, 45.0), True, True)]
+    s = realism.ImageSet("renders", "test")
+    for k, (yaw, view, mp, cf) in enumerate(rows):
+        s.items.append(realism.Item(f"i{k}", tmp_path / f"{k}.png", np.zeros((68, 2)), yaw, view,
+                                    centerface_nme=5.0 if cf else None, mediapipe_nme=4.0 if mp else None))
+    rep = realism.set_report(s)
+    frontal = rep["by_view"]["near-frontal: |azimuth| < 30, |elevation| < 20"]
+    assert frontal["images"] == 2 and frontal["mediapipe_face_share"] == 0.5 and frontal["centerface_recall"] == 1.0
+    assert rep["by_view"]["elevation < -40 (from far below)"]["images"] == 1
+    assert rep["by_view"]["elevation >= 40 (from far above)"]["mediapipe_face_share"] == 1.0
+    assert rep["by_view"]["elevation -20 to 20"]["images"] == 3
+    assert rep["per_image"][2]["view"] == [2.0, -55.0]
+    # Real photos carry no view: no split, and the per-image view is None.
+    real = realism.ImageSet("real", "test", [realism.Item("r", tmp_path / "r.png", np.zeros((68, 2)), None)])
+    assert "by_view" not in realism.set_report(real) and realism.set_report(real)["per_image"][0]["view"] is None

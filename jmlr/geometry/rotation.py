@@ -69,6 +69,25 @@ def head_pose_euler(R_t: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray
     return matrix_to_euler(np.swapaxes(R_t[..., :3, :3], -1, -2))
 
 
+def view_direction_angles(R_t: np.ndarray, point: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(azimuth, elevation) in degrees, each (…,), of the camera as seen from ``point``
+    (…, 3) of the head (world frame, e.g. the face's centroid), from challenge R_t (…, 4, 4).
+
+    Azimuth turns about the head's up axis (y) from its front (+z) towards its +x;
+    elevation is the angle above the head's x-z plane. A frontal face on the optical axis
+    is (0, 0). Unlike :func:`head_pose_euler`, this is how the camera sees the face: an
+    upright head near the top edge of a close, wide-angle frame is seen from below.
+    """
+    R_t = np.asarray(R_t, dtype=np.float64)
+    R, t = R_t[..., :3, :3], R_t[..., 3, :3]
+    # Row vectors: x_cam = x R + t, so the camera centre is -t R^T in the world frame.
+    eye = -np.einsum("...j,...ij->...i", t, R)
+    d = eye - np.asarray(point, dtype=np.float64)
+    azimuth = np.arctan2(d[..., 0], d[..., 2])
+    elevation = np.arctan2(d[..., 1], np.hypot(d[..., 0], d[..., 2]))
+    return np.rad2deg(azimuth), np.rad2deg(elevation)
+
+
 def matrix_to_quaternion(R: np.ndarray) -> np.ndarray:
     """Unit quaternion (…, 4) (w, x, y, z), w ≥ 0, of R (…, 3, 3); stable for all angles (Shepperd)."""
     R = np.asarray(R, dtype=np.float64)
