@@ -12,7 +12,11 @@ moved by Gaussian noise of ``--vertex-mm`` per axis and each 2D point by ``--poi
 in an 800 px WCPA frame); poses as WCPA's: yaw/pitch/roll within ±60/±30/±20 degrees at
 0.4-1.2 m, the WCPA camera (800x800, fx 629.77).
 
-    python bench/pnp_cost.py --faces 400 [--markdown FILE]
+Also per stride (`solve_pnp(..., stride=k)`: SQPnP and LM on every k-th point, the
+reprojection on all of them; the service solves with `jmlr.inference.poses.PNP_STRIDE`),
+and with ``--model`` the held-out score of a model per stride (`jmlr eval`'s code).
+
+    python bench/pnp_cost.py --faces 400 [--model MODEL --data data/synth_test] [--markdown FILE]
 """
 
 from __future__ import annotations
@@ -57,12 +61,15 @@ def main() -> None:
     ap.add_argument("--vertex-mm", type=float, default=3.5)
     ap.add_argument("--point-px", type=float, default=5.0)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--model", default=None, help="also score this model on --data per stride")
+    ap.add_argument("--data", default="data/synth_test")
     ap.add_argument("--markdown", default=None)
     args = ap.parse_args()
     cv2.setNumThreads(1)
     data = faces(args.faces, args.vertex_mm, args.point_px, args.seed)
     budgets: list[tuple[str, dict]] = [("SQPnP only (no LM)", {"refine": False})]
     budgets += [(f"SQPnP + LM, at most {k} iterations", {"lm_iterations": k}) for k in (1, 2, 3, 5)]
+    budgets += [(f"SQPnP + LM on every {k}th point", {"stride": k}) for k in (2, 4, 8)]
     budgets += [("SQPnP + LM, OpenCV's default stop (20 iterations)", {})]
     rows = []
     for name, kw in budgets:
@@ -83,6 +90,15 @@ def main() -> None:
              "| --- | --- | --- | --- | --- | --- |"]
     for name, ms, rot, trans, rms in rows:
         lines.append(f"| {name} | {ms:.3f} | {ms / base:.2f} | {rot:.3f} | {trans:.2f} | {rms:.3f} |")
+    if args.model:
+        lines += ["", f"{args.model} on {args.data} (`jmlr eval --pnp-stride K`), PnP on every K-th point:", "",
+                  "| K | score | MAE_r ° | MAE_t mm | PnP RMS px |", "| --- | --- | --- | --- | --- |"]
+        from jmlr.eval.evaluate import evaluate
+
+        for k in (1, 2, 4, 8):
+            m = evaluate([args.model], args.data, pnp_stride=k)
+            lines.append(f"| {k} | {m['score']:.3f} | {m['mae_r_deg']:.3f} | {m['mae_t_mm']:.3f} | "
+                         f"{m['pnp_rms_px']:.3f} |")
     publish("\n".join(lines), args.markdown)
 
 

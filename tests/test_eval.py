@@ -56,6 +56,10 @@ def test_oracle_scores_zero(tiny_world, tmp_path):
         assert abs(res[k]) < 1e-3, (k, res[k])  # mm; float32 ground truth limits it to ~1e-5
     assert res["mae_r_deg"] < 1e-4
     assert sum(b["count"] for b in res["by_yaw"].values()) == 4
+    assert res["pnp_stride"] == 4
+    rc = cli_main(["eval", "--data", str(tiny_world["data"]), "--oracle", "--workers", "0", "--pnp-stride", "1",
+                   "--json", str(out)])
+    assert rc == 0 and json.loads(out.read_text())["pnp_stride"] == 1
 
 
 def test_model_eval_keys_documented_ensemble_and_limit(tiny_world):

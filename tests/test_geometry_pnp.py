@@ -73,6 +73,31 @@ def test_pnp_lm_iterations_cap_the_refinement():
     assert not np.allclose(one.R_t, full.R_t, atol=1e-9)
 
 
+def test_pnp_stride_solves_on_a_subset_and_reprojects_all():
+    rng = np.random.default_rng(3)
+    V = face_cloud(rng)
+    K = cam.wcpa_intrinsics()
+    R_t = random_pose(rng)
+    uv = cam.project_points(V, R_t, K)
+    exact = pnp.solve_pnp(V, uv, K, stride=4)
+    np.testing.assert_allclose(exact.R_t, R_t, atol=1e-6)
+    assert exact.projected.shape == (len(V), 2) and exact.rms_px < 1e-6
+    # With noise the pose differs from the all-point one (it did use fewer points), but
+    # its reprojection and RMS are over all points: the same numbers pose_result gives.
+    noisy = uv + rng.normal(scale=2.0, size=uv.shape)
+    full, strided = pnp.solve_pnp(V, noisy, K), pnp.solve_pnp(V, noisy, K, stride=4)
+    assert not np.allclose(full.R_t, strided.R_t, atol=1e-9)
+    assert rot.geodesic_angle_deg(full.R_t[:3, :3], strided.R_t[:3, :3]) < 0.5
+    again = pnp.pose_result(V, noisy, strided.R_cv, strided.t_cv, K)
+    assert again.rms_px == pytest.approx(strided.rms_px) and full.rms_px <= strided.rms_px
+    # Too few points for the stride: all of them are used.
+    few = V[: 4 * pnp.MIN_STRIDED_POINTS - 1]
+    a, b = pnp.solve_pnp(few, noisy[: len(few)], K), pnp.solve_pnp(few, noisy[: len(few)], K, stride=4)
+    np.testing.assert_array_equal(a.R_t, b.R_t)
+    with pytest.raises(ValueError, match="stride"):
+        pnp.solve_pnp(V, uv, K, stride=0)
+
+
 def test_pnp_with_distortion():
     rng = np.random.default_rng(2)
     V = face_cloud(rng)
@@ -125,3 +150,18 @@ def test_pnp_rotation_vector_is_canonical_and_failure_is_nan():
     res = pnp.solve_pnp(V, np.zeros((6, 2)), cam.wcpa_intrinsics())
     if not res.success:
         assert res.projected.shape == (6, 2)
+
+
+def test_solve_poses_uses_the_service_stride():
+    from jmlr.inference.poses import PNP_STRIDE, solve_poses
+
+    rng = np.random.default_rng(4)
+    V = face_cloud(rng)
+    K = cam.wcpa_intrinsics()
+    uv = cam.project_points(V, random_pose(rng), K) + rng.normal(scale=2.0, size=(len(V), 2))
+    got = solve_poses(V[None], uv[None], Intrinsics.from_K(K, 800, 800))[0]
+    assert PNP_STRIDE > 1
+    np.testing.assert_array_equal(got.R_t, pnp.solve_pnp(V, uv, K, stride=PNP_STRIDE).R_t)
+    assert not np.allclose(got.R_t, pnp.solve_pnp(V, uv, K).R_t, atol=1e-9)
+    np.testing.assert_array_equal(solve_poses(V[None], uv[None], Intrinsics.from_K(K, 800, 800), stride=1)[0].R_t,
+                                  pnp.solve_pnp(V, uv, K).R_t)

@@ -17,6 +17,8 @@ def register(subparsers) -> None:
     p.add_argument("--list", action="append", dest="lists", metavar="CSV",
                    help="list CSV (repeatable); default every CSV in DATA/list")
     p.add_argument("--flip-tta", action="store_true", help="mirror test-time augmentation")
+    p.add_argument("--pnp-stride", type=int, default=None, metavar="K",
+                   help="PnP on every K-th point (default: the service's, jmlr.inference.poses.PNP_STRIDE)")
     p.add_argument("--ensemble", nargs="+", default=[], metavar="MODEL_DIR",
                    help="more models averaged with --model (same topology)")
     p.add_argument("--limit", type=int, help="only the first N samples")
@@ -44,7 +46,8 @@ def main(args: argparse.Namespace) -> int:
         res = evaluate(models, args.data, args.lists, flip_tta=args.flip_tta, limit=args.limit,
                        oracle=args.oracle, batch_size=args.batch_size, device=args.device,
                        num_workers=args.workers, progress=True, backend=args.backend,
-                       backend_options={"cache_dir": args.onnx_cache_dir, "calibration": args.calibration})
+                       backend_options={"cache_dir": args.onnx_cache_dir, "calibration": args.calibration},
+                       **({} if args.pnp_stride is None else {"pnp_stride": args.pnp_stride}))
     except (EvalDataError, ValueError, OnnxCacheError) as exc:
         print(f"jmlr eval: error: {exc}")
         return 2

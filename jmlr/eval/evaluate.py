@@ -33,6 +33,7 @@ from jmlr.geometry.intrinsics import Intrinsics
 from jmlr.geometry.metrics import challenge_score, pose_metrics, size_error, vertex_errors
 from jmlr.geometry.rotation import head_pose_euler
 from jmlr.inference import Ensemble, FaceCrops, crop_faces, solve_poses, uncrop_points
+from jmlr.inference.poses import PNP_STRIDE
 
 YAW_BINS: tuple[tuple[str, float, float], ...] = (("0-30", 0.0, 30.0), ("30-60", 30.0, 60.0),
                                                     ("60+", 60.0, float("inf")))
@@ -174,14 +175,14 @@ def _predictor(models: list, oracle: bool, flip_tta: bool, K: np.ndarray) -> Pre
         raise EvalDataError(str(exc)) from None
 
 
-def _predict_all(loader, predict: Predictor, camera: Intrinsics) -> DatasetPredictions:
+def _predict_all(loader, predict: Predictor, camera: Intrinsics, pnp_stride: int = PNP_STRIDE) -> DatasetPredictions:
     out = DatasetPredictions()
     for b in loader:
         t1 = time.perf_counter()
         verts, pose, pts = predict(b)
         out.t_infer += time.perf_counter() - t1
         if pose is None:
-            res = solve_poses(verts, pts, camera)
+            res = solve_poses(verts, pts, camera, stride=pnp_stride)
             pose = np.stack([r.R_t for r in res])
             out.rms.extend(r.rms_px if r.success else np.nan for r in res)
         out.V_gt.append(b["verts"])
@@ -212,7 +213,8 @@ def predict_dataset(model_dirs: Sequence[str | Path], data_root: str | Path,
                     lists: Sequence[str | Path] | None = None, flip_tta: bool = False, limit: int | None = None,
                     oracle: bool = False, batch_size: int = 16, device: str = "cpu", num_workers: int = 0,
                     progress: bool = False, backend: str = "torch",
-                    backend_options: Mapping[str, Any] | None = None) -> DatasetPredictions:
+                    backend_options: Mapping[str, Any] | None = None,
+                    pnp_stride: int = PNP_STRIDE) -> DatasetPredictions:
     """The predictions :func:`evaluate` scores (same arguments), sample by sample, for
     analyses of one's own (bench/size_ambiguity.py)."""
     from jmlr.inference import resolve_backend
@@ -229,7 +231,7 @@ def predict_dataset(model_dirs: Sequence[str | Path], data_root: str | Path,
         from tqdm import tqdm
 
         loader = tqdm(loader, desc="eval", total=len(loader))
-    got = _predict_all(loader, predict, Intrinsics.from_K(K))
+    got = _predict_all(loader, predict, Intrinsics.from_K(K), pnp_stride)
     got.models, got.num_vertices = models, int(n_data)
     return got
 
@@ -237,7 +239,7 @@ def predict_dataset(model_dirs: Sequence[str | Path], data_root: str | Path,
 def evaluate(model_dirs: Sequence[str | Path], data_root: str | Path, lists: Sequence[str | Path] | None = None,
              flip_tta: bool = False, limit: int | None = None, oracle: bool = False, batch_size: int = 16,
              device: str = "cpu", num_workers: int = 0, progress: bool = False, backend: str = "torch",
-             backend_options: Mapping[str, Any] | None = None) -> dict:
+             backend_options: Mapping[str, Any] | None = None, pnp_stride: int = PNP_STRIDE) -> dict:
     """Score models (an ensemble when several) on a challenge-layout folder.
 
     Args:
@@ -252,6 +254,8 @@ def evaluate(model_dirs: Sequence[str | Path], data_root: str | Path, lists: Seq
             ``ort-int8``, or ``auto``); other than ``torch``, JMLR models only.
         backend_options: passed to `jmlr.inference.load_backend` (``cache_dir``,
             ``calibration``, ``ort_options``).
+        pnp_stride: PnP solves on every ``pnp_stride``-th point (`jmlr.inference.solve_poses`;
+            the service's default, `PNP_STRIDE`).
 
     Returns:
         The result dict of ``docs/eval_json.md``.
@@ -263,7 +267,7 @@ def evaluate(model_dirs: Sequence[str | Path], data_root: str | Path, lists: Seq
 
     t0 = time.perf_counter()
     got = predict_dataset(model_dirs, data_root, lists, flip_tta, limit, oracle, batch_size, device, num_workers,
-                          progress, backend, backend_options)
+                          progress, backend, backend_options, pnp_stride)
     models = got.models
     V_gt, Rt_gt, V_pr, Rt_pr = got.arrays()
     per = _per_sample_metrics(V_gt, Rt_gt, V_pr, Rt_pr)
@@ -282,6 +286,7 @@ def evaluate(model_dirs: Sequence[str | Path], data_root: str | Path, lists: Seq
         "model_names": [m.name for m in models],
         "task": "oracle" if oracle else (models[0].task if models else None),
         "flip_tta": bool(flip_tta),
+        "pnp_stride": int(pnp_stride),
         "oracle": bool(oracle),
         "data": str(data_root),
         "lists": [str(p) for p in lists] if lists else None,

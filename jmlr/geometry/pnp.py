@@ -45,6 +45,9 @@ class PnPResult:
         return cls(np.eye(3), np.zeros(3), np.eye(4), float("nan"), False, np.zeros(3), np.full((n, 2), np.nan))
 
 
+MIN_STRIDED_POINTS = 32  # `solve_pnp` with a stride keeps at least this many points
+
+
 def _canonical_rvec(rvec: np.ndarray) -> np.ndarray:
     # The LM refinement may leave the angle past π; the same rotation has angle 2π - θ
     # about the opposite axis, which is what every other rotation vector here reports.
@@ -85,6 +88,7 @@ def solve_pnp(
     refine: bool = True,
     method: int = cv2.SOLVEPNP_SQPNP,
     lm_iterations: int | None = None,
+    stride: int = 1,
 ) -> PnPResult:
     """Pose from N world points and their pixels.
 
@@ -98,6 +102,10 @@ def solve_pnp(
         method: initial solver flag (default ``cv2.SOLVEPNP_SQPNP``).
         lm_iterations: at most this many refinement iterations (None: OpenCV's default
             stop, 20 iterations or a step below FLT_EPSILON).
+        stride: solve on every ``stride``-th point only (all of them when that would
+            leave fewer than `MIN_STRIDED_POINTS`); the reprojection and ``rms_px`` still
+            cover all N. Dense, evenly spread correspondences repeat each other, and
+            SQPnP and LM cost grows with N.
 
     Returns:
         :class:`PnPResult` in both the OpenCV and the challenge convention.
@@ -107,17 +115,23 @@ def solve_pnp(
     img = np.ascontiguousarray(image_points, dtype=np.float64).reshape(-1, 2)
     if len(obj) != len(img) or len(obj) < 3:
         raise ValueError(f"need N >= 3 matching points, got {len(obj)} 3D and {len(img)} 2D")
-    found = _initial_pose(obj, img, K, dist, method)
+    if stride < 1:
+        raise ValueError(f"stride must be >= 1, got {stride}")
+    if stride > 1 and len(obj) // stride >= MIN_STRIDED_POINTS:
+        obj_s, img_s = np.ascontiguousarray(obj[::stride]), np.ascontiguousarray(img[::stride])
+    else:
+        obj_s, img_s = obj, img
+    found = _initial_pose(obj_s, img_s, K, dist, method)
     if found is None:
         return PnPResult.failed(len(obj))
     rvec, tvec = found
     if refine:
         if lm_iterations is None:
-            rvec, tvec = cv2.solvePnPRefineLM(obj, img, K, dist, rvec, tvec)
+            rvec, tvec = cv2.solvePnPRefineLM(obj_s, img_s, K, dist, rvec, tvec)
         else:
             criteria = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, int(lm_iterations),
                         float(np.finfo(np.float32).eps))
-            rvec, tvec = cv2.solvePnPRefineLM(obj, img, K, dist, rvec, tvec, criteria)
+            rvec, tvec = cv2.solvePnPRefineLM(obj_s, img_s, K, dist, rvec, tvec, criteria)
     R_cv, _ = cv2.Rodrigues(rvec)
     return pose_result(obj, img, R_cv, tvec, K, dist, rvec=rvec)
 
