@@ -69,7 +69,7 @@ def main() -> None:
     data = faces(args.faces, args.vertex_mm, args.point_px, args.seed)
     budgets: list[tuple[str, dict]] = [("SQPnP only (no LM)", {"refine": False})]
     budgets += [(f"SQPnP + LM, at most {k} iterations", {"lm_iterations": k}) for k in (1, 2, 3, 5)]
-    budgets += [(f"SQPnP + LM on every {k}th point", {"stride": k}) for k in (2, 4, 8)]
+    budgets += [(f"SQPnP + LM on one point in {k} (stride {k})", {"stride": k}) for k in (2, 4, 8)]
     budgets += [("SQPnP + LM, OpenCV's default stop (20 iterations)", {})]
     rows = []
     for name, kw in budgets:
