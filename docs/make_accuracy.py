@@ -22,7 +22,9 @@ from jmlr.eval.evaluate import evaluate
 
 # (label, models, flip_tta): models are names in --store.
 ROWS = [
-    ("JMLR (MobileNetV2 CenterFace-init, 96 px; shipped CPU model)", ["jmlr_mnv2_96_cpu"], False),
+    ("JMLR (MobileNetV2 CenterFace-init, 128 px; shipped CPU model)", ["jmlr_mnv2_128_cpu"], False),
+    ("JMLR (MobileNetV2, 128 px) + flip-TTA", ["jmlr_mnv2_128_cpu"], True),
+    ("JMLR (MobileNetV2, 96 px; shipped until 2026-12-05)", ["jmlr_mnv2_96_cpu"], False),
     ("JMLR (MobileNetV2, 96 px) + flip-TTA", ["jmlr_mnv2_96_cpu"], True),
     ("JMLR (ResNet-18-D, 128 px; 2026-11-24 model)", ["jmlr_r18d_128_cpu"], False),
     ("JMLR (ResNet-18-D) + flip-TTA", ["jmlr_r18d_128_cpu"], True),

@@ -57,7 +57,7 @@ def _mesh_info_example(schema: dict[str, Any]) -> None:
         "mesh_id": mesh_id,
         "num_vertices": num_vertices,
         "num_faces": num_faces,
-        "model": {"name": "jmlr_mnv2_96_cpu", "version": "1"},
+        "model": {"name": "jmlr_mnv2_128_cpu", "version": "1"},
         "created": "2024-05-01T12:00:00Z",
         "expires_at": "2024-05-01T13:00:00Z",
         "image_size": [800, 800],
