@@ -88,9 +88,11 @@ def size_from_shape(n: int, seed: int = 0, components=(5, 20, 50, 99)) -> list[s
     return rows
 
 
-def shape_lines(V_gt: np.ndarray, V_pr: np.ndarray, name: str) -> list[str]:
+def shape_lines(V_gt: np.ndarray, V_pr: np.ndarray, true_size: np.ndarray, pred_size: np.ndarray,
+                name: str) -> list[str]:
     """Markdown lines: how much of the model's vertex error is size and placement, and
-    whether the face model reads a better size from its size-normalised shapes.
+    whether the face model reads a better size from its size-normalised shapes
+    (``true_size``, ``pred_size``: `rms_radius` of each shape, (B,)).
 
     The last is the idea that the face model's identity space ties size to proportions
     (``--identities``: the normalised shape fixes the size), so a fit of the model to
@@ -100,7 +102,6 @@ def shape_lines(V_gt: np.ndarray, V_pr: np.ndarray, name: str) -> list[str]:
     """
     from jmlr.facemodel.blendshapes import BlendshapeBasis, BlendshapeSolver
 
-    true_size, pred_size = rms_radius(V_gt), rms_radius(V_pr)
     c_pr, c_gt = V_pr.mean(1, keepdims=True), V_gt.mean(1, keepdims=True)
     k = (true_size / pred_size)[:, None, None]
     err = {label: vertex_errors(V_gt, V)["mean_mm"] for label, V in (
@@ -171,7 +172,7 @@ def main() -> None:
         size_lines = ["", f"{name}'s head sizes against the true ones: correlation {corr:.2f}, slope {slope:.2f}; "
                       f"spread {pred_size.std() / pred_size.mean() * 100:.1f} % against "
                       f"{true_size.std() / true_size.mean() * 100:.1f} %.", "",
-                      *shape_lines(V_gt, V_pr, name)]
+                      *shape_lines(V_gt, V_pr, true_size, pred_size, name)]
     for name, m in rows:
         lines.append(f"| {name} | {m['vertex_mean_mm']:.2f} | {m['size_error_pct']:.2f} | {m['mae_r_deg']:.2f} | "
                      f"{m['mae_t_mm']:.1f} | {m['score']:.1f} |")

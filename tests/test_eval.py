@@ -60,6 +60,8 @@ def test_oracle_scores_zero(tiny_world, tmp_path):
     rc = cli_main(["eval", "--data", str(tiny_world["data"]), "--oracle", "--workers", "0", "--pnp-stride", "1",
                    "--json", str(out)])
     assert rc == 0 and json.loads(out.read_text())["pnp_stride"] == 1
+    assert cli_main(["eval", "--data", str(tiny_world["data"]), "--oracle", "--workers", "0",
+                     "--pnp-stride", "0"]) == 2
 
 
 def test_model_eval_keys_documented_ensemble_and_limit(tiny_world):

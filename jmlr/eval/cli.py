@@ -38,6 +38,7 @@ def register(subparsers) -> None:
 
 def main(args: argparse.Namespace) -> int:
     from jmlr.inference.onnx_export import OnnxCacheError
+    from jmlr.inference.poses import PNP_STRIDE
 
     from .evaluate import EvalDataError, evaluate
 
@@ -47,7 +48,7 @@ def main(args: argparse.Namespace) -> int:
                        oracle=args.oracle, batch_size=args.batch_size, device=args.device,
                        num_workers=args.workers, progress=True, backend=args.backend,
                        backend_options={"cache_dir": args.onnx_cache_dir, "calibration": args.calibration},
-                       **({} if args.pnp_stride is None else {"pnp_stride": args.pnp_stride}))
+                       pnp_stride=PNP_STRIDE if args.pnp_stride is None else args.pnp_stride)
     except (EvalDataError, ValueError, OnnxCacheError) as exc:
         print(f"jmlr eval: error: {exc}")
         return 2

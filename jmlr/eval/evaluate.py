@@ -265,6 +265,8 @@ def evaluate(model_dirs: Sequence[str | Path], data_root: str | Path, lists: Seq
     """
     from jmlr.inference import resolve_backend
 
+    if pnp_stride < 1:  # refused before any model is loaded
+        raise ValueError(f"pnp_stride must be >= 1, got {pnp_stride}")
     t0 = time.perf_counter()
     got = predict_dataset(model_dirs, data_root, lists, flip_tta, limit, oracle, batch_size, device, num_workers,
                           progress, backend, backend_options, pnp_stride)

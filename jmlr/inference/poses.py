@@ -70,8 +70,8 @@ class FaceReconstruction:
 
 # PnP solves on every 4th of the network's points (their reprojection still covers all).
 # On the held-out set (bench/pnp_cost.py --model) the shipped model's score, MAE_r and
-# MAE_t move by at most 0.02 mm / 0.002° / 0.01 mm against all points, at a third of
-# the CPU time per face.
+# MAE_t move by at most 0.02 mm / 0.002° / 0.01 mm against all points; in the service
+# PnP went from 1.9 to 1.0 ms a face (docs/bench_service.md).
 PNP_STRIDE = 4
 
 
