@@ -62,10 +62,12 @@ GROUPS = tuple(ARKIT_GROUPS.items())
 ACTIVE, INACTIVE = 0.1, 0.05
 
 
-def draw(model, facemodel, topology, n: int, seed: int, batch: int = 32) -> dict[str, np.ndarray]:
+def draw(model, facemodel, topology, n: int, seed: int, batch: int = 32,
+         flip_tta: bool = False) -> dict[str, np.ndarray]:
     """n held-out faces: ground-truth and predicted vertices, true expression weights, and
     what the 2D fit reads: the predicted points in the frame (px), K, and the pose PnP
-    gives (as the service computes it)."""
+    gives (as the service computes it); ``flip_tta``: predictions averaged with the
+    mirrored crop's, as the service's ``flip_tta``."""
     stream = SyntheticCropStream(facemodel, topology, size=model.input_size, batch_size=batch, seed=seed,
                                  jitter=CropJitter.none(), effects=True)
     keys = ("gt", "pred", "expression", "points", "K", "R_cv", "t_cv") + (("head",) if model.expression_names else ())
@@ -74,7 +76,7 @@ def draw(model, facemodel, topology, n: int, seed: int, batch: int = 32) -> dict
         while sum(len(v) for v in out["gt"]) < n:
             b = stream.next_batch(return_params=True)
             crops = (b["image"].permute(0, 2, 3, 1).numpy() * 255).round().clip(0, 255).astype(np.uint8)
-            v, pts, head = model.infer(crops)
+            v, pts, head = model.infer(crops, flip_tta=flip_tta)
             if head is not None:
                 out["head"].append(head)
             M, K = b["M"].numpy().astype(np.float64), b["K"].numpy().astype(np.float64)
@@ -168,6 +170,8 @@ def main() -> None:
     ap.add_argument("--points-weight", type=float, nargs="+", default=[1.0, 4.0, 16.0, 64.0],
                     help="weights of the 2D term tried for case (c)")
     ap.add_argument("--cache", default=None, help="npz of the rendered faces and predictions, reused if present")
+    ap.add_argument("--flip-tta", action="store_true",
+                    help="average each prediction with the mirrored crop's (the service's flip_tta)")
     ap.add_argument("--markdown", default=None, help="append the result table to this file")
     args = ap.parse_args()
     torch.set_num_threads(1)
@@ -184,13 +188,16 @@ def main() -> None:
             test = {k[5:]: d[k] for k in d.files if k.startswith("test_")}
         # caches from before the 2D fit, or without a head model's weights, are rendered again
         cached = "points" in test and ("head" in test or not model.expression_names)
+        # a cache of the other flip-TTA setting holds other predictions
+        cached = cached and bool(test.pop("flip_tta", False)) == args.flip_tta
     if not cached:
         t0 = time.perf_counter()
-        val = draw(model, facemodel, topology, args.val, args.seed)
-        test = draw(model, facemodel, topology, args.test, args.seed + 1)
+        val = draw(model, facemodel, topology, args.val, args.seed, flip_tta=args.flip_tta)
+        test = draw(model, facemodel, topology, args.test, args.seed + 1, flip_tta=args.flip_tta)
         print(f"rendered + predicted {args.val + args.test} faces in {time.perf_counter() - t0:.0f} s")
         if args.cache:
-            np.savez(args.cache, **{f"val_{k}": v for k, v in val.items()}, **{f"test_{k}": v for k, v in test.items()})
+            np.savez(args.cache, **{f"val_{k}": v for k, v in val.items()}, **{f"test_{k}": v for k, v in test.items()},
+                     test_flip_tta=np.asarray(args.flip_tta))
     truth_val, truth = val["expression"] @ to_arkit.T, test["expression"] @ to_arkit.T
     vert_err_mm = 1e3 * np.linalg.norm(test["pred"] - test["gt"], axis=-1).mean()
 
@@ -246,7 +253,8 @@ def main() -> None:
     zeros = errors(np.zeros_like(truth), truth, names)
     groups = ["all"] + [g for g, _ in GROUPS]
     lines = [
-        f"`python bench/bench_blendshapes.py --test {args.test} --val {args.val} --seed {args.seed}` "
+        f"`python bench/bench_blendshapes.py --test {args.test} --val {args.val} --seed {args.seed}"
+        f"{' --flip-tta' if args.flip_tta else ''}` "
         f"({platform.processor() or platform.machine()}, torch {torch.__version__}, numpy {np.__version__})",
         "",
         f"Test faces: {args.test} (seed {args.seed + 1}); validation: {args.val} (seed {args.seed}). "
