@@ -181,7 +181,8 @@ def finish_capture(image: np.ndarray, mask: np.ndarray, depth: np.ndarray, rngs:
                 img = cast_shadow(img, shadow, _light_offset(ctx.light_dir) * gap, 0.02 * face_px,
                                   rs.uniform(0.3, 0.6), receiver=mask.astype(np.float32) * (1 - alpha))
             out = np.clip(img * (1 - alpha[..., None]) + colour * 255.0 + 0.5, 0, 255).astype(np.uint8)
-    # 6. the camera
+    # 6. the camera, metering the face where it is known
+    face_points = ctx.anchors.project(ctx.anchors.lm)[0] if ctx.anchors is not None else None
     return apply_phone_effects(out, rngs, config, scale=face_px / 100.0, jpeg=jpeg,
                                frame_from_image=ctx.frame_from_image, frame_size=ctx.frame_size,
-                               principal_point=ctx.principal_point)
+                               principal_point=ctx.principal_point, face_points=face_points)

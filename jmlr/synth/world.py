@@ -44,6 +44,8 @@ class WorldConfig(ElementProbabilities):
     noise ... jpeg: the phone camera's image pipeline (`jmlr.synth.camera.apply_phone_effects`):
     signal-dependent sensor noise, lens defocus, motion blur, exposure error, white
     balance error, vignetting, JPEG at a quality drawn from what phones and apps use.
+    auto_exposure: the camera exposes the face to mid-grey (face-priority metering,
+    `jmlr.synth.camera.auto_exposure_gain`) before its exposure error.
     """
 
     photo_background: float = 0.8
@@ -67,6 +69,7 @@ class WorldConfig(ElementProbabilities):
     white_balance: float = 0.7
     vignetting: float = 0.5
     jpeg: float = 1.0
+    auto_exposure: float = 1.0
 
     element_kind = "world"
     env_var = WORLD_ENV
@@ -83,7 +86,8 @@ class WorldConfig(ElementProbabilities):
         return dataclasses.asdict(self)
 
 
-CAMERA_EFFECTS = ("noise", "defocus", "motion_blur", "exposure", "white_balance", "vignetting", "jpeg")
+CAMERA_EFFECTS = ("noise", "defocus", "motion_blur", "exposure", "white_balance", "vignetting", "jpeg",
+                  "auto_exposure")
 OCCLUDERS = ("glasses", "hat", "headphones", "mask", "hand", "phone", "microphone", "hair_strands")
 
 # Element order fixes which stream each element draws from: append, never reorder.
@@ -103,6 +107,7 @@ WORLD_ELEMENTS = (
     "vignetting",
     "jpeg",
     "layout",
+    "auto_exposure",
 )
 
 
