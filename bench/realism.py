@@ -26,6 +26,9 @@ Per image, two models trained on real photos look at it:
   detection matched as in `bench/detector_alignment.py`) and the error of its 5 points
   against the ground-truth 5 points (`landmarks5_from_68`), normalised the same way.
 
+And how the camera exposed the face: the median luma inside the face's 68-point outline
+(`face_level`), summarised per set as percentiles and the shares under 60 and over 200.
+
 Results go into ``--json`` under ``runs[--label]`` (other labels are kept), with the
 per-image numbers; ``--sheet`` draws real photos beside renders with MediaPipe's mesh
 (blue), its compared points (red) and our ground truth (green).
@@ -129,6 +132,31 @@ def nme_percent(pred: np.ndarray, gt: np.ndarray, norm: np.ndarray) -> np.ndarra
     return d / np.asarray(norm, np.float64) * 100.0
 
 
+def face_level(rgb: np.ndarray, lm68: np.ndarray) -> float | None:
+    """Median 8-bit luma (BT.601) of an RGB image inside the face outline of its 68
+    landmarks (jaw 0-16, then the brows 26-17); None when the outline covers under 50 pixels.
+    How the camera exposed the face: phones meter faces, so real photos rarely show one
+    very dark or burnt out."""
+    import cv2
+
+    outline = np.concatenate([lm68[0:17], lm68[26:16:-1]]).round().astype(np.int32)
+    mask = np.zeros(rgb.shape[:2], np.uint8)
+    cv2.fillPoly(mask, [outline], 1)
+    if int(mask.sum()) < 50:
+        return None
+    return float(np.median(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)[mask > 0]))
+
+
+def level_summary(levels: list[float | None]) -> dict:
+    """Percentiles (5-95) of the face levels and the shares under 60 and over 200."""
+    x = np.asarray([v for v in levels if v is not None], np.float64)
+    if not x.size:
+        return {"n": 0}
+    q = (5, 10, 25, 50, 75, 90, 95)
+    return {"n": int(x.size), "percentiles": {str(k): round(float(v), 1) for k, v in zip(q, np.percentile(x, q))},
+            "share_below_60": round(float((x < 60).mean()), 4), "share_above_200": round(float((x > 200).mean()), 4)}
+
+
 def summarise(values: list[float | None]) -> dict:
     """Share found (non-None), and mean / median / 90th percentile of the found values."""
     found = np.asarray([v for v in values if v is not None], np.float64)
@@ -177,6 +205,7 @@ class Item:
     centerface_nme: float | None = None
     mediapipe_nme: float | None = None
     mediapipe468: np.ndarray | None = None  # (468, 2) crop px
+    face_level: float | None = None  # `face_level` of the full image
 
 
 @dataclass
@@ -253,7 +282,7 @@ def measure_set(name: str, source: str, images, detector, workdir: Path) -> Imag
         crop, M = crop_face(rgb, gt68)
         png = folder / f"{k:05d}.png"
         cv2.imwrite(str(png), cv2.cvtColor(crop, cv2.COLOR_RGB2BGR))
-        item = Item(item_name, png, apply_affine(M, gt68), yaw, view)
+        item = Item(item_name, png, apply_affine(M, gt68), yaw, view, face_level=face_level(rgb, gt68))
         gt5 = landmarks5_from_68(gt68)
         det = match_detection(detector.detect(rgb), gt5)
         if det is not None:
@@ -291,7 +320,8 @@ def set_report(s: ImageSet) -> dict:
     cf = [it.centerface_nme for it in s.items]
     rep = {"source": s.source, "images": len(s.items),
            "mediapipe": {"face_share": summarise(mp)["share"], "nme_percent": summarise(mp)},
-           "centerface": {"recall": summarise(cf)["share"], "nme5_percent": summarise(cf)}}
+           "centerface": {"recall": summarise(cf)["share"], "nme5_percent": summarise(cf)},
+           "face_level": level_summary([it.face_level for it in s.items])}
     yaws = [it.yaw for it in s.items]
     if all(y is not None for y in yaws):
         bins = {}
@@ -315,7 +345,8 @@ def set_report(s: ImageSet) -> dict:
     r2 = lambda v: None if v is None else round(v, 2)  # noqa: E731
     rep["per_image"] = [{"id": it.name, "yaw": r2(it.yaw),
                          "view": None if it.view is None else [r2(a) for a in it.view],
-                         "mediapipe_nme": r2(it.mediapipe_nme), "centerface_nme5": r2(it.centerface_nme)}
+                         "mediapipe_nme": r2(it.mediapipe_nme), "centerface_nme5": r2(it.centerface_nme),
+                         "face_level": r2(it.face_level)}
                         for it in s.items]
     return rep
 
@@ -428,6 +459,11 @@ def main() -> int:
             v = r["by_view"][VIEW_BINS[0][0]]
             print(f"{'':>12}  {VIEW_BINS[0][0]}: {v['images']} images | MediaPipe faces "
                   f"{v['mediapipe_face_share']:.1%} | CenterFace recall {v['centerface_recall']:.1%}")
+        lv = r["face_level"]
+        if lv["n"]:
+            pct = ", ".join(f"{k}: {v:.0f}" for k, v in lv["percentiles"].items())
+            print(f"{'':>12}  face level (median luma in the face outline) percentiles {pct}; "
+                  f"under 60 {lv['share_below_60']:.1%}, over 200 {lv['share_above_200']:.1%}")
     if args.json:
         doc = json.loads(args.json.read_text()) if args.json.is_file() else {"runs": {}}
         doc["runs"][args.label] = run

@@ -158,3 +158,17 @@ def test_report_splits_by_how_the_camera_sees_the_face(tmp_path):
     # Real photos carry no view: no split, and the per-image view is None.
     real = realism.ImageSet("real", "test", [realism.Item("r", tmp_path / "r.png", np.zeros((68, 2)), None)])
     assert "by_view" not in realism.set_report(real) and realism.set_report(real)["per_image"][0]["view"] is None
+
+
+def test_face_level_reads_the_face_not_the_background():
+    lm = _face68()
+    lm[0:17] = np.stack([np.linspace(250, 350, 17), np.full(17, 260.0)], 1)  # a jaw line along the bottom
+    lm[17:27] = np.stack([np.linspace(250, 350, 10), np.full(10, 140.0)], 1)  # brows along the top
+    img = np.full((400, 600, 3), 230, np.uint8)
+    img[140:261, 250:351] = 40
+    assert realism.face_level(img, lm) == 40.0
+    assert realism.face_level(img, lm * 0.01) is None  # an outline of a few pixels says nothing
+    summary = realism.level_summary([40.0, 250.0, None, 120.0, 100.0])
+    assert summary["n"] == 4 and summary["share_below_60"] == 0.25 and summary["share_above_200"] == 0.25
+    assert summary["percentiles"]["50"] == 110.0
+    assert realism.level_summary([None]) == {"n": 0}
