@@ -36,7 +36,7 @@ _GAMMA = 2.2
 #: the annotated real photos have it (113; docs/synthetic_data.md), 18 % grey gave 97.
 AE_TARGET = 0.25
 AE_GAIN_RANGE = (1.0 / 8.0, 8.0)
-#: Side the auto exposure meters at (metering is a mean; a small image gives the same one).
+#: Side the auto exposure meters at, about (metering is a mean; a sample gives the same one).
 _AE_METER_PX = 96
 
 
@@ -112,8 +112,9 @@ _LEVELS = np.arange(256, dtype=np.float64) / 255.0
 _SRGB_LINEAR = np.where(_LEVELS <= 0.04045, _LEVELS / 12.92, ((_LEVELS + 0.055) / 1.055) ** 2.4)
 _SRGB_SLOPE = np.where(_SRGB_LINEAR <= 0.0031308, 12.92,
                        1.055 / 2.4 * np.maximum(_SRGB_LINEAR, 1e-12) ** (1 / 2.4 - 1))
-# Each level's share of linear luma per channel (Rec. 709 weights), in the tone LUT's gamma.
-_LINEAR_LUMA_LUT = (_LEVELS[:, None] ** _GAMMA * np.array([0.2126, 0.7152, 0.0722])).astype(np.float32)
+# Linear value of each level in the tone LUT's gamma, and the Rec. 709 luma weights.
+_LINEAR_LUT = (_LEVELS ** _GAMMA).astype(np.float32)
+_LUMA_709 = np.array([0.2126, 0.7152, 0.0722], np.float32)
 
 
 def vignetting_gain(shape: tuple[int, int], strength: float, frame_from_image: np.ndarray | None,
@@ -163,11 +164,10 @@ def auto_exposure_gain(image: np.ndarray, face_points: np.ndarray | None, face_w
     Returns:
         ``target / metered`` clipped into ``gain_range``.
     """
-    h, w = image.shape[:2]
-    s = min(1.0, _AE_METER_PX / max(h, w))
-    small = cv2.resize(image, (max(round(w * s), 1), max(round(h * s), 1)), interpolation=cv2.INTER_AREA) \
-        if s < 1.0 else image
-    luma = _LINEAR_LUMA_LUT[small].sum(-1)
+    # Every k-th pixel: a mean needs no more, and an area resize of a frame costs 10+ ms.
+    k = max(1, max(image.shape[:2]) // _AE_METER_PX)
+    s = 1.0 / k
+    luma = _LINEAR_LUT[image[::k, ::k]] @ _LUMA_709
     metered = float(luma.mean())
     if face_points is not None and len(face_points) >= 3 and face_weight > 0.0:
         mask = np.zeros(luma.shape, np.uint8)
