@@ -33,6 +33,15 @@ def test_a_grey_image_is_exposed_to_the_target():
     assert gain == pytest.approx(AE_TARGET / (level / 255.0) ** 2.2, rel=1e-4)
 
 
+def test_the_meter_reads_luma_green_most_blue_least():
+    lin = (200 / 255.0) ** 2.2
+    for channel, weight in ((0, 0.2126), (1, 0.7152), (2, 0.0722)):
+        img = np.zeros((40, 40, 3), np.uint8)
+        img[..., channel] = 200
+        assert auto_exposure_gain(img, None, 0.0, gain_range=(0.0, 1e9)) == pytest.approx(
+            AE_TARGET / (weight * lin), rel=1e-4)
+
+
 def test_the_face_is_metered_not_the_background():
     img = _face_on_background(40, 230)
     on_face, on_frame = auto_exposure_gain(img, FACE, 1.0), auto_exposure_gain(img, FACE, 0.0)
