@@ -32,9 +32,9 @@ __all__ = ["PhoneCameraModel", "apply_phone_effects", "auto_exposure_gain", "mot
 _GAMMA = 2.2
 
 #: Linear luminance a phone's auto exposure brings the metered area to, and the range of
-#: gains its ISO and shutter give it. 0.25 puts the median face level of the renders where
-#: the annotated real photos have it (113; docs/synthetic_data.md), 18 % grey gave 97.
-AE_TARGET = 0.25
+#: gains its ISO and shutter give it. 0.16 puts the median face level of the renders where
+#: the annotated real photos have it (113; docs/synthetic_data.md); 0.25 gave 138.
+AE_TARGET = 0.16
 AE_GAIN_RANGE = (1.0 / 8.0, 8.0)
 #: Side the auto exposure meters at, about (metering is a mean; a sample gives the same one).
 _AE_METER_PX = 96
