@@ -70,11 +70,10 @@ class OrtModel:
 
         s = self.input_size
         crops = crop_batch(crops, s)
-        pred = self._run(crops)
-        if flip_tta:
-            pred = average_flipped(pred, self._run(np.ascontiguousarray(crops[:, :, ::-1])), self._flip_index,
-                                   self.expression_flip_index, s)
-        return pred
+        if not flip_tta:
+            return self._run(crops)
+        return average_flipped(self._run(np.concatenate([crops, crops[:, :, ::-1]])), self._flip_index,
+                               self.expression_flip_index, s)
 
 
 def load_ort(model: str | Path, device: str = "cpu", variant: str = "fp32", cache_dir: str | Path | None = None,

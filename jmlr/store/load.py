@@ -37,16 +37,19 @@ class CropPrediction(NamedTuple):
     expression: np.ndarray | None = None
 
 
-def average_flipped(plain: CropPrediction, mirrored: CropPrediction, flip_index: np.ndarray,
-                    expression_flip_index: np.ndarray | None, input_size: int) -> CropPrediction:
-    """Flip test-time augmentation: the mean of the predictions on the crops and on their
-    mirror images, the latter un-mirrored (`unflip_predictions`; the expression's left and
-    right shapes swapped back by ``expression_flip_index``)."""
-    vf, pf = unflip_predictions(mirrored.verts, mirrored.points, flip_index, input_size)
-    expression = plain.expression
-    if expression is not None and mirrored.expression is not None and expression_flip_index is not None:
-        expression = (expression + mirrored.expression[:, expression_flip_index]) / 2
-    return CropPrediction((plain.verts + vf) / 2, (plain.points + pf) / 2, expression)
+def average_flipped(both: CropPrediction, flip_index: np.ndarray, expression_flip_index: np.ndarray | None,
+                    input_size: int) -> CropPrediction:
+    """Flip test-time augmentation: ``both`` holds the predictions for 2B crops, the B
+    crops then their B mirror images (one forward pass: one batch of 2B costs less than
+    two of B); returns the B means, the mirrored half un-mirrored first
+    (`unflip_predictions`; the expression's left and right shapes swapped back by
+    ``expression_flip_index``)."""
+    b = len(both.verts) // 2
+    vf, pf = unflip_predictions(both.verts[b:], both.points[b:], flip_index, input_size)
+    expression = None if both.expression is None else both.expression[:b]
+    if expression is not None and expression_flip_index is not None:
+        expression = (expression + both.expression[b:, expression_flip_index]) / 2
+    return CropPrediction((both.verts[:b] + vf) / 2, (both.points[:b] + pf) / 2, expression)
 
 
 def load_topology(path: str | Path) -> Topology:
@@ -165,11 +168,10 @@ class LoadedModel:
             raise NotImplementedError(f"task {self.task!r} predicts no 2D points; use .run")
         x = self.preprocess(crops)
         with torch.inference_mode():
-            pred = self._infer(x)
-            if flip_tta:
-                pred = average_flipped(pred, self._infer(x.flip(3)), self.topology.flip_index,
-                                       self.expression_flip_index, self.input_size)
-        return pred
+            if not flip_tta:
+                return self._infer(x)
+            return average_flipped(self._infer(torch.cat([x, x.flip(3)])), self.topology.flip_index,
+                                   self.expression_flip_index, self.input_size)
 
     def _infer(self, x: torch.Tensor) -> CropPrediction:
         out = self.task_spec.decode(self.net(x), self.num_vertices, self.input_size)
