@@ -24,6 +24,7 @@ from jmlr.eval.evaluate import evaluate
 ROWS = [
     ("JMLR (MobileNetV2 CenterFace-init, 128 px; shipped CPU model)", ["jmlr_mnv2_128_cpu"], False),
     ("JMLR (MobileNetV2, 128 px) + flip-TTA", ["jmlr_mnv2_128_cpu"], True),
+    ("JMLR (MobileNetV2, 128 px + 96 px), 2-model ensemble", ["jmlr_mnv2_128_cpu", "jmlr_mnv2_96_cpu"], False),
     ("JMLR (MobileNetV2, 96 px; shipped until 2026-12-05)", ["jmlr_mnv2_96_cpu"], False),
     ("JMLR (MobileNetV2, 96 px) + flip-TTA", ["jmlr_mnv2_96_cpu"], True),
     ("JMLR (ResNet-18-D, 128 px; 2026-11-24 model)", ["jmlr_r18d_128_cpu"], False),
