@@ -9,8 +9,9 @@ with long ones. K follows the EXIF convention (`jmlr.geometry.camera.intrinsics_
 defocus or motion blur, vignetting, face-priority auto exposure, exposure and white-balance
 errors and the tone curve (one per-channel look-up table), signal-dependent sensor noise
 (shot noise grows with the signal, read noise does not), and JPEG at a quality drawn from
-what cameras and apps write. Images are uint8 RGB (docs/design.md); each effect draws from its own generator
-(`jmlr.synth.world.element_rngs`) and is skipped when its probability is 0.
+what cameras and apps write. Images are uint8 RGB (docs/design.md); each effect draws
+from its own generator (`jmlr.synth.world.element_rngs`) and is skipped when its
+probability is 0.
 """
 
 from __future__ import annotations
@@ -234,7 +235,7 @@ def apply_phone_effects(image: np.ndarray, rngs: dict[str, np.random.Generator],
     # (temperature and tint gains) and tone: one LUT.
     gains = np.ones(3)
     contrast = 0.0
-    if config.auto_exposure > 0 and r["auto_exposure"].random() < config.auto_exposure:
+    if r["auto_exposure"].random() < config.auto_exposure:
         face_weight = r["auto_exposure"].uniform(0.6, 1.0) if face_points is not None else 0.0
         gains *= auto_exposure_gain(img, face_points, face_weight)
     if r["exposure"].random() < config.exposure:
