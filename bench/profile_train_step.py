@@ -1,10 +1,11 @@
 """Where one CPU training step goes: data, normalisation, forward, loss, backward, optimiser.
 
-    python bench/profile_train_step.py --packs data/pack_v1 --threads 2 --steps 20
+    python bench/profile_train_step.py --packs data/pack_v1 --threads 2 --steps 20 [--no-fused]
 
 Each candidate (backbone, input size) is timed over ``--steps`` steps after 3 warm-up
 steps, in this process, with ``--threads`` torch threads; the packed data path includes
-jitter (cv2.warpAffine), flip and colour augmentation. Prints a markdown table (ms per
+jitter (cv2.warpAffine), flip and colour augmentation; the optimiser is the trainer's
+(``make_optimizer``: AdamW, fused unless ``--no-fused``). Prints a markdown table (ms per
 step and share) for docs/training.md. Run it on a quiet machine.
 """
 
@@ -24,13 +25,14 @@ def main() -> int:
     from jmlr.facemodel import Topology
     from jmlr.models import create_model
     from jmlr.models.loss import jmlr_loss, unique_edges
-    from jmlr.train.trainer import output_statistics
+    from jmlr.train.trainer import _param_groups, make_optimizer, output_statistics
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--packs", nargs="+", default=["data/pack_v1"])
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--no-fused", action="store_true", help="AdamW's per-tensor loop instead of the fused step")
     ap.add_argument("--candidates", nargs="*", default=["jmlr_mobilenetv2:128", "jmlr_mobilenetv2:96",
                                                          "jmlr_resnet18d:128", "jmlr_resnet18d:96"])
     args = ap.parse_args()
@@ -50,7 +52,7 @@ def main() -> int:
 
         net.set_output_statistics(*output_statistics(encode_targets(b0["verts"], b0["points2d"], size),
                                                      topo.num_vertices))
-        opt = torch.optim.AdamW(net.parameters(), lr=1e-4)
+        opt = make_optimizer({"name": "adamw", "fused": not args.no_fused}, _param_groups(net, 0.05), 1e-4)
         norm = net.config["normalisation"]
         t: dict[str, float] = defaultdict(float)
         net.train()

@@ -10,7 +10,16 @@ import torch
 
 from jmlr.models.baselines import DirectRegressionNet, TwoStreamNet, decode_baseline_output, decode_pose, encode_pose
 from jmlr.models.tasks import create_task_model, get_task
-from jmlr.train.trainer import deep_update, load_checkpoint, load_train_config, lr_at, save_checkpoint, scaled_lr
+from jmlr.train.trainer import (
+    _param_groups,
+    deep_update,
+    load_checkpoint,
+    load_train_config,
+    lr_at,
+    make_optimizer,
+    save_checkpoint,
+    scaled_lr,
+)
 
 TINY = {"name": "tiny", "backbone": {"block": "basic", "depths": [1, 1, 1, 1], "widths": [8, 16, 32, 64],
                                      "stem_width": 8}, "input_size": 64}
@@ -53,6 +62,27 @@ def test_checkpoint_roundtrip_restores_net_and_momentum(tmp_path):
     assert opt2.param_groups[0]["lr"] == 0.1
     for p, q in zip(net.parameters(), net2.parameters()):
         assert torch.equal(opt.state[p]["momentum_buffer"], opt2.state[q]["momentum_buffer"])
+
+
+def test_adamw_runs_fused_and_updates_as_the_per_tensor_loop():
+    def steps(optim_cfg: dict) -> tuple[torch.optim.Optimizer, list[torch.Tensor]]:
+        torch.manual_seed(0)
+        # no BatchNorm: the bias before it gets a zero gradient up to rounding, which Adam
+        # normalises to full steps of either sign
+        net = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.Tanh(), torch.nn.Linear(16, 3))
+        opt = make_optimizer(optim_cfg, _param_groups(net, 0.05), lr=1e-2)
+        x, y = torch.randn(32, 8), torch.randn(32, 3)
+        for _ in range(5):
+            opt.zero_grad()
+            ((net(x) - y) ** 2).mean().backward()  # smooth: L1 signs flip on rounding
+            opt.step()
+        return opt, [p.detach().clone() for p in net.parameters()]
+
+    fused_opt, fused = steps({"name": "adamw"})
+    loop_opt, loop = steps({"name": "adamw", "fused": False})
+    assert fused_opt.defaults["fused"] is True and not loop_opt.defaults["fused"]
+    for a, b in zip(fused, loop):
+        assert torch.allclose(a, b, atol=1e-5), (a - b).abs().max()
 
 
 def test_baselines_build_and_output_shapes():
