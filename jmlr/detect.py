@@ -82,9 +82,10 @@ def dynamic_batch_and_spatial_dims(model_bytes: bytes) -> bytes:
     return model.SerializeToString()
 
 
-def _session_pool(model_bytes: bytes, options: OrtOptions | None = None, sessions: int = 1) -> SessionPool:
+def _session_pool(model_bytes: bytes, options: OrtOptions | None = None, sessions: int = 1,
+                  wide_when_idle: bool = False) -> SessionPool:
     # Spinning off: the network runs right after the detector on the same cores.
-    return SessionPool(model_bytes, options or OrtOptions(), sessions)
+    return SessionPool(model_bytes, options or OrtOptions(), sessions, wide_when_idle)
 
 
 def nms(boxes: np.ndarray, scores: np.ndarray, iou: float) -> np.ndarray:
@@ -128,15 +129,19 @@ class CenterFaceDetector:
         sessions: ONNX Runtime sessions, each running one frame at a time
             (`jmlr.onnxrt.SessionPool`: more frames per second under load, a slower
             frame alone).
+        wide_when_idle: with ``sessions > 1``, a frame that finds no other in flight runs
+            on one more session with all the threads (a lone frame as fast as with one
+            session).
     """
 
     name = "centerface"
 
     def __init__(self, threshold: float = 0.5, nms_iou: float = 0.3, max_side: int = 960,
                  onnx_path: Path | None = None, min_face_px: float | None = None,
-                 ort_options: OrtOptions | None = None, sessions: int = 1):
+                 ort_options: OrtOptions | None = None, sessions: int = 1, wide_when_idle: bool = False):
         path = onnx_path or centerface_onnx_path()
-        self.session = _session_pool(dynamic_batch_and_spatial_dims(Path(path).read_bytes()), ort_options, sessions)
+        self.session = _session_pool(dynamic_batch_and_spatial_dims(Path(path).read_bytes()), ort_options, sessions,
+                                     wide_when_idle)
         self.input_name = self.session.get_inputs()[0].name
         self.threshold = threshold
         self.nms_iou = nms_iou
@@ -200,8 +205,8 @@ class ScrfdDetector:
     name = "scrfd"
 
     def __init__(self, onnx_path: Path, threshold: float = 0.5, nms_iou: float = 0.4, input_size: int = 640,
-                 ort_options: OrtOptions | None = None, sessions: int = 1):
-        self.session = _session_pool(Path(onnx_path).read_bytes(), ort_options, sessions)
+                 ort_options: OrtOptions | None = None, sessions: int = 1, wide_when_idle: bool = False):
+        self.session = _session_pool(Path(onnx_path).read_bytes(), ort_options, sessions, wide_when_idle)
         self.input_name = self.session.get_inputs()[0].name
         outputs = self.session.get_outputs()
         if len(outputs) != 9:
@@ -258,25 +263,29 @@ class NoDetector:
         return []
 
 
-# name -> factory(threshold, max_side, min_face_px, ort_options, sessions); a detector
+# name -> factory(threshold, max_side, min_face_px, ort_options, sessions, wide_when_idle); a detector
 # given as a path is an SCRFD .onnx file.
 DETECTORS: dict[str, Callable[[float, int, float | None, OrtOptions | None, int], Detector]] = {
-    "none": lambda threshold, max_side, min_face_px, ort_options, sessions: NoDetector(),
-    "centerface": lambda threshold, max_side, min_face_px, ort_options, sessions: CenterFaceDetector(
-        threshold=threshold, max_side=max_side, min_face_px=min_face_px, ort_options=ort_options, sessions=sessions),
+    "none": lambda threshold, max_side, min_face_px, ort_options, sessions, wide_when_idle: NoDetector(),
+    "centerface": lambda threshold, max_side, min_face_px, ort_options, sessions, wide_when_idle: CenterFaceDetector(
+        threshold=threshold, max_side=max_side, min_face_px=min_face_px, ort_options=ort_options, sessions=sessions,
+        wide_when_idle=wide_when_idle),
 }
 
 
 def create_detector(spec: str, threshold: float = 0.5, max_side: int = 960, min_face_px: float | None = None,
-                    ort_options: OrtOptions | None = None, sessions: int = 1) -> Detector:
+                    ort_options: OrtOptions | None = None, sessions: int = 1,
+                    wide_when_idle: bool = False) -> Detector:
     """A detector by name (:data:`DETECTORS`) or the path of an SCRFD ``.onnx`` file.
     ``min_face_px``: the smallest face wanted, frame px (CenterFace sizes its input by it);
-    ``sessions``: frames detected at once (`jmlr.onnxrt.SessionPool`)."""
+    ``sessions``: frames detected at once, ``wide_when_idle``: a lone frame on all the
+    threads (`jmlr.onnxrt.SessionPool`)."""
     if spec in DETECTORS:
-        return DETECTORS[spec](threshold, max_side, min_face_px, ort_options, sessions)
+        return DETECTORS[spec](threshold, max_side, min_face_px, ort_options, sessions, wide_when_idle)
     path = Path(spec).expanduser()
     if path.suffix == ".onnx" and path.is_file():
-        return ScrfdDetector(path, threshold=threshold, ort_options=ort_options, sessions=sessions)
+        return ScrfdDetector(path, threshold=threshold, ort_options=ort_options, sessions=sessions,
+                             wide_when_idle=wide_when_idle)
     raise ValueError(f"detector must be one of {sorted(DETECTORS)} or the path of an SCRFD .onnx file, not {spec!r}")
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import queue
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -87,16 +88,24 @@ class SessionPool:
     more frames per second than one two-thread session; one call alone then takes longer.
     With ``options.threads == 0`` the cores are split between the sessions.
 
+    ``wide_when_idle`` gets both: one more session with all of ``options``' threads runs a
+    call that finds no other call in flight, so a lone frame keeps its latency, and calls
+    that overlap run on the narrow sessions. (A call that starts while a wide one runs
+    briefly has more threads than cores; with spinning off they only share them.)
+
     Args:
         model: ONNX bytes or a file.
         options: how each session runs (`OrtOptions`).
         size: how many sessions (>= 1).
+        wide_when_idle: with ``size > 1``, add the wide session described above.
     """
 
-    def __init__(self, model: bytes | str | Path, options: OrtOptions | None = None, size: int = 1) -> None:
+    def __init__(self, model: bytes | str | Path, options: OrtOptions | None = None, size: int = 1,
+                 wide_when_idle: bool = False) -> None:
         if int(size) < 1:
             raise ValueError(f"a session pool needs at least one session, not {size}")
-        options = options or OrtOptions()
+        wide_options = options or OrtOptions()
+        options = wide_options
         if options.threads == 0 and size > 1:
             options = dataclasses.replace(options, threads=max(1, (os.cpu_count() or 1) // int(size)))
         self.options = options
@@ -104,6 +113,10 @@ class SessionPool:
         self._free: queue.Queue[Any] = queue.Queue()
         for session in self.sessions:
             self._free.put(session)
+        self.wide_session = create_session(model, wide_options) if wide_when_idle and size > 1 else None
+        self._wide_free = threading.Lock()
+        self._count_lock = threading.Lock()
+        self._in_flight = 0
 
     @property
     def size(self) -> int:
@@ -116,9 +129,22 @@ class SessionPool:
         return self.sessions[0].get_outputs()
 
     def run(self, output_names: list[str] | None, feeds: dict[str, Any]) -> list[Any]:
-        """``InferenceSession.run`` on the first free session (waits for one)."""
-        session = self._free.get()
+        """``InferenceSession.run`` on the wide session when nothing else runs (and the
+        pool has one), else on the first free session (waits for one)."""
+        with self._count_lock:
+            alone = self._in_flight == 0
+            self._in_flight += 1
         try:
-            return session.run(output_names, feeds)
+            if alone and self.wide_session is not None and self._wide_free.acquire(blocking=False):
+                try:
+                    return self.wide_session.run(output_names, feeds)
+                finally:
+                    self._wide_free.release()
+            session = self._free.get()
+            try:
+                return session.run(output_names, feeds)
+            finally:
+                self._free.put(session)
         finally:
-            self._free.put(session)
+            with self._count_lock:
+                self._in_flight -= 1

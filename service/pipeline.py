@@ -153,7 +153,7 @@ class Engine:
         model = load_backend(path, self.backend, self.device, cache_dir=s.onnx_cache_dir,
                              calibration=s.onnx_calibration, ort_options=ort_options)
         detector = create_detector(s.detector, s.detector_threshold, s.detector_max_side, s.detect_min_face_px,
-                                   ort_options, s.detector_sessions)
+                                   ort_options, s.detector_sessions, s.detector_wide_when_idle)
         if s.warmup:
             S = int(model.input_size)
             for batch in sorted({1, s.max_batch_size}):

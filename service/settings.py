@@ -151,6 +151,11 @@ class Settings(BaseSettings):
         "split between them (ort_threads = 0). 2 on a 2-core machine: more frames per second under load, a "
         "slower single frame (docs/bench_service.md).",
     )
+    detector_wide_when_idle: bool = Field(
+        True,
+        description="With detector_sessions > 1: a frame that finds no other detection in flight runs on one more "
+        "session with all of ort_threads, so a lone frame keeps the latency of one session.",
+    )
 
     public_base_url: str | None = Field(None, description="Prefix for absolute mesh URLs, e.g. https://api.example.com")
 

@@ -97,12 +97,16 @@ def test_create_detector_rejects_unknown():
         create_detector("/nonexistent/model.onnx")
 
 
-def test_two_sessions_detect_what_one_does_also_at_once(astronaut):
+@pytest.mark.parametrize("wide_when_idle", [False, True])
+def test_two_sessions_detect_what_one_does_also_at_once(astronaut, wide_when_idle):
     from concurrent.futures import ThreadPoolExecutor
 
     one = CenterFaceDetector(sessions=1).detect(astronaut)
-    pooled = CenterFaceDetector(sessions=2)
+    pooled = create_detector("centerface", sessions=2, wide_when_idle=wide_when_idle)
     assert pooled.session.size == 2
+    assert (pooled.session.wide_session is not None) == wide_when_idle
+    alone = pooled.detect(astronaut)  # the wide session when there is one
+    np.testing.assert_allclose(alone[0].landmarks5, one[0].landmarks5, atol=1e-3)
     with ThreadPoolExecutor(4) as pool:
         results = list(pool.map(lambda _: pooled.detect(astronaut), range(8)))
     assert len(one) == 1

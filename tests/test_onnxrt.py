@@ -65,3 +65,31 @@ def test_a_failing_call_gives_its_session_back(fake_sessions, monkeypatch):
     with pytest.raises(RuntimeError, match="boom"):
         pool.run(None, {})
     assert pool._free.qsize() == 1
+
+
+def test_a_lone_call_runs_on_the_wide_session_and_overlapping_calls_on_the_narrow_ones(fake_sessions):
+    pool = SessionPool(b"m", OrtOptions(), 2, wide_when_idle=True)
+    assert pool.wide_session is not None and pool.wide_session.options.threads == 0  # all cores
+    assert [s.options.threads for s in pool.sessions] == [2, 2]
+    # one call after another: nothing else in flight, so always the wide session
+    assert {pool.run(None, {})[0] for _ in range(5)} == {id(pool.wide_session)}
+    # many at once: the first may take the wide one, the others wait for narrow ones
+    with ThreadPoolExecutor(8) as ex:
+        used = list(ex.map(lambda _: pool.run(None, {})[0], range(24)))
+    assert fake_sessions.most <= 3
+    assert {id(s) for s in pool.sessions} <= set(used)
+    assert used.count(id(pool.wide_session)) < len(used) // 2
+    assert pool._free.qsize() == 2 and pool._in_flight == 0 and not pool._wide_free.locked()
+
+
+def test_no_wide_session_for_a_single_session_or_by_default(fake_sessions):
+    assert SessionPool(b"m", OrtOptions(), 1, wide_when_idle=True).wide_session is None
+    assert SessionPool(b"m", OrtOptions(), 2).wide_session is None
+
+
+def test_a_failing_wide_call_leaves_the_pool_usable(fake_sessions, monkeypatch):
+    pool = SessionPool(b"m", OrtOptions(), 2, wide_when_idle=True)
+    monkeypatch.setattr(pool.wide_session, "run", lambda *a: (_ for _ in ()).throw(RuntimeError("boom")))
+    with pytest.raises(RuntimeError, match="boom"):
+        pool.run(None, {})
+    assert pool._in_flight == 0 and not pool._wide_free.locked()
