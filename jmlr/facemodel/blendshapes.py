@@ -51,6 +51,7 @@ from pathlib import Path
 import numpy as np
 
 from jmlr.facemodel.boxqp import box_qp
+from jmlr.facemodel.npz import write_npz
 
 __all__ = [
     "ARKIT_BLENDSHAPE_NAMES",
@@ -214,18 +215,14 @@ class BlendshapeBasis:
 
     def save(self, path: str | Path) -> Path:
         """Write an npz: bases as float16 (as the face model stores them), the rest exact."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "wb") as f:
-            np.savez_compressed(
-                f,
-                ict_index=self.ict_index.astype(np.int32),
-                neutral=self.neutral.astype(np.float32),
-                identity=self.identity.astype(np.float16),
-                expression=self.expression.astype(np.float16),
-                expression_names=np.array(self.expression_names),
-            )
-        return path
+        return write_npz(
+            path,
+            ict_index=self.ict_index.astype(np.int32),
+            neutral=self.neutral.astype(np.float32),
+            identity=self.identity.astype(np.float16),
+            expression=self.expression.astype(np.float16),
+            expression_names=np.array(self.expression_names),
+        )
 
     @classmethod
     def load(cls, path: str | Path | None = None) -> BlendshapeBasis:

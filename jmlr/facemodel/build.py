@@ -33,6 +33,8 @@ from pathlib import Path
 
 import numpy as np
 
+from jmlr.facemodel.npz import write_npz
+
 __all__ = [
     "EXPRESSION_NAMES",
     "LANDMARKS68",
@@ -203,22 +205,18 @@ def build_facemodel(
 
     quads, quads_uv = mesh["quads"], mesh["quads_uv"]
     keep = (quads < num_vertices).all(1)
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with open(out, "wb") as f:
-        np.savez_compressed(
-            f,
-            neutral=(neutral * CM_TO_M).astype(np.float32),
-            identity_basis=deltas[:num_identity],
-            expression_basis=deltas[num_identity:],
-            expression_names=np.array(expression_names),
-            quads=quads[keep].astype(np.int32),
-            quads_uv=quads_uv[keep].astype(np.int32),
-            uv=mesh["uv"],
-            face_material=mesh["face_material"][keep].astype(np.int16),
-            material_names=np.array(mesh["material_names"]),
-            landmarks68=np.array(landmarks68, np.int32),
-            region_names=np.array([r[0] for r in regions]),
-            region_ranges=np.array([r[1:] for r in regions], np.int32),
-        )
-    return out
+    return write_npz(
+        out,
+        neutral=(neutral * CM_TO_M).astype(np.float32),
+        identity_basis=deltas[:num_identity],
+        expression_basis=deltas[num_identity:],
+        expression_names=np.array(expression_names),
+        quads=quads[keep].astype(np.int32),
+        quads_uv=quads_uv[keep].astype(np.int32),
+        uv=mesh["uv"],
+        face_material=mesh["face_material"][keep].astype(np.int16),
+        material_names=np.array(mesh["material_names"]),
+        landmarks68=np.array(landmarks68, np.int32),
+        region_names=np.array([r[0] for r in regions]),
+        region_ranges=np.array([r[1:] for r in regions], np.int32),
+    )

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from jmlr.facemodel.build import EXPRESSION_NAMES, REGIONS
+from jmlr.facemodel.npz import write_npz
 
 __all__ = ["make_procedural_head", "MATERIAL_NAMES"]
 
@@ -236,22 +237,18 @@ def make_procedural_head(
     expression[:, ranges["face"][1] + 1 :] = 0
 
     lm = _landmarks(neutral, n_narrow)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "wb") as f:
-        np.savez_compressed(
-            f,
-            neutral=neutral.astype(np.float32),
-            identity_basis=identity.astype(np.float16),
-            expression_basis=expression.astype(np.float16),
-            expression_names=np.array(EXPRESSION_NAMES),
-            quads=quads.astype(np.int32),
-            quads_uv=quads_uv.astype(np.int32),
-            uv=uv,
-            face_material=face_material.astype(np.int16),
-            material_names=np.array(MATERIAL_NAMES),
-            landmarks68=lm.astype(np.int32),
-            region_names=np.array([r[0] for r in REGIONS]),
-            region_ranges=np.array([ranges[r[0]] for r in REGIONS], np.int32),
-        )
-    return path
+    return write_npz(
+        path,
+        neutral=neutral.astype(np.float32),
+        identity_basis=identity.astype(np.float16),
+        expression_basis=expression.astype(np.float16),
+        expression_names=np.array(EXPRESSION_NAMES),
+        quads=quads.astype(np.int32),
+        quads_uv=quads_uv.astype(np.int32),
+        uv=uv,
+        face_material=face_material.astype(np.int16),
+        material_names=np.array(MATERIAL_NAMES),
+        landmarks68=lm.astype(np.int32),
+        region_names=np.array([r[0] for r in REGIONS]),
+        region_ranges=np.array([ranges[r[0]] for r in REGIONS], np.int32),
+    )

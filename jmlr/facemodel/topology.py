@@ -43,6 +43,7 @@ from pathlib import Path
 import numpy as np
 
 from jmlr.facemodel.model import FaceModel
+from jmlr.facemodel.npz import write_npz
 
 __all__ = [
     "Topology",
@@ -107,18 +108,14 @@ class Topology:
 
     def save(self, path: str | Path) -> Path:
         """Write the npz (int32 indices, float32 mean shape; byte-identical for equal inputs)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "wb") as f:
-            np.savez_compressed(
-                f,
-                ict_index=self.ict_index.astype(np.int32),
-                triangles=self.triangles.astype(np.int32),
-                flip_index=self.flip_index.astype(np.int32),
-                landmarks68=self.landmarks68.astype(np.int32),
-                mean_shape=self.mean_shape.astype(np.float32),
-            )
-        return path
+        return write_npz(
+            path,
+            ict_index=self.ict_index.astype(np.int32),
+            triangles=self.triangles.astype(np.int32),
+            flip_index=self.flip_index.astype(np.int32),
+            landmarks68=self.landmarks68.astype(np.int32),
+            mean_shape=self.mean_shape.astype(np.float32),
+        )
 
     # ------------------------------------------------------------------ OBJ
     def to_obj(self, path: str | Path, vertices: np.ndarray | None = None) -> Path:
