@@ -88,6 +88,23 @@ def test_nme_is_mean_distance_over_outer_eye_corners_in_percent():
     assert rf.nme(gt + (3.0, 4.0), gt) == pytest.approx(5.0 / d * 100.0)
 
 
+def test_nme_by_region_splits_the_68_points_and_averages_back_to_nme():
+    gt = _points()
+    pred = gt.copy()
+    pred[0:17] += (6.0, 8.0)  # only the jaw line is off, by 10 px
+    d = np.linalg.norm(gt[36] - gt[45])
+    regions = rf.nme_by_region(pred, gt)
+    assert list(regions) == ["jaw", "brows", "nose", "eyes", "mouth"]
+    assert regions["jaw"] == pytest.approx(10.0 / d * 100.0, abs=0.01)
+    assert regions["brows"] == regions["nose"] == regions["eyes"] == regions["mouth"] == 0.0
+    sizes = [b - a for a, b in rf.REGIONS68.values()]
+    assert sum(sizes) == 68
+    assert sum(n * v for n, v in zip(sizes, regions.values())) / 68 == pytest.approx(rf.nme(pred, gt), abs=0.01)
+    means = rf.region_means([{"regions": regions}, {"regions": None}, {"regions": dict.fromkeys(regions, 1.0)}])
+    assert means["jaw"] == pytest.approx((regions["jaw"] + 1.0) / 2, abs=0.01) and means["nose"] == 0.5
+    assert rf.region_means([{"regions": None}])["jaw"] is None
+
+
 def test_match_faces_nearest_centre_one_box_each_and_misses():
     left, right, far = _points(), _points((200.0, 0.0)), _points((600.0, 0.0))  # point boxes 63 x 42 px
     centre = lambda p: (p.min(0) + p.max(0)) / 2  # noqa: E731
