@@ -261,7 +261,7 @@ class Engine:
                 if not rec.finite:  # JSON has no inf/NaN: such a face would answer nulls
                     warnings.append(f"face {k} was dropped: its pose could not be computed (non-finite result)")
             kept = [rec for rec in recs if rec.finite]
-            out_faces = [face_out(rec, req.include, topo) for rec in kept]
+            out_faces = [face_out(rec, req.include, topo, self.settings.landmarks_68_outline) for rec in kept]
             if session is not None:
                 session.annotate(out_faces, kept)
             if out_faces and "blendshapes" in req.include and self.blendshapes is not None:

@@ -40,8 +40,9 @@ def pose_out(rec: FaceReconstruction) -> Pose:
     )
 
 
-def face_out(rec: FaceReconstruction, include: set[str], topology: Topology) -> FaceOut:
-    """One face of the response; the optional arrays only when ``include`` names them."""
+def face_out(rec: FaceReconstruction, include: set[str], topology: Topology, outline: bool = True) -> FaceOut:
+    """One face of the response; the optional arrays only when ``include`` names them.
+    ``outline``: the 68 points' jaw line on the visible outline (`FaceReconstruction.landmarks_68`)."""
     f, rms = rec.face, float(rec.pose.rms_px)
     face = FaceOut(
         bbox=rounded(f.bbox, 2), score=None if f.score is None else round(float(f.score), 5), source=f.source,
@@ -49,7 +50,7 @@ def face_out(rec: FaceReconstruction, include: set[str], topology: Topology) -> 
         reprojection_rms_px=round(rms, 4) if math.isfinite(rms) else None,
         distance_m=round(rec.distance_m, 6),
     )
-    lm68 = rec.landmarks_68(topology)
+    lm68 = rec.landmarks_68(topology, outline)
     if lm68 is not None:
         face.landmarks_68 = rounded(lm68, 2)
     if "landmarks_2d" in include:

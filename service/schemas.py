@@ -132,7 +132,8 @@ class FaceOut(BaseModel):
         description="RMS px between the network's 2D points and the posed mesh's projection")
     distance_m: float = Field(description="distance from the camera centre to the head origin, metres")
     landmarks_68: list[list[float]] | None = Field(
-        None, description="68 iBUG points of the posed mesh projected, image px")
+        None, description="68 iBUG points of the posed mesh projected, image px; the side jaw points on the "
+        "face's visible outline (iBUG 300-W's convention, docs/api.md)")
     landmarks_2d: list[list[float]] | None = Field(
         None, description="every vertex of the posed mesh projected, image px")
     vertices: list[list[float]] | None = Field(None, description="world (head frame) vertices, metres")

@@ -157,6 +157,12 @@ class Settings(BaseSettings):
         "session with all of ort_threads, so a lone frame keeps the latency of one session.",
     )
 
+    landmarks_68_outline: bool = Field(
+        True,
+        description="landmarks_68's side jaw points follow the face's visible outline, as people annotate "
+        "them (iBUG 300-W); false: every point is its fixed mesh vertex (docs/api.md).",
+    )
+
     public_base_url: str | None = Field(None, description="Prefix for absolute mesh URLs, e.g. https://api.example.com")
 
     # --- video sessions: session_id on POST /reconstruct (docs/sessions.md) ---

@@ -27,6 +27,7 @@ from PIL import Image
 
 skimage_data = pytest.importorskip("skimage.data")
 
+from jmlr.inference.landmarks import contour_landmarks_68  # noqa: E402
 from jmlr.store import load_model, make_random_model  # noqa: E402
 from service.app import create_app  # noqa: E402
 from service.settings import Settings  # noqa: E402
@@ -157,9 +158,27 @@ def test_client_landmarks_shapes_and_conventions(client, topology):
     assert np.all(Vc[:, 2] > 0) and face["pose_ok"]
     proj = Vc[:, :2] / Vc[:, 2:] * [K[0, 0], K[1, 1]] + K[:2, 2]
     np.testing.assert_allclose(proj, p2, atol=0.01)
-    np.testing.assert_allclose(face["landmarks_68"], p2[np.asarray(topology.landmarks68)], atol=1e-6)
+    # the 68 points: projected vertices, the side jaw points on the outline (jmlr.inference.landmarks)
+    lm68 = np.asarray(face["landmarks_68"])
+    np.testing.assert_allclose(lm68[17:], p2[np.asarray(topology.landmarks68)[17:]], atol=1e-6)
+    for k, cands in enumerate(topology.jaw_contour.candidates):
+        assert np.linalg.norm(p2[cands] - lm68[k], axis=1).min() < 0.02, k
+    mine = contour_landmarks_68(p2, R, topology.landmarks68, topology.jaw_contour)
+    assert np.mean(np.linalg.norm(mine - lm68, axis=1) < 0.02) > 0.9  # (ties may round either way)
     assert face["distance_m"] == pytest.approx(float(np.linalg.norm(t)), rel=1e-5)
     assert np.isfinite(face["reprojection_rms_px"])
+
+
+def test_landmarks_68_outline_can_be_turned_off(store, topology, tmp_path):
+    rgb = np.full((480, 640, 3), 90, np.uint8)
+    lm5 = np.array([[280, 200], [360, 200], [320, 250], [290, 300], [350, 300]], float)
+    app = create_app(_settings(store, tmp_path / "var", landmarks_68_outline=False))
+    with TestClient(app) as c:
+        r = _post(c, _jpeg(rgb), faces=json.dumps([{"landmarks5": lm5.tolist()}]), include="landmarks_2d")
+    assert r.status_code == 200, r.text
+    (face,) = r.json()["faces"]
+    p2 = np.asarray(face["landmarks_2d"])
+    np.testing.assert_allclose(face["landmarks_68"], p2[np.asarray(topology.landmarks68)], atol=1e-6)
 
 
 def test_server_default_flip_tta_applies_when_the_request_does_not_say(client, store, tmp_path, astronaut_jpeg):

@@ -36,12 +36,14 @@ How :func:`build_topology` works (deterministic; no randomness anywhere):
 
 from __future__ import annotations
 
+import functools
 import itertools
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from jmlr.facemodel.contour import JawContour, jaw_contour
 from jmlr.facemodel.model import FaceModel
 from jmlr.facemodel.npz import write_npz
 
@@ -91,6 +93,12 @@ class Topology:
     @property
     def num_triangles(self) -> int:
         return int(self.triangles.shape[0])
+
+    @functools.cached_property
+    def jaw_contour(self) -> JawContour:
+        """Where each of the 17 jaw points may slide to follow a face's visible outline
+        (`jmlr.facemodel.contour`); computed once from ``mean_shape`` and ``landmarks68``."""
+        return jaw_contour(self.mean_shape, self.landmarks68)
 
     # ------------------------------------------------------------------ npz
     @classmethod

@@ -18,6 +18,7 @@ from jmlr.geometry.intrinsics import Intrinsics
 from jmlr.geometry.pnp import PnPResult, solve_pnp
 
 from .faces import Face
+from .landmarks import contour_landmarks_68
 
 __all__ = ["FaceReconstruction", "solve_poses", "reconstruct_faces"]
 
@@ -59,12 +60,16 @@ class FaceReconstruction:
         """Distance from the camera centre to the head origin, metres."""
         return float(np.linalg.norm(self.pose.t_cv))
 
-    def landmarks_68(self, topology: Topology) -> np.ndarray | None:
+    def landmarks_68(self, topology: Topology, outline: bool = True) -> np.ndarray | None:
         """(68, 2) iBUG landmarks of the posed mesh projected, image px; None when the
-        topology has no 68-landmark index."""
+        topology has no 68-landmark index. ``outline``: the side jaw points follow the
+        face's visible outline as people annotate it (`jmlr.inference.landmarks`); else
+        every point is its fixed vertex."""
         lm = getattr(topology, "landmarks68", None)
         if lm is None or len(lm) != 68:
             return None
+        if outline:
+            return contour_landmarks_68(self.pose.projected, self.pose.R_cv, lm, topology.jaw_contour)
         return self.pose.projected[np.asarray(lm)]
 
 
