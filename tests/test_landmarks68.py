@@ -51,16 +51,23 @@ def test_candidates_lie_on_the_point_s_side_and_height(topology):
 
 
 def test_a_frontal_face_seen_from_afar_keeps_its_fixed_points(topology):
-    # Without perspective the furthest-out vertex of each line is the rim's, the jaw point.
+    # Without perspective the furthest-out vertex of each line is the rim's, the jaw point;
+    # the soft maximum blends in the rim's neighbours at almost the same reach, so the
+    # points stay within 2 % of the face's height (about 3 px here), sideways within 1 %.
     P, R_cv = _posed(topology, 0.0, distance=50.0)
     out = contour_landmarks_68(P, R_cv, topology.landmarks68, topology.jaw_contour)
-    np.testing.assert_array_equal(out, P[topology.landmarks68])
+    fixed = P[topology.landmarks68]
+    height = np.linalg.norm(fixed[8] - fixed[27])
+    np.testing.assert_array_equal(out[17:], fixed[17:])
+    assert np.abs(out[:17, 0] - fixed[:17, 0]).max() < 0.01 * height
+    assert np.linalg.norm(out[:17] - fixed[:17], axis=1).max() < 0.02 * height
 
 
 @pytest.mark.parametrize("yaw", [-50.0, -30.0, 0.0, 30.0, 50.0])
 def test_jaw_points_move_out_to_their_furthest_candidate_the_far_side_most(topology, yaw):
     P, R_cv = _posed(topology, yaw, pitch=5.0, roll=8.0)
     fixed = P[topology.landmarks68]
+    height = np.linalg.norm(fixed[8] - fixed[27])
     out = contour_landmarks_68(P, R_cv, topology.landmarks68, topology.jaw_contour)
     np.testing.assert_array_equal(out[17:], fixed[17:])
     np.testing.assert_array_equal(out[list(CHIN_POINTS)], fixed[list(CHIN_POINTS)])
@@ -70,10 +77,12 @@ def test_jaw_points_move_out_to_their_furthest_candidate_the_far_side_most(topol
     plus_x = np.array([-up[1], up[0]]) / np.linalg.norm(up)
     plus_x *= np.sign(plus_x @ R_cv[:2, 0])
     for k, cands in enumerate(contour.candidates):
-        j = int(np.argmin(np.linalg.norm(P[cands] - out[k], axis=1)))
-        np.testing.assert_array_equal(out[k], P[cands[j]])  # a candidate's projection ...
+        # about as far out as the furthest candidate (a soft maximum: within 2 % of the
+        # face's height, about 3 px for this 170 px face), and near a candidate
         reach = contour.sides[k] * (P[cands] @ plus_x)
-        assert reach[j] == reach.max()  # ... the furthest out on the point's side
+        got = contour.sides[k] * (out[k] @ plus_x)
+        assert reach.max() - 0.02 * height < got <= reach.max() + 1e-9
+        assert np.linalg.norm(P[cands] - out[k], axis=1).min() < 0.03 * height
     moved = np.linalg.norm(out[:17] - fixed[:17], axis=1)
     if yaw == 0.0:
         assert moved.max() < 8.0  # perspective alone: a few px
@@ -85,6 +94,19 @@ def test_jaw_points_move_out_to_their_furthest_candidate_the_far_side_most(topol
     near = [k for k in range(17) if contour.sides[k] == -far_side]
     assert moved[far].max() > (20.0 if abs(yaw) == 50 else 10.0)
     assert moved[far].sum() > 2 * moved[near].sum()
+
+
+def test_the_points_glide_as_the_head_turns(topology):
+    """Turning 0.05 degrees at a time, no jaw point jumps (an argmax would jump a vertex
+    spacing, several px, whenever another candidate takes over)."""
+    prev, steps = None, []
+    for yaw in np.arange(20.0, 50.0, 0.05):
+        P, R_cv = _posed(topology, float(yaw), pitch=5.0, roll=8.0)
+        out = contour_landmarks_68(P, R_cv, topology.landmarks68, topology.jaw_contour)[:17]
+        if prev is not None:
+            steps.append(np.linalg.norm(out - prev, axis=1).max())
+        prev = out
+    assert max(steps) < 0.5
 
 
 def test_degenerate_rotations_leave_the_points_fixed(topology):

@@ -161,10 +161,8 @@ def test_client_landmarks_shapes_and_conventions(client, topology):
     # the 68 points: projected vertices, the side jaw points on the outline (jmlr.inference.landmarks)
     lm68 = np.asarray(face["landmarks_68"])
     np.testing.assert_allclose(lm68[17:], p2[np.asarray(topology.landmarks68)[17:]], atol=1e-6)
-    for k, cands in enumerate(topology.jaw_contour.candidates):
-        assert np.linalg.norm(p2[cands] - lm68[k], axis=1).min() < 0.02, k
-    mine = contour_landmarks_68(p2, R, topology.landmarks68, topology.jaw_contour)
-    assert np.mean(np.linalg.norm(mine - lm68, axis=1) < 0.02) > 0.9  # (ties may round either way)
+    np.testing.assert_allclose(lm68, contour_landmarks_68(p2, R, topology.landmarks68, topology.jaw_contour),
+                               atol=0.05)  # (from the rounded landmarks_2d and rotation)
     assert face["distance_m"] == pytest.approx(float(np.linalg.norm(t)), rel=1e-5)
     assert np.isfinite(face["reprojection_rms_px"])
 
