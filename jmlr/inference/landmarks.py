@@ -7,8 +7,8 @@ vertices that the cheek hides, so the fixed vertices project inside the face. Ea
 jaw point slides along its horizontal line of the mesh (`Topology.jaw_contour`) to the
 vertex that projects furthest out on its side, as in "landmark marching" (Zhu et al.,
 "High-Fidelity Pose and Expression Normalization for Face Recognition in the Wild",
-CVPR 2015). On a frontal face the furthest vertex is the fixed one, so nothing moves; the
-chin points (6-10) never move.
+CVPR 2015). On a frontal face seen from afar the furthest vertex is the fixed one (up
+close, perspective moves the points by a few pixels); the chin points (6-10) never move.
 """
 
 from __future__ import annotations
