@@ -344,8 +344,10 @@ def summary(values: Sequence[float | None]) -> dict:
 # --------------------------------------------------------------------------- the contact sheet
 
 
-def face_tile(img: np.ndarray, gt: np.ndarray, pred: np.ndarray | None, label: str, size: int = 192) -> np.ndarray:
-    """BGR ``size`` square tile around a face: annotation green, ours red (or "missed")."""
+def face_tile(img: np.ndarray, gt: np.ndarray, pred: np.ndarray | None, label: str, size: int = 192,
+              fixed: np.ndarray | None = None) -> np.ndarray:
+    """BGR ``size`` square tile around a face: annotation green, ours red (or "missed");
+    ``fixed`` (the 68 points on their fixed vertices) blue, under the others."""
     import cv2
 
     lo, hi = gt.min(0), gt.max(0)
@@ -356,7 +358,7 @@ def face_tile(img: np.ndarray, gt: np.ndarray, pred: np.ndarray | None, label: s
     tile = cv2.warpAffine(img, M, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
     sh = 4
     P = lambda p: tuple(int(round(c * (1 << sh))) for c in (M[:, :2] @ p + M[:, 2]))  # noqa: E731
-    for pts, colour in ((gt, (40, 200, 40)), (pred, (40, 40, 230))):
+    for pts, colour in ((fixed, (230, 120, 30)), (gt, (40, 200, 40)), (pred, (40, 40, 230))):
         if pts is None:
             continue
         for p in pts:
@@ -383,11 +385,16 @@ def contact_sheet(tiles: list[np.ndarray], columns: int = 8) -> np.ndarray:
 
 
 def evaluate(model_dir: str | None, overlay: Path | None = None, sources: Sequence[str] | None = None,
-             min_face_px: float | None = None, flip_tta: bool = False, refine: int = 0) -> dict:
+             min_face_px: float | None = None, flip_tta: bool = False, refine: int = 0,
+             outline_sheet: Path | None = None, outline_faces: int = 8) -> dict:
+    """Every annotated face through the service; ``overlay``: a tile per face;
+    ``outline_sheet``: tiles of the ``outline_faces`` faces whose jaw points moved most to
+    the visible outline, their fixed vertices in blue (`jmlr.inference.landmarks`)."""
     import cv2
     from fastapi.testclient import TestClient
 
     from jmlr.geometry.crop import landmarks5_from_68
+    from jmlr.store import load_topology
     from service.app import create_app
     from service.settings import Settings
 
@@ -401,12 +408,18 @@ def evaluate(model_dir: str | None, overlay: Path | None = None, sources: Sequen
                         **kw)
     sources = list(sources or SOURCES)
     photos = load_sets(sources)
-    per_face, tiles = [], []
+    if outline_sheet is not None and refine:
+        raise ValueError("the outline sheet compares one answer's points: not with --refine")
+    include = "landmarks_68,landmarks_2d" if outline_sheet is not None else "landmarks_68"
+    per_face, tiles, moved = [], [], []
     with TestClient(create_app(settings)) as client:
         served = client.get("/readyz").json().get("model")
+        landmarks68 = None
+        if outline_sheet is not None:
+            landmarks68 = load_topology(Path(settings.model_store) / served["name"] / "topology.npz").landmarks68
         for photo in photos:
             r = client.post("/reconstruct", files={"image": (photo.name.replace(":", "_"), io.BytesIO(photo.data))},
-                            data={"include": "landmarks_68", "flip_tta": str(flip_tta).lower()})
+                            data={"include": include, "flip_tta": str(flip_tta).lower()})
             r.raise_for_status()
             returned = r.json()["faces"]
             for _ in range(refine):  # again, each crop aligned on the 5 points of the previous answer
@@ -421,15 +434,21 @@ def evaluate(model_dir: str | None, overlay: Path | None = None, sources: Sequen
                 assert len(again) == len(returned), (photo.name, len(again), len(returned))
                 returned = [{**f, "landmarks_68": g["landmarks_68"]} for f, g in zip(returned, again)]
             match = match_faces(photo.faces, [f["bbox"] for f in returned])
-            img = cv2.imdecode(np.frombuffer(photo.data, np.uint8), cv2.IMREAD_COLOR) if overlay else None
+            needs_image = overlay is not None or outline_sheet is not None
+            img = cv2.imdecode(np.frombuffer(photo.data, np.uint8), cv2.IMREAD_COLOR) if needs_image else None
             for fid, gt, j in zip(photo.face_ids(), photo.faces, match):
                 pred = None if j is None else np.asarray(returned[j]["landmarks_68"], np.float64)
                 err = None if pred is None else round(nme(pred, gt), 2)
                 per_face.append({"id": fid, "source": photo.source, "nme_percent": err,
                                  "regions": None if pred is None else nme_by_region(pred, gt),
                                  "inter_ocular_px": round(float(np.linalg.norm(gt[36] - gt[45])), 1)})
-                if img is not None:
+                if img is not None and overlay is not None:
                     tiles.append(face_tile(img, gt, pred, f"{fid}\n" + ("missed" if err is None else f"{err:.1f}%")))
+                if img is not None and landmarks68 is not None and pred is not None and j is not None:
+                    fixed = np.asarray(returned[j]["landmarks_2d"], np.float64)[landmarks68]
+                    shift = float(np.linalg.norm(pred[:17] - fixed[:17], axis=1).mean())
+                    label = f"{fid}\nfixed {nme(fixed, gt):.1f}% outline {err:.1f}%"
+                    moved.append((shift, face_tile(img, gt, pred, label, fixed=fixed)))
     by_source = {s: {"origin": SOURCES[s].origin, "licence": SOURCES[s].licence,
                      "annotation": SOURCES[s].annotation,
                      "photos": sum(p.source == s for p in photos),
@@ -445,6 +464,10 @@ def evaluate(model_dir: str | None, overlay: Path | None = None, sources: Sequen
     if overlay is not None and tiles:
         overlay.parent.mkdir(parents=True, exist_ok=True)
         cv2.imwrite(str(overlay), contact_sheet(tiles))
+    if outline_sheet is not None and moved:
+        most = [tile for _, tile in sorted(moved, key=lambda m: -m[0])[:outline_faces]]
+        outline_sheet.parent.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(outline_sheet), contact_sheet(most, columns=min(4, len(most))))
     return out
 
 
@@ -460,13 +483,17 @@ def main() -> int:
     ap.add_argument("--refine", type=int, default=0,
                     help="ask again this many times with each face's crop aligned on the 5 points of the "
                          "previous answer (client landmarks) instead of the detector's")
+    ap.add_argument("--outline-sheet", type=Path, default=None,
+                    help="write tiles of the faces whose jaw points moved most to the visible outline: "
+                         "annotation green, ours red, the fixed vertices blue")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
     sources = [s.strip() for s in args.sources.split(",") if s.strip()]
     unknown = sorted(set(sources) - set(SOURCES))
     if unknown:
         ap.error(f"unknown sources {unknown}; known: {sorted(SOURCES)}")
-    res = evaluate(args.model, args.overlay, sources, args.min_face_px, args.flip_tta, args.refine)
+    res = evaluate(args.model, args.overlay, sources, args.min_face_px, args.flip_tta, args.refine,
+                   args.outline_sheet)
     for name, s in [*res["sources"].items(), ("overall", res["overall"])]:
         print(f"{name:>8}: {s['faces']:3d} faces, {s['found']:3d} found, {s['missed']:3d} missed | NME mean "
               f"{s['mean_nme_percent']} %, median {s['median_nme_percent']} % | by region "

@@ -138,3 +138,14 @@ def test_deb_src_parts_turns_both_apt_formats_into_source_lists(tmp_path):
     assert sorted(p.name for p in parts.iterdir()) == ["debian.sources", "sources.list"]
     assert (parts / "sources.list").read_text() == "deb-src http://mirror.invalid/debian stable main\n"
     assert (parts / "debian.sources").read_text().splitlines()[0] == "Types: deb-src"
+
+
+def test_face_tile_draws_the_fixed_points_in_blue_under_ours_and_the_annotation():
+    pytest.importorskip("cv2")
+    img = np.zeros((120, 120, 3), np.uint8)
+    gt = _points()
+    fixed = gt + (3.0, 0.0)  # BGR blue where only the fixed points are
+    plain = rf.face_tile(img, gt, gt, "x", size=192)
+    with_fixed = rf.face_tile(img, gt, gt, "x", size=192, fixed=fixed)
+    blue = (with_fixed[..., 0].astype(int) - with_fixed[..., 2]) > 100
+    assert blue.sum() > 68 and not ((plain[..., 0].astype(int) - plain[..., 2]) > 100).any()
