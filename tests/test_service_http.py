@@ -391,3 +391,12 @@ def test_uvicorn_subprocess(store, tmp_path, astronaut_jpeg):
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+@pytest.mark.parametrize("sessions, wide", [(1, True), (2, True), (2, False)])
+def test_detector_session_settings_reach_the_detector(store, tmp_path, sessions, wide):
+    app = create_app(_settings(store, tmp_path / "var", detector_sessions=sessions, detector_wide_when_idle=wide))
+    with TestClient(app):
+        pool = app.state.engine.detector.session
+        assert pool.size == sessions
+        assert (pool.wide_session is not None) == (sessions > 1 and wide)
