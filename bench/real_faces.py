@@ -299,6 +299,20 @@ def nme_by_region(pred: np.ndarray, gt: np.ndarray) -> dict[str, float]:
     return {name: round(float(d[a:b].mean()), 2) for name, (a, b) in REGIONS68.items()}
 
 
+#: |yaw| bins (degrees, the service's own estimate) for :func:`by_yaw`.
+YAW_BINS = ((0.0, 15.0), (15.0, 30.0), (30.0, 90.0))
+
+
+def by_yaw(per_face: Sequence[dict]) -> dict[str, dict]:
+    """:func:`summary` and :func:`region_means` of the found faces by the |yaw| the
+    service returned (turned faces are where a mesh's jaw and an annotator's differ)."""
+    out = {}
+    for lo, hi in YAW_BINS:
+        faces = [f for f in per_face if f.get("yaw_deg") is not None and lo <= abs(f["yaw_deg"]) < hi]
+        out[f"{lo:g}-{hi:g}"] = summary([f["nme_percent"] for f in faces]) | {"regions": region_means(faces)}
+    return out
+
+
 def region_means(per_face: Sequence[dict]) -> dict[str, float | None]:
     """The mean over faces of each region's NME (faces without one are left out)."""
     found = [f["regions"] for f in per_face if f.get("regions")]
@@ -441,6 +455,7 @@ def evaluate(model_dir: str | None, overlay: Path | None = None, sources: Sequen
                 err = None if pred is None else round(nme(pred, gt), 2)
                 per_face.append({"id": fid, "source": photo.source, "nme_percent": err,
                                  "regions": None if pred is None else nme_by_region(pred, gt),
+                                 "yaw_deg": None if j is None else round(float(returned[j]["pose"]["yaw"]), 1),
                                  "inter_ocular_px": round(float(np.linalg.norm(gt[36] - gt[45])), 1)})
                 if img is not None and overlay is not None:
                     tiles.append(face_tile(img, gt, pred, f"{fid}\n" + ("missed" if err is None else f"{err:.1f}%")))
@@ -454,7 +469,8 @@ def evaluate(model_dir: str | None, overlay: Path | None = None, sources: Sequen
                      "photos": sum(p.source == s for p in photos),
                      **summary([f["nme_percent"] for f in per_face if f["source"] == s]),
                      "regions": region_means([f for f in per_face if f["source"] == s])} for s in sources}
-    overall = summary([f["nme_percent"] for f in per_face]) | {"regions": region_means(per_face)}
+    overall = summary([f["nme_percent"] for f in per_face]) | {"regions": region_means(per_face),
+                                                                 "by_yaw": by_yaw(per_face)}
     out = {"model": model_dir, "served_model": served, "detect_min_face_px": settings.detect_min_face_px,
            "flip_tta": flip_tta, "refine": refine, "sources": by_source, "overall": overall, "photos": len(photos),
            # the keys of the four-photo version, over all faces now
@@ -498,6 +514,9 @@ def main() -> int:
         print(f"{name:>8}: {s['faces']:3d} faces, {s['found']:3d} found, {s['missed']:3d} missed | NME mean "
               f"{s['mean_nme_percent']} %, median {s['median_nme_percent']} % | by region "
               + ", ".join(f"{k} {v}" for k, v in s["regions"].items()), file=sys.stderr)
+    for name, s in res["overall"]["by_yaw"].items():
+        print(f"|yaw| {name:>5}°: {s['found']:3d} faces | NME mean {s['mean_nme_percent']} % | jaw "
+              f"{s['regions']['jaw']}", file=sys.stderr)
     print(json.dumps({k: v for k, v in res.items() if k not in ("per_face", "nme_percent")}, indent=1))
     if args.json:
         args.json.write_text(json.dumps(res, indent=1) + "\n")

@@ -149,3 +149,14 @@ def test_face_tile_draws_the_fixed_points_in_blue_under_ours_and_the_annotation(
     with_fixed = rf.face_tile(img, gt, gt, "x", size=192, fixed=fixed)
     blue = (with_fixed[..., 0].astype(int) - with_fixed[..., 2]) > 100
     assert blue.sum() > 68 and not ((plain[..., 0].astype(int) - plain[..., 2]) > 100).any()
+
+
+def test_by_yaw_bins_the_found_faces_by_their_absolute_yaw():
+    r = {"jaw": 1.0, "brows": 1.0, "nose": 1.0, "eyes": 1.0, "mouth": 1.0}
+    faces = [{"nme_percent": 4.0, "yaw_deg": -10.0, "regions": r}, {"nme_percent": 6.0, "yaw_deg": 20.0, "regions": r},
+             {"nme_percent": 8.0, "yaw_deg": -45.0, "regions": r}, {"nme_percent": 10.0, "yaw_deg": 31.0, "regions": r},
+             {"nme_percent": None, "yaw_deg": None, "regions": None}]
+    bins = rf.by_yaw(faces)
+    assert list(bins) == ["0-15", "15-30", "30-90"]
+    assert [b["found"] for b in bins.values()] == [1, 1, 2]
+    assert bins["30-90"]["mean_nme_percent"] == 9.0 and bins["30-90"]["regions"]["jaw"] == 1.0
