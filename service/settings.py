@@ -144,12 +144,13 @@ class Settings(BaseSettings):
         "scale). None = only detector_max_side limits the size.",
     )
     detector_sessions: int = Field(
-        1,
+        2,
         ge=1,
         le=16,
         description="Frames the detector works on at once, each in its own ONNX Runtime session with the cores "
-        "split between them (ort_threads = 0). 2 on a 2-core machine: more frames per second under load, a "
-        "slower single frame (docs/bench_service.md).",
+        "split between them (ort_threads = 0): more frames per second under load; a lone frame runs on one more "
+        "session with all the threads (detector_wide_when_idle). 1: one session for everything "
+        "(docs/bench_service.md).",
     )
     detector_wide_when_idle: bool = Field(
         True,
