@@ -45,6 +45,7 @@ def jaw_contour(mean_shape: np.ndarray, landmarks68: np.ndarray, band_m: float =
     """
     V = np.asarray(mean_shape, dtype=np.float64)
     lm = np.asarray(landmarks68, dtype=np.int64)
+    ax = np.abs(V[:, 0])
     candidates, sides = [], np.zeros(17, dtype=np.float64)
     for k in range(17):
         v = int(lm[k])
@@ -53,7 +54,6 @@ def jaw_contour(mean_shape: np.ndarray, landmarks68: np.ndarray, band_m: float =
         if k in CHIN_POINTS or sides[k] == 0:
             candidates.append(np.array([v], dtype=np.int64))
             continue
-        ax = np.abs(V[:, 0])
         ok = (np.abs(V[:, 1] - y) <= band_m) & (np.sign(V[:, 0]) == sides[k])
         ok &= (ax >= inner * abs(x)) & (ax <= abs(x))
         ok[v] = False

@@ -41,7 +41,8 @@ def contour_landmarks_68(projected: np.ndarray, R_cv: np.ndarray, landmarks68: n
         contour: the topology's `Topology.jaw_contour`.
     """
     P = np.asarray(projected, dtype=np.float64)
-    out = P[np.asarray(landmarks68, dtype=np.int64)].copy()
+    lm = np.asarray(landmarks68, dtype=np.int64)
+    out = P[lm].copy()
     R = np.asarray(R_cv, dtype=np.float64)
     up, across = R[:2, 1], R[:2, 0]  # the head's y and x axes seen in the image (orthographic)
     if not (np.isfinite(R).all() and np.linalg.norm(up) > 1e-6):
@@ -55,7 +56,6 @@ def contour_landmarks_68(projected: np.ndarray, R_cv: np.ndarray, landmarks68: n
     # temperature of a hundredth of the face's projected height) instead of the argmax:
     # in a video the point then glides from vertex to vertex as the head turns instead of
     # jumping a vertex spacing, and on a still photo it lands where the argmax would.
-    lm = np.asarray(landmarks68, dtype=np.int64)
     temperature = max(SOFTNESS * float(np.linalg.norm(P[lm[8]] - P[lm[27]])), 1e-6)
     for k, (cands, side) in enumerate(zip(contour.candidates, contour.sides)):
         if len(cands) > 1:
