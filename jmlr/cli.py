@@ -19,7 +19,7 @@ COMMAND_MODULES: list[str] = [
     "jmlr.models.cli",      # model-info
     "jmlr.train.cli",       # train
     "jmlr.eval.cli",        # eval
-    "jmlr.store.cli",       # export | import-insightface
+    "jmlr.store.cli",       # export | average | import-insightface
     "jmlr.inference.cli",   # export-onnx
     "service.cli",          # serve
 ]

@@ -320,3 +320,103 @@ def test_repository_default_model_loads():
     v, p = m.predict(np.zeros((1, m.input_size, m.input_size, 3), np.uint8), flip_tta=True)
     assert v.shape == (1, m.num_vertices, 3) and np.isfinite(v).all() and np.isfinite(p).all()
     assert m.num_vertices == m.topology.mean_shape.shape[0]
+
+
+# --- weight averaging (model soups) ---------------------------------------------------------
+
+def test_average_state_dicts_weighted_mean_and_integer_buffers():
+    from jmlr.store import average_state_dicts
+
+    a = {"w": torch.tensor([0.0, 2.0]), "n": torch.tensor(3)}
+    b = {"w": torch.tensor([4.0, 6.0]), "n": torch.tensor(7)}
+    assert torch.equal(average_state_dicts([a, b])["w"], torch.tensor([2.0, 4.0]))
+    out = average_state_dicts([a, b], weights=[3, 1])
+    assert torch.allclose(out["w"], torch.tensor([1.0, 3.0]))
+    assert out["n"].item() == 7 and out["n"].dtype == a["n"].dtype  # integers: the last state's
+    with pytest.raises(ValueError, match="keys"):
+        average_state_dicts([a, {"w": b["w"]}])
+    with pytest.raises(ValueError, match="shapes"):
+        average_state_dicts([a, {"w": torch.zeros(3), "n": b["n"]}])
+    with pytest.raises(ValueError, match="weights"):
+        average_state_dicts([a, b], weights=[1.0])
+    with pytest.raises(ValueError, match="weights"):
+        average_state_dicts([a, b], weights=[-1.0, 2.0])
+
+
+def _trained_like(tmp_path, topo_path, name, seed, seen):
+    torch.manual_seed(seed)
+    net = create_model(TINY, 8)
+    with torch.no_grad():  # BN statistics that differ between the models, as after training
+        for m in net.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-1, 1)
+                m.running_var.uniform_(0.5, 2)
+    return export_model(net.eval(), TINY, topo_path, tmp_path / "store", name,
+                        extra={"images_seen_total": seen}, dtype=torch.float32)
+
+
+def test_average_models_soup(tmp_path, topo_path, crops):
+    from safetensors.torch import load_file
+
+    from jmlr.store import average_models
+
+    a = _trained_like(tmp_path, topo_path, "a", 0, 1000)
+    b = _trained_like(tmp_path, topo_path, "b", 1, 3000)
+    d = average_models([a, b], "soup", tmp_path / "store", dtype=torch.float32)
+    wa, wb, ws = (load_file(str(p / "model.safetensors")) for p in (a, b, d))
+    for k in ws:
+        if ws[k].is_floating_point():
+            torch.testing.assert_close(ws[k], (wa[k] + wb[k]) / 2)
+    m = load_model(d)
+    extra = m.manifest["extra"]
+    assert [s["name"] for s in extra["averaged_from"]] == ["a", "b"]
+    assert [s["weight"] for s in extra["averaged_from"]] == [0.5, 0.5]
+    assert extra["images_seen_total"] == 3000  # the curve continues from the furthest source
+    assert "weight average of a, b" in m.manifest["description"]
+    v, p = m.predict(crops)
+    assert np.isfinite(v).all() and np.isfinite(p).all()
+
+    # a soup of one model with itself is that model
+    same = average_models([a, a], "same", tmp_path / "store", dtype=torch.float32)
+    va, pa = load_model(a).predict(crops)
+    vs, ps = load_model(same).predict(crops)
+    np.testing.assert_allclose(vs, va, atol=1e-6)
+    np.testing.assert_allclose(ps, pa, atol=1e-4)
+
+    # weights: all on b gives b
+    only_b = average_models([a, b], "only_b", tmp_path / "store", weights=[0, 1], dtype=torch.float32)
+    wo = load_file(str(only_b / "model.safetensors"))
+    assert all(torch.equal(wo[k], wb[k]) for k in wb)
+
+
+def test_average_models_refuses_what_does_not_fit(tmp_path, topo_path):
+    from jmlr.store import average_models
+
+    a = _trained_like(tmp_path, topo_path, "a", 0, 1000)
+    with pytest.raises(ModelStoreError, match="at least two"):
+        average_models([a], "x", tmp_path / "store")
+    wider = dict(TINY, backbone=dict(TINY["backbone"], widths=[8, 8, 16, 32]))
+    torch.manual_seed(0)
+    other = export_model(create_model(wider, 8).eval(), wider, topo_path, tmp_path / "store", "other")
+    with pytest.raises(ModelStoreError, match="architecture"):
+        average_models([a, other], "x", tmp_path / "store")
+    bigger = export_model(create_model(dict(TINY, input_size=2 * S), 8).eval(), dict(TINY, input_size=2 * S),
+                          topo_path, tmp_path / "store", "bigger")
+    with pytest.raises(ModelStoreError, match="input_size"):
+        average_models([a, bigger], "x", tmp_path / "store")
+    assert not (tmp_path / "store" / "x").exists()
+
+
+def test_average_cli(tmp_path, topo_path):
+    from jmlr.cli import main
+
+    a = _trained_like(tmp_path, topo_path, "a", 0, 1000)
+    b = _trained_like(tmp_path, topo_path, "b", 1, 2000)
+    metrics = tmp_path / "m.json"
+    metrics.write_text(json.dumps({"score": 70.0}))
+    assert main(["average", str(a), str(b), "--name", "soup", "--store", str(tmp_path / "store"),
+                 "--weights", "1", "3", "--metrics", str(metrics), "--set-default"]) == 0
+    m = load_model(tmp_path / "store" / "soup")
+    assert [s["weight"] for s in m.manifest["extra"]["averaged_from"]] == [0.25, 0.75]
+    assert m.manifest["metrics"] == {"score": 70.0}
+    assert default_model_name("cpu", tmp_path / "store") == "soup"

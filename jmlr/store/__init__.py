@@ -3,6 +3,7 @@
 See ``jmlr.store.manifest`` for the format. ``load_model`` never unpickles anything.
 """
 
+from .average import average_models, average_state_dicts
 from .export import export_checkpoint, export_model, make_random_model, set_default_model
 from .load import (
     CropPrediction,
@@ -20,5 +21,6 @@ from .manifest import ModelStoreError, read_manifest
 __all__ = [
     "ModelStoreError", "LoadedModel", "load_model", "list_models", "default_model_name",
     "export_model", "export_checkpoint", "make_random_model", "set_default_model",
+    "average_models", "average_state_dicts",
     "read_manifest", "load_topology", "unflip_predictions", "crop_batch", "CropPrediction", "average_flipped",
 ]

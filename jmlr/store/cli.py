@@ -53,6 +53,25 @@ def run_import(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_average(args: argparse.Namespace) -> int:
+    from .average import average_models
+    from .export import set_default_model
+
+    metrics = None
+    if args.metrics:
+        import json
+        from pathlib import Path
+
+        metrics = json.loads(Path(args.metrics).read_text(encoding="utf-8"))
+    out = average_models(args.models, args.name, args.store, weights=args.weights,
+                         dtype=_dtype(args.dtype), description=args.description,
+                         metrics=metrics, overwrite=args.overwrite)
+    if args.set_default:
+        set_default_model(args.name, store_dir=args.store)
+    print(out)
+    return 0
+
+
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--name", required=True, help="model folder name in the store")
     p.add_argument("--store", default=None, help="store folder (default $JMLR_MODEL_STORE or ./model_store)")
@@ -79,6 +98,20 @@ def register(subparsers) -> None:
     p.add_argument("--set-default", action="store_true",
                    help="make it the store's default for cpu and cuda (index.json)")
     p.set_defaults(func=run_export)
+
+    a = subparsers.add_parser(
+        "average", help="average the weights of stored models (a model soup of training-cycle endpoints)",
+        description="The models must share architecture, crop size and topology, and should come "
+                    "from one training run (successive cycles); evaluate the result before shipping it.")
+    a.add_argument("models", nargs="+", help="model folders (or names in the default store)")
+    _common(a)
+    a.add_argument("--weights", type=float, nargs="+", default=None,
+                   help="one non-negative weight per model (default: uniform)")
+    a.add_argument("--metrics", default=None, help="JSON of evaluation results for the manifest")
+    a.add_argument("--description", default=None, help="model card (default: names the sources)")
+    a.add_argument("--set-default", action="store_true",
+                   help="make it the store's default for cpu and cuda (index.json)")
+    a.set_defaults(func=run_average)
 
     q = subparsers.add_parser(
         "import-insightface", help="convert a checkpoint of the paper's reference code",
