@@ -66,7 +66,7 @@ def _same(manifests: list[dict], key: str, where: list[Path]) -> None:
 
 
 def average_models(model_dirs: Sequence[str | Path], name: str, store_dir: str | Path | None = None,
-                   weights: Sequence[float] | None = None, dtype: torch.dtype = torch.float16,
+                   weights: Sequence[float] | None = None, version: str = "1", dtype: torch.dtype = torch.float16,
                    description: str | None = None, metrics: dict | None = None,
                    overwrite: bool = False) -> Path:
     """Write ``<store_dir>/<name>/``: the weight average of stored models.
@@ -109,7 +109,7 @@ def average_models(model_dirs: Sequence[str | Path], name: str, store_dir: str |
     names = ", ".join(s["name"] for s in sources)
     return export_model(
         state, last["architecture"]["config"], paths[-1] / last["files"]["topology"], store_dir, name,
-        metrics=metrics, training_data=last.get("training_data"), task=str(last["task"]),
+        version=version, metrics=metrics, training_data=last.get("training_data"), task=str(last["task"]),
         dtype=dtype, extra=extra, input_size=int(last["input_size"]), licence=last.get("licence"),
         description=description or f"weight average of {names}", overwrite=overwrite)
 

@@ -13,8 +13,27 @@ def _dtype(name: str):
     return getattr(torch, _DTYPES[name])
 
 
+def _metrics(args: argparse.Namespace) -> dict | None:
+    """``--metrics``: a JSON file of evaluation results (e.g. `jmlr eval --json`)."""
+    if not args.metrics:
+        return None
+    import json
+    from pathlib import Path
+
+    return json.loads(Path(args.metrics).read_text(encoding="utf-8"))
+
+
+def _finish(args: argparse.Namespace, out) -> int:
+    from .export import set_default_model
+
+    if args.set_default:
+        set_default_model(args.name, store_dir=args.store)
+    print(out)
+    return 0
+
+
 def run_export(args: argparse.Namespace) -> int:
-    from .export import export_checkpoint, make_random_model, set_default_model
+    from .export import export_checkpoint, make_random_model
 
     if args.random:
         out = make_random_model(
@@ -22,22 +41,13 @@ def run_export(args: argparse.Namespace) -> int:
             topology_path=args.topology, seed=args.seed, dtype=_dtype(args.dtype),
             overwrite=args.overwrite)
     elif args.ckpt:
-        metrics = None
-        if args.metrics:
-            import json
-            from pathlib import Path
-
-            metrics = json.loads(Path(args.metrics).read_text(encoding="utf-8"))
         out = export_checkpoint(args.ckpt, args.name, args.store, version=args.version,
                                 dtype=_dtype(args.dtype), overwrite=args.overwrite,
-                                metrics=metrics, description=args.description)
+                                metrics=_metrics(args), description=args.description)
     else:
         print("give a checkpoint (CKPT_DIR or last.safetensors) or --random")
         return 2
-    if args.set_default:
-        set_default_model(args.name, store_dir=args.store)
-    print(out)
-    return 0
+    return _finish(args, out)
 
 
 def run_import(args: argparse.Namespace) -> int:
@@ -55,21 +65,11 @@ def run_import(args: argparse.Namespace) -> int:
 
 def run_average(args: argparse.Namespace) -> int:
     from .average import average_models
-    from .export import set_default_model
 
-    metrics = None
-    if args.metrics:
-        import json
-        from pathlib import Path
-
-        metrics = json.loads(Path(args.metrics).read_text(encoding="utf-8"))
-    out = average_models(args.models, args.name, args.store, weights=args.weights,
+    out = average_models(args.models, args.name, args.store, weights=args.weights, version=args.version,
                          dtype=_dtype(args.dtype), description=args.description,
-                         metrics=metrics, overwrite=args.overwrite)
-    if args.set_default:
-        set_default_model(args.name, store_dir=args.store)
-    print(out)
-    return 0
+                         metrics=_metrics(args), overwrite=args.overwrite)
+    return _finish(args, out)
 
 
 def _common(p: argparse.ArgumentParser) -> None:
