@@ -169,7 +169,9 @@ def main() -> None:
     ap.add_argument("--l1", type=float, nargs="+", default=[1e-7, 1e-6, 1e-5, 3e-5, 1e-4, 3e-4])
     ap.add_argument("--points-weight", type=float, nargs="+", default=[1.0, 4.0, 16.0, 64.0],
                     help="weights of the 2D term tried for case (c)")
-    ap.add_argument("--cache", default=None, help="npz of the rendered faces and predictions, reused if present")
+    ap.add_argument("--cache", default=None,
+                    help="npz of the rendered faces and predictions, reused if present and made with "
+                         "the same weights and flip setting")
     ap.add_argument("--flip-tta", action="store_true",
                     help="average each prediction with the mirrored crop's (the service's flip_tta)")
     ap.add_argument("--markdown", default=None, help="append the result table to this file")
@@ -181,6 +183,7 @@ def main() -> None:
     basis = BlendshapeBasis.load().for_topology(model.topology)
     names, to_arkit = arkit_mapping(basis.expression_names)
 
+    weights_sha256 = model.manifest["sha256"][model.manifest["files"]["weights"]]
     cached = args.cache and os.path.isfile(args.cache)
     if cached:
         with np.load(args.cache) as d:
@@ -188,8 +191,9 @@ def main() -> None:
             test = {k[5:]: d[k] for k in d.files if k.startswith("test_")}
         # caches from before the 2D fit, or without a head model's weights, are rendered again
         cached = "points" in test and ("head" in test or not model.expression_names)
-        # a cache of the other flip-TTA setting holds other predictions
+        # a cache of the other flip-TTA setting, or of other weights, holds other predictions
         cached = cached and bool(test.pop("flip_tta", False)) == args.flip_tta
+        cached = cached and str(test.pop("model_sha256", "")) == weights_sha256
     if not cached:
         t0 = time.perf_counter()
         val = draw(model, facemodel, topology, args.val, args.seed, flip_tta=args.flip_tta)
@@ -197,7 +201,7 @@ def main() -> None:
         print(f"rendered + predicted {args.val + args.test} faces in {time.perf_counter() - t0:.0f} s")
         if args.cache:
             np.savez(args.cache, **{f"val_{k}": v for k, v in val.items()}, **{f"test_{k}": v for k, v in test.items()},
-                     test_flip_tta=np.asarray(args.flip_tta))
+                     test_flip_tta=np.asarray(args.flip_tta), test_model_sha256=np.asarray(weights_sha256))
     truth_val, truth = val["expression"] @ to_arkit.T, test["expression"] @ to_arkit.T
     vert_err_mm = 1e3 * np.linalg.norm(test["pred"] - test["gt"], axis=-1).mean()
 
