@@ -404,6 +404,14 @@ def test_average_models_refuses_what_does_not_fit(tmp_path, topo_path):
                           topo_path, tmp_path / "store", "bigger")
     with pytest.raises(ModelStoreError, match="input_size"):
         average_models([a, bigger], "x", tmp_path / "store")
+    topo = _tiny_topology()
+    moved = Topology(ict_index=topo.ict_index, triangles=topo.triangles, flip_index=topo.flip_index,
+                     landmarks68=topo.landmarks68, mean_shape=topo.mean_shape * 1.1)
+    torch.manual_seed(0)
+    elsewhere = export_model(create_model(TINY, 8).eval(), TINY, moved.save(tmp_path / "moved.npz"),
+                             tmp_path / "store", "elsewhere")
+    with pytest.raises(ModelStoreError, match="topologies"):
+        average_models([a, elsewhere], "x", tmp_path / "store")
     assert not (tmp_path / "store" / "x").exists()
 
 
