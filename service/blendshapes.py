@@ -45,7 +45,7 @@ L1 = 1e-6
 # least active error with the group's inactive error <= 0.05; for jmlr_mnv2_128_cpu, whose
 # head reads the mouth well enough to need almost none). One threshold for all left the
 # brows at 0.11 inactive error: phantom brow raises.
-HEAD_THRESHOLDS = {"brows": 0.4, "eyes": 0.05, "jaw": 0.1, "mouth": 0.025, "cheeks/nose": 0.1}
+HEAD_THRESHOLDS = {"brows": 0.4, "eyes": 0.05, "jaw": 0.1, "mouth": 0.025, "cheeks/nose": 0.125}
 
 
 class BlendshapeEstimator:
