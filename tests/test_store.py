@@ -428,3 +428,17 @@ def test_average_cli(tmp_path, topo_path):
     assert [s["weight"] for s in m.manifest["extra"]["averaged_from"]] == [0.25, 0.75]
     assert m.manifest["metrics"] == {"score": 70.0}
     assert default_model_name("cpu", tmp_path / "store") == "soup"
+
+
+def test_store_commands_report_bad_input_without_a_traceback(tmp_path, topo_path, capsys):
+    from jmlr.cli import main
+
+    a = _trained_like(tmp_path, topo_path, "a", 0, 1000)
+    assert main(["average", str(a), str(tmp_path / "nope"), "--name", "s", "--store", str(tmp_path / "store")]) == 2
+    assert "jmlr average: error:" in capsys.readouterr().out
+    assert main(["average", str(a), str(a), "--name", "s", "--store", str(tmp_path / "store"),
+                 "--weights", "1"]) == 2
+    assert "weights" in capsys.readouterr().out
+    assert main(["export", str(tmp_path / "nope"), "--name", "e", "--store", str(tmp_path / "store")]) == 2
+    assert "jmlr export: error:" in capsys.readouterr().out
+    assert not (tmp_path / "store" / "s").exists() and not (tmp_path / "store" / "e").exists()

@@ -21,6 +21,13 @@ from .manifest import ModelStoreError
 __all__ = ["average_state_dicts", "average_models"]
 
 
+def _normalised(weights: Sequence[float] | None, count: int) -> list[float]:
+    w = [1.0] * count if weights is None else [float(x) for x in weights]
+    if len(w) != count or any(x < 0 for x in w) or sum(w) <= 0:
+        raise ValueError(f"need {count} non-negative weights with a positive sum, got {w}")
+    return [x / sum(w) for x in w]
+
+
 def average_state_dicts(states: Sequence[dict[str, torch.Tensor]],
                         weights: Sequence[float] | None = None) -> dict[str, torch.Tensor]:
     """Weighted mean of K state dicts with the same keys and shapes.
@@ -34,11 +41,7 @@ def average_state_dicts(states: Sequence[dict[str, torch.Tensor]],
     """
     if not states:
         raise ValueError("nothing to average")
-    w = [1.0] * len(states) if weights is None else [float(x) for x in weights]
-    if len(w) != len(states) or any(x < 0 for x in w) or sum(w) <= 0:
-        raise ValueError(f"need {len(states)} non-negative weights with a positive sum, got {w}")
-    total = sum(w)
-    w = [x / total for x in w]
+    w = _normalised(weights, len(states))
     keys = list(states[0])
     for i, s in enumerate(states[1:], 1):
         if set(s) != set(keys):
@@ -57,12 +60,14 @@ def average_state_dicts(states: Sequence[dict[str, torch.Tensor]],
     return out
 
 
-def _same(manifests: list[dict], key: str, where: list[Path]) -> None:
-    first = manifests[0][key]
-    for m, p in zip(manifests[1:], where[1:]):
-        if m[key] != first:
-            raise ModelStoreError(f"{p}: {key} differs from {where[0]}'s; only models of one "
-                                  "architecture, crop size and topology can be averaged")
+# What models must share to be averaged, each read from a manifest.
+_MUST_MATCH = {
+    "tasks": lambda m: m["task"],
+    "input_size (crop sizes)": lambda m: m["input_size"],
+    "vertex counts": lambda m: m["num_vertices"],
+    "architecture configs": lambda m: m["architecture"]["config"],
+    "topologies": lambda m: m["sha256"][m["files"]["topology"]],
+}
 
 
 def average_models(model_dirs: Sequence[str | Path], name: str, store_dir: str | Path | None = None,
@@ -85,21 +90,18 @@ def average_models(model_dirs: Sequence[str | Path], name: str, store_dir: str |
     loaded = [load_model(d) for d in model_dirs]
     paths = [m.path for m in loaded]
     manifests = [m.manifest for m in loaded]
-    for key in ("task", "input_size", "num_vertices"):
-        _same(manifests, key, paths)
-    if len({repr(m["architecture"]["config"]) for m in manifests}) != 1:
-        raise ModelStoreError(f"architecture configs differ between {', '.join(map(str, paths))}")
-    if len({m["sha256"][m["files"]["topology"]] for m in manifests}) != 1:
-        raise ModelStoreError(f"topologies differ between {', '.join(map(str, paths))}")
-
+    for label, value in _MUST_MATCH.items():
+        if any(value(m) != value(manifests[0]) for m in manifests[1:]):
+            raise ModelStoreError(f"{label} differ between {', '.join(map(str, paths))}: only models of one "
+                                  "architecture, crop size and topology can be averaged")
     try:
-        state = average_state_dicts([m.net.state_dict() for m in loaded], weights)
+        w = _normalised(weights, len(loaded))
     except ValueError as exc:
         raise ModelStoreError(str(exc)) from exc
-    w = [1.0] * len(loaded) if weights is None else [float(x) for x in weights]
+    state = average_state_dicts([m.net.state_dict() for m in loaded], w)
     sources = [{"name": m["name"], "weights_sha256": m["sha256"][m["files"]["weights"]],
                 "images_seen_total": (m.get("extra") or {}).get("images_seen_total"),
-                "weight": wi / sum(w)} for m, wi in zip(manifests, w)]
+                "weight": wi} for m, wi in zip(manifests, w)]
     seen = [s["images_seen_total"] for s in sources if s["images_seen_total"] is not None]
     last = manifests[-1]
     extra = {"averaged_from": sources,
@@ -112,4 +114,3 @@ def average_models(model_dirs: Sequence[str | Path], name: str, store_dir: str |
         version=version, metrics=metrics, training_data=last.get("training_data"), task=str(last["task"]),
         dtype=dtype, extra=extra, input_size=int(last["input_size"]), licence=last.get("licence"),
         description=description or f"weight average of {names}", overwrite=overwrite)
-

@@ -23,6 +23,30 @@ def _metrics(args: argparse.Namespace) -> dict | None:
     return json.loads(Path(args.metrics).read_text(encoding="utf-8"))
 
 
+def _errors_as_messages(command: str, run):
+    """Bad input (a missing or mismatched model, an unreadable --metrics file) ends the
+    command with one line and exit code 2 instead of a traceback."""
+    def wrapped(args: argparse.Namespace) -> int:
+        import json
+
+        from .manifest import ModelStoreError
+
+        try:
+            return run(args)
+        except (ModelStoreError, OSError, json.JSONDecodeError) as exc:
+            print(f"jmlr {command}: error: {exc}")
+            return 2
+    return wrapped
+
+
+def _card_options(p: argparse.ArgumentParser, description_help: str) -> None:
+    p.add_argument("--metrics", default=None,
+                   help="JSON of evaluation results (e.g. from `jmlr eval --json`) for the manifest")
+    p.add_argument("--description", default=None, help=description_help)
+    p.add_argument("--set-default", action="store_true",
+                   help="make it the store's default for cpu and cuda (index.json)")
+
+
 def _finish(args: argparse.Namespace, out) -> int:
     from .export import set_default_model
 
@@ -92,12 +116,8 @@ def register(subparsers) -> None:
     p.add_argument("--input-size", type=int, default=None, help="with --random: crop size")
     p.add_argument("--topology", default=None, help="with --random: topology npz (default: the packaged one)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--metrics", default=None,
-                   help="JSON of evaluation results (e.g. from `jmlr eval --json`) for the manifest")
-    p.add_argument("--description", default=None, help="one-paragraph model card for the manifest")
-    p.add_argument("--set-default", action="store_true",
-                   help="make it the store's default for cpu and cuda (index.json)")
-    p.set_defaults(func=run_export)
+    _card_options(p, "one-paragraph model card for the manifest")
+    p.set_defaults(func=_errors_as_messages("export", run_export))
 
     a = subparsers.add_parser(
         "average", help="average the weights of stored models (a model soup of training-cycle endpoints)",
@@ -107,11 +127,8 @@ def register(subparsers) -> None:
     _common(a)
     a.add_argument("--weights", type=float, nargs="+", default=None,
                    help="one non-negative weight per model (default: uniform)")
-    a.add_argument("--metrics", default=None, help="JSON of evaluation results for the manifest")
-    a.add_argument("--description", default=None, help="model card (default: names the sources)")
-    a.add_argument("--set-default", action="store_true",
-                   help="make it the store's default for cpu and cuda (index.json)")
-    a.set_defaults(func=run_average)
+    _card_options(a, "model card for the manifest (default: names the sources)")
+    a.set_defaults(func=_errors_as_messages("average", run_average))
 
     q = subparsers.add_parser(
         "import-insightface", help="convert a checkpoint of the paper's reference code",
@@ -123,4 +140,4 @@ def register(subparsers) -> None:
     q.add_argument("--arch", default=None, help="resnet34d | searched (default: guessed from the weights)")
     q.add_argument("--input-size", type=int, default=256)
     _common(q)
-    q.set_defaults(func=run_import)
+    q.set_defaults(func=_errors_as_messages("import-insightface", run_import))
