@@ -19,7 +19,9 @@ blendshapes that are zero in the truth, and the jitter: the mean norm of the sec
 difference over frames of rotation (deg/frame^2, from the relative rotations of
 consecutive frames), translation (mm/frame^2), head-frame vertices (mm/frame^2, mean
 over vertices) and ARKit blendshape weights; the ground truth's own second difference
-is the floor. Also the share of frames where the detector ran, and the translation
+is the floor; with ``--motion quick``, the hold wander: how much the rotation and
+translation errors move about their mean while the head holds still (`hold_wander`).
+Also the share of frames where the detector ran, and the translation
 error binned by the frames since the session's detector ran. Errors and jitter are
 taken over the frames where every service run found the face, so that the runs are
 compared on the same frames.
@@ -29,21 +31,26 @@ translation) at least 3x lower, no added error (rotation, translation, posed ver
 detection skipped on most frames; the verdict is printed and kept in the JSON
 (``goals``).
 
-``--sweep`` applies a grid of One Euro settings offline (`jmlr.tracking.one_euro`) to the
-*tracked* run's per-frame answers: the crops of a session come from the unsmoothed
-points, so this is what the session would answer with those settings (blendshapes aside).
+``--sweep`` applies grids of One Euro settings offline (`jmlr.tracking.one_euro`: the
+classic filter and the one with velocity prediction) and of the head-size horizon
+(``size_frames``, at the service's filter) to the *tracked* run's per-frame answers: the
+crops of a session come from the unsmoothed points, so this is what the session would
+answer with those settings (blendshapes aside).
+
+``--motion quick`` renders quick turns between holds instead of the smooth sinusoids
+(`motion`): where a filter that carries its speed forward overshoots.
 
 The rendered frames are cached under ``.cache/`` (``--cache``); ``--runs`` keeps the
 service's answers, so that the metrics can be recomputed without asking again.
 
     python bench/bench_sessions.py [--frames 150] [--seed 2024 [1 2 ...]] [--sweep] \
-        [--runs .cache/bench_sessions_runs.npz] \
+        [--motion smooth|quick] [--size-frames N] [--runs .cache/bench_sessions_runs.npz] \
         [--json docs/sessions_results.json] [--plot docs/sessions.png]
 
 With several seeds (a person, background and noise per seed, the same motion) the
 table is the mean over the sequences and the goals are judged on that mean; the
 per-sequence numbers are printed beside and kept in the JSON. docs/sessions.md has the
-results of ``--frames 300 --seed 2024 1 2 3 --sweep``.
+results of ``--frames 300 --seed 2024 1 2 3 --sweep``, with both motions.
 
 Timings are not reported: the machine it was run on was shared with a training job.
 """
@@ -71,11 +78,36 @@ K = np.array([[560.0, 0.0, 320.0], [0.0, 560.0, 240.0], [0.0, 0.0, 1.0]])
 # ----------------------------------------------------------------------------- the sequence
 
 
-def motion(t: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _turns(t: np.ndarray, targets: list[float], hold_s: float, move_s: float) -> np.ndarray:
+    """Holds at each target for ``hold_s``, moving to the next over ``move_s`` (smoothstep:
+    peak speed 1.5 x the mean), cycling through ``targets``."""
+    period = hold_s + move_s
+    k = np.floor(t / period).astype(int)
+    u = np.clip((t - k * period) / move_s, 0.0, 1.0)
+    a, b = np.take(targets, k % len(targets)), np.take(targets, (k + 1) % len(targets))
+    return a + (b - a) * u * u * (3 - 2 * u)
+
+
+MOTIONS = ("smooth", "quick")
+
+
+def motion(t: np.ndarray, kind: str = "smooth") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Ground-truth head motion at times t (s): yaw/pitch/roll (degrees), the head
-    origin in the OpenCV camera frame (m) and the jaw opening weight."""
-    yaw = 28.0 * np.sin(2 * np.pi * t / 5.0)
-    pitch = 4.0 + 10.0 * np.sin(2 * np.pi * t / 2.5 + 0.5)
+    origin in the OpenCV camera frame (m) and the jaw opening weight.
+
+    ``smooth``: slow sinusoidal turning and nodding. ``quick``: the same position and jaw,
+    but the head turns in quick moves between holds: yaw 0, 30, -30, 0, 30, -15 degrees,
+    each reached in 0.25 s (up to 360 deg/s) and held for 1 s; pitch between -6 and 14
+    degrees in 0.3 s moves, held 1.2 s: where a filter that assumes smooth motion would
+    overshoot."""
+    if kind not in MOTIONS:
+        raise ValueError(f"motion must be one of {MOTIONS}, got {kind!r}")
+    if kind == "quick":
+        yaw = _turns(t, [0.0, 30.0, -30.0, 0.0, 30.0, -15.0], 1.0, 0.25)
+        pitch = _turns(t + 0.6, [4.0, 14.0, -6.0, 4.0, -6.0], 1.2, 0.3)
+    else:
+        yaw = 28.0 * np.sin(2 * np.pi * t / 5.0)
+        pitch = 4.0 + 10.0 * np.sin(2 * np.pi * t / 2.5 + 0.5)
     roll = 4.0 * np.sin(2 * np.pi * t / 4.0)
     pos = np.stack(
         [
@@ -89,7 +121,9 @@ def motion(t: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return np.stack([yaw, pitch, roll], -1), pos, jaw
 
 
-def load_or_render(frames: int, fps: float, seed: int, renderer: str | None, cache: Path | None) -> dict:
+def load_or_render(
+    frames: int, fps: float, seed: int, renderer: str | None, cache: Path | None, kind: str = "smooth"
+) -> dict:
     """`render_sequence`, kept in ``cache`` (an .npz without pickles) between runs."""
     if cache is not None and cache.is_file():
         with np.load(cache, allow_pickle=False) as z:
@@ -97,7 +131,7 @@ def load_or_render(frames: int, fps: float, seed: int, renderer: str | None, cac
             blob, ends = z["jpeg_blob"], z["jpeg_ends"]
         seq["jpeg"] = [blob[a:b].tobytes() for a, b in zip(np.r_[0, ends[:-1]], ends)]
         return seq
-    seq = render_sequence(frames, fps, seed, renderer)
+    seq = render_sequence(frames, fps, seed, renderer, kind)
     if cache is not None:
         cache.parent.mkdir(parents=True, exist_ok=True)
         ends = np.cumsum([len(j) for j in seq["jpeg"]])
@@ -106,7 +140,7 @@ def load_or_render(frames: int, fps: float, seed: int, renderer: str | None, cac
     return seq
 
 
-def render_sequence(frames: int, fps: float, seed: int, renderer: str | None):
+def render_sequence(frames: int, fps: float, seed: int, renderer: str | None, kind: str = "smooth"):
     """JPEG frames and their ground truth: R_cv (F, 3, 3), t_cv (F, 3) m, head-frame
     vertices (F, N, 3) m, expression weights (F, E)."""
     import cv2
@@ -126,7 +160,7 @@ def render_sequence(frames: int, fps: float, seed: int, renderer: str | None):
     base = gen.sample_params(rng, 1, actions=["neutral"])
     background = sample_background(np.random.default_rng(seed + 1), HEIGHT, WIDTH)
     t = np.arange(frames) / fps
-    angles, pos, jaw = motion(t)
+    angles, pos, jaw = motion(t, kind)
     names = gen.expression_names
     F = np.diag([1.0, -1.0, -1.0])
     out: dict[str, list] = {"jpeg": [], "R_cv": [], "t_cv": [], "verts": [], "expression": []}
@@ -159,6 +193,23 @@ def render_sequence(frames: int, fps: float, seed: int, renderer: str | None):
 # ----------------------------------------------------------------------------- the service
 
 
+SESSION_SETTINGS = (
+    "session_redetect_every",
+    "session_max_residual",
+    "session_min_cutoff",
+    "session_beta",
+    "session_d_cutoff",
+    "session_predict",
+    "session_framing",
+    "session_size_frames",
+)
+
+
+def _settings_record(settings) -> dict:
+    """The session settings of a service, as kept beside its answers."""
+    return {k: getattr(settings, k) for k in SESSION_SETTINGS}
+
+
 def run_service(seq: dict, fps: float, modes: dict[str, dict | None], settings_kw: dict) -> dict:
     """POST every frame once per mode; returns per mode the poses, vertices,
     blendshapes and whether the detector ran."""
@@ -179,17 +230,7 @@ def run_service(seq: dict, fps: float, modes: dict[str, dict | None], settings_k
             request_timeout_s=120.0,
             **settings_kw,
         )
-        results["_settings"] = {
-            k: getattr(settings, k)
-            for k in (
-                "session_redetect_every",
-                "session_max_residual",
-                "session_min_cutoff",
-                "session_beta",
-                "session_d_cutoff",
-                "session_framing",
-            )
-        }
+        results["_settings"] = _settings_record(settings)
         with TestClient(create_app(settings)) as client:
             for name, smoothing in modes.items():
                 rows: dict = {"R_cv": [], "t_cv": [], "verts": [], "blendshapes": [], "detected": [], "found": []}
@@ -250,6 +291,32 @@ def jitter(R: np.ndarray, t: np.ndarray, V: np.ndarray, ok: np.ndarray) -> dict:
     }
 
 
+def hold_wander(R: np.ndarray, t: np.ndarray, Rg: np.ndarray, tg: np.ndarray, ok: np.ndarray,
+                window: int = 9) -> dict:
+    """How much the answers move while the head holds still (``--motion quick``'s holds):
+    over each stretch where the true rotation does not change for ``window`` frames, the
+    RMS of the rotation error (deg) and of the translation error (mm) about their mean
+    over the stretch, averaged over stretches of at least 10 compared frames. A filter
+    that lags leaves its error constant here; one that overshoots or wanders does not.
+    Empty when the motion never holds (``smooth``)."""
+    step = np.degrees(np.linalg.norm(matrix_to_rotvec(Rg[1:] @ np.swapaxes(Rg[:-1], -1, -2)), axis=-1))
+    still = np.convolve(np.r_[False, step < 1e-6], np.ones(window), "same") >= window
+    stretch = np.cumsum(np.r_[1, np.diff(still.astype(int)) != 0]) * still
+    rot, trans = [], []
+    for label in np.unique(stretch[still]):
+        idx = np.flatnonzero((stretch == label) & ok)
+        if len(idx) < 10:
+            continue
+        e_r = np.degrees(matrix_to_rotvec(R[idx] @ np.swapaxes(Rg[idx], -1, -2)))
+        e_t = 1000 * (t[idx] - tg[idx])
+        rot.append(np.sqrt(((e_r - e_r.mean(0)) ** 2).sum(-1).mean()))
+        trans.append(np.sqrt(((e_t - e_t.mean(0)) ** 2).sum(-1).mean()))
+    if not rot:
+        return {}
+    return {"hold_frames": int(still.sum()), "hold_wander_r_deg": float(np.mean(rot)),
+            "hold_wander_t_mm": float(np.mean(trans))}
+
+
 def found(rows: dict) -> np.ndarray:
     """Per frame: the run answered a face."""
     return np.array([r is not None for r in rows["R_cv"]])
@@ -279,6 +346,7 @@ def metrics(rows: dict, gt: dict, common: np.ndarray | None = None) -> dict:
         "vertex_error_mm": float(1000 * np.linalg.norm(posed[ok] - posed_gt[ok], axis=-1).mean()),
         "jitter_frames": int(len(_triples(ok))),
         **jitter(R, t, V, ok),
+        **hold_wander(R, t, Rg, tg, ok),
     }
     if "blendshapes" in rows:
         like = next(b for b in rows["blendshapes"] if b is not None)
@@ -323,17 +391,29 @@ def error_since_detection(results: dict, gt: dict, common: np.ndarray) -> dict:
     return out
 
 
-def smooth_offline(rows: dict, fps: float, params) -> dict:
-    """The One Euro filters of a session (`jmlr.tracking.tracker`) over a run's answers;
+def smooth_offline(rows: dict, fps: float, params, size_frames: int = 0) -> dict:
+    """The One Euro filters of a session (`jmlr.tracking.tracker`) over a run's answers,
+    after each answer is put at the track's running head size when ``size_frames`` > 1;
     a frame without a face starts them again."""
-    from jmlr.tracking import one_euro_rotation, one_euro_vector
+    from jmlr.geometry.metrics import rms_radius
+    from jmlr.tracking import one_euro_rotation, one_euro_vector, running_log_size
     from jmlr.tracking.tracker import ROTATION_SPEED_SCALE, TRANSLATION_SPEED_SCALE, VERTEX_SPEED_SCALE
 
     out: dict[str, list] = {"R_cv": [], "t_cv": [], "verts": [], "detected": rows["detected"]}  # no blendshapes
     R: Any = None
     t: Any = None
     V: Any = None
+    log_size, frames = float("nan"), 0
     for R_k, t_k, V_k in zip(rows["R_cv"], rows["t_cv"], rows["verts"]):
+        if R_k is not None:
+            radius = float(rms_radius(V_k))
+            log_size = running_log_size(log_size, frames, radius, size_frames)
+            frames += 1
+            if size_frames > 1:  # k V with k t: the same projection (the tracker's `_at_size`)
+                k = np.exp(log_size) / radius
+                V_k, t_k = V_k * k, t_k * k
+        else:
+            log_size, frames = float("nan"), 0
         if R_k is None:
             R = t = V = None
         elif R is None:
@@ -347,6 +427,16 @@ def smooth_offline(rows: dict, fps: float, params) -> dict:
         out["t_cv"].append(t)
         out["verts"].append(V)
     return out
+
+
+def served_smoothing(settings: dict):
+    """The One Euro settings a service with these settings (``run_service``'s record) runs."""
+    from jmlr.tracking import OneEuroParams
+
+    return OneEuroParams(
+        *(settings[f"session_{k}"] for k in ("min_cutoff", "beta", "d_cutoff")),
+        predict=bool(settings.get("session_predict", False)),  # runs recorded before it existed: classic
+    )
 
 
 TABLE_KEYS = (
@@ -363,6 +453,8 @@ TABLE_KEYS = (
     "jitter_t_mm",
     "jitter_v_mm",
     "jitter_blendshapes",
+    "hold_wander_r_deg",
+    "hold_wander_t_mm",
 )
 JITTER_KEYS = ("jitter_r_deg", "jitter_t_mm", "jitter_v_mm", "jitter_blendshapes")
 #: The errors the "no added error" goal is judged on (pose and mesh); jawOpen is reported beside.
@@ -555,12 +647,17 @@ def main(argv: list[str] | None = None) -> int:
         "--seed", type=int, nargs="+", default=[2024], help="one sequence per seed (person, background, noise)"
     )
     ap.add_argument("--renderer", default=None, help="gl, torch or auto (default)")
+    ap.add_argument("--motion", choices=MOTIONS, default="smooth",
+                    help="smooth turning and nodding, or quick turns between holds (see `motion`)")
     ap.add_argument("--min-cutoff", type=float, default=None)
     ap.add_argument("--beta", type=float, default=None)
     ap.add_argument("--d-cutoff", type=float, default=None)
     ap.add_argument("--framing", choices=["points", "detector"], default=None,
                     help="where tracked crops are aligned (JMLR_SESSION_FRAMING; default the service's)")
-    ap.add_argument("--sweep", action="store_true", help="also try a grid of (min_cutoff, beta)")
+    ap.add_argument("--size-frames", type=int, default=None,
+                    help="the session's head-size horizon (JMLR_SESSION_SIZE_FRAMES; default the service's)")
+    ap.add_argument("--sweep", action="store_true",
+                    help="also try grids of (min_cutoff, beta), classic and predictive, and of size_frames")
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--plot", type=Path, default=None, help="yaw and distance over time (the first seed)")
     ap.add_argument(
@@ -587,19 +684,22 @@ def main(argv: list[str] | None = None) -> int:
     service_info: dict = {}
     for n, seed in enumerate(args.seed):
         cache = _per_seed(args.cache, seed, args.seed) or (
-            Path(".cache") / f"bench_sessions_{args.frames}_{args.fps:g}_{seed}.npz"
+            Path(".cache") / f"bench_sessions_{'' if args.motion == 'smooth' else args.motion + '_'}"
+            f"{args.frames}_{args.fps:g}_{seed}.npz"
         )
         print(f"seed {seed}: rendering {args.frames} frames (or reading {cache}) ...", file=sys.stderr, flush=True)
-        seq = load_or_render(args.frames, args.fps, seed, args.renderer, cache)
-        seq["jaw"] = motion(np.arange(len(seq["R_cv"])) / args.fps)[2]
+        seq = load_or_render(args.frames, args.fps, seed, args.renderer, cache, args.motion)
+        seq["jaw"] = motion(np.arange(len(seq["R_cv"])) / args.fps, args.motion)[2]
         runs = _per_seed(args.runs, seed, args.seed)
         if runs is not None and runs.is_file():
             results = load_runs(runs)
             service_info = json.loads(runs.with_suffix(".json").read_text())
             print(f"answers read from {runs} (delete it to ask the service again)", file=sys.stderr)
         else:
-            framing = {} if args.framing is None else {"session_framing": args.framing}
-            results = run_service(seq, args.fps, modes, framing)
+            settings_kw: dict[str, Any] = {} if args.framing is None else {"session_framing": args.framing}
+            if args.size_frames is not None:
+                settings_kw["session_size_frames"] = args.size_frames
+            results = run_service(seq, args.fps, modes, settings_kw)
             service_info = {"settings": results.pop("_settings"), "model": results.pop("_model", None)}
             if runs is not None:
                 save_runs(runs, results, seq)
@@ -608,12 +708,28 @@ def main(argv: list[str] | None = None) -> int:
         common = np.logical_and.reduce([found(results[m]) for m in modes])
         if args.sweep:
             from jmlr.tracking import OneEuroParams
+            from service.settings import Settings
 
             for mc in (0.25, 0.5, 1.0, 2.0):
                 for beta in (0.0, 0.01, 0.02, 0.05, 0.1, 0.2):
                     results[f"offline mc={mc:g} beta={beta:g}"] = smooth_offline(
                         results["tracked"], args.fps, OneEuroParams(mc, beta, 1.0)
                     )
+            for mc in (0.5, 1.0, 2.0):
+                for beta in (0.05, 0.1, 0.15, 0.2):
+                    for dc in (0.5, 1.0):
+                        results[f"offline predict mc={mc:g} beta={beta:g} dc={dc:g}"] = smooth_offline(
+                            results["tracked"], args.fps, OneEuroParams(mc, beta, dc, predict=True)
+                        )
+            # What a session of today's service defaults answers (the runs may be older).
+            results["offline service defaults"] = smooth_offline(
+                results["tracked"], args.fps, served_smoothing(_settings_record(Settings(_env_file=None)))
+            )
+            default = served_smoothing(service_info["settings"])
+            for size_frames in (2, 5, 10, 30, 100, 300, 1000):
+                results[f"offline size_frames={size_frames}"] = smooth_offline(
+                    results["tracked"], args.fps, default, size_frames
+                )
         report = {
             "ground_truth": ground_truth_jitter(seq),
             "modes": {name: metrics(rows, seq, common) for name, rows in results.items()},
@@ -633,6 +749,7 @@ def main(argv: list[str] | None = None) -> int:
     mean["since_detection"] = pool_since(per_seed.values())
     report = {
         "setup": {
+            "motion": args.motion,
             "frames": args.frames,
             "fps": args.fps,
             "size": [WIDTH, HEIGHT],

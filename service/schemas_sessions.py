@@ -13,11 +13,13 @@ Cutoff = Annotated[float, Field(ge=0.0, le=1000.0, allow_inf_nan=False, strict=F
 
 
 class SmoothingIn(BaseModel):
-    """One Euro filter settings for this frame (omitted: the service's, see
-    ``JMLR_SESSION_MIN_CUTOFF``, ``JMLR_SESSION_BETA``, ``JMLR_SESSION_D_CUTOFF``)."""
+    """Smoothing settings for this frame (omitted: the service's, see
+    ``JMLR_SESSION_MIN_CUTOFF``, ``JMLR_SESSION_BETA``, ``JMLR_SESSION_D_CUTOFF``,
+    ``JMLR_SESSION_PREDICT``, ``JMLR_SESSION_SIZE_FRAMES``)."""
 
     model_config = ConfigDict(
-        extra="forbid", json_schema_extra={"examples": [{"min_cutoff": 1.0, "beta": 0.05}, {"enabled": False}]}
+        extra="forbid",
+        json_schema_extra={"examples": [{"min_cutoff": 1.0, "beta": 0.15}, {"predict": False}, {"enabled": False}]},
     )
 
     enabled: bool = Field(True, description="false: this frame's answer is not smoothed (tracking still runs)")
@@ -28,6 +30,15 @@ class SmoothingIn(BaseModel):
         "translation and vertices (higher: less lag in fast motion)",
     )
     d_cutoff: Cutoff | None = Field(None, description="cutoff of the speed estimate, Hz")
+    predict: bool | None = Field(
+        None, description="carry the previous estimate forward at its speed before blending (false: the classic "
+        "One Euro filter, which trails a moving head)",
+    )
+    size_frames: int | None = Field(
+        None, ge=0, le=100000,
+        description="frames over which a face's head size is averaged (its mesh and distance scaled to it); "
+        "0: each frame's own size",
+    )
 
 
 SessionStatus = Literal["started", "continued", "restarted"]

@@ -132,17 +132,22 @@ class Sessions:
         return cls(settings, StorageSessionStore(storage))
 
     def params(self, smoothing: SmoothingIn | None) -> TrackingParams:
+        """The tracking settings of one frame: the service's, with the frame's ``smoothing`` on top."""
         s = self.settings
-        filt: OneEuroParams | None = OneEuroParams(s.session_min_cutoff, s.session_beta, s.session_d_cutoff)
+        filt: OneEuroParams | None = OneEuroParams(
+            s.session_min_cutoff, s.session_beta, s.session_d_cutoff, s.session_predict
+        )
+        size_frames = s.session_size_frames
         if smoothing is not None:
             if not smoothing.enabled:
                 filt = None
             else:
-                given = smoothing.model_dump(exclude={"enabled"}, exclude_none=True)
+                given = smoothing.model_dump(exclude={"enabled", "size_frames"}, exclude_none=True)
                 filt = OneEuroParams(**{**vars(filt), **given})
+                size_frames = size_frames if smoothing.size_frames is None else smoothing.size_frames
         return TrackingParams(
             redetect_every=s.session_redetect_every, max_residual=s.session_max_residual, smoothing=filt,
-            framing=s.session_framing,
+            framing=s.session_framing, size_frames=size_frames,
         )
 
     async def run_frame(

@@ -186,9 +186,18 @@ class Settings(BaseSettings):
     )
     session_min_cutoff: float = Field(1.0, ge=0, le=1000, description="One Euro cutoff at rest, Hz.")
     session_beta: float = Field(
-        0.05, ge=0, le=1000, description="One Euro cutoff increase, Hz per deg/s, cm/s or mm/s of motion."
+        0.15, ge=0, le=1000, description="One Euro cutoff increase, Hz per deg/s, cm/s or mm/s of motion."
     )
-    session_d_cutoff: float = Field(1.0, ge=0, le=1000, description="One Euro cutoff of the speed estimate, Hz.")
+    session_d_cutoff: float = Field(0.5, ge=0, le=1000, description="One Euro cutoff of the speed estimate, Hz.")
+    session_predict: bool = Field(
+        True, description="One Euro with velocity prediction: the previous estimate is carried forward at its "
+        "filtered speed before the new frame is blended in (no lag on a steady turn; docs/sessions.md)."
+    )
+    session_size_frames: int = Field(
+        0, ge=0, le=100000, description="A followed face's answers are scaled to its head size averaged over about "
+        "this many frames (mesh and distance together; the image projection does not change); 0: each frame's own "
+        "size (docs/sessions.md)."
+    )
     session_framing: Literal["points", "detector"] = Field(
         "points", description="Where a tracked frame's crop is aligned: on the network's five points of the previous "
         "frame ('points'), or on the last detection's points carried along by the network's ('detector'; "

@@ -20,8 +20,10 @@ import numpy as np
 import pytest
 
 from jmlr.facemodel.topology import Topology
+from jmlr.geometry.camera import opencv_to_rt
 from jmlr.geometry.crop import landmarks5_from_68
 from jmlr.geometry.intrinsics import Intrinsics
+from jmlr.geometry.metrics import rms_radius
 from jmlr.geometry.pnp import pose_result
 from jmlr.geometry.rotation import geodesic_angle_deg, rotvec_to_matrix
 from jmlr.inference import Face, FaceReconstruction, bbox_around_landmarks
@@ -105,6 +107,49 @@ def test_params_are_checked():
     f(np.zeros(1), 1.0)
     with pytest.raises(ValueError, match="dt_s"):
         f(np.zeros(1), 1.0)
+
+
+def test_prediction_follows_a_ramp_without_lag_and_still_smooths_noise():
+    """The classic filter at rest trails a moving value by speed / (2 pi min_cutoff); with
+    ``predict`` it follows a constant speed exactly, even at irregular frame times, and a
+    still value's noise is cut as much."""
+    times = np.cumsum(np.random.default_rng(2).uniform(0.02, 0.05, 150))
+    ramp = np.stack([2.0 * times, -0.5 * times], -1)  # units per second
+    ends = {}
+    for predict in (False, True):
+        f = OneEuroFilter(OneEuroParams(min_cutoff=1.0, predict=predict))
+        ends[predict] = [f(r, t) for r, t in zip(ramp, times)][-1]
+    np.testing.assert_allclose(ends[True], ramp[-1], atol=1e-3)
+    assert np.abs(ends[False] - ramp[-1]).max() > 0.2  # 2 / (2 pi) ~ 0.3 behind
+    # The price: the speed estimate picks up noise, and carrying the estimate forward at
+    # that speed lets a still value wander (variance 0.33 of the noise's at the service's
+    # d_cutoff of 0.5 Hz, against 0.09 without prediction; docs/sessions.md).
+    noise = np.random.default_rng(3).normal(0, 1.0, (3000, 3))
+    for predict, bound in ((False, 0.12), (True, 0.4)):
+        f = OneEuroFilter(OneEuroParams(min_cutoff=1.0, d_cutoff=0.5, predict=predict))
+        out = np.array([f(x, k / FPS) for k, x in enumerate(noise)])
+        assert out[60:].var(0).max() < bound * noise[60:].var(0).min()
+
+
+def test_predicted_rotation_follows_a_turn_and_stays_a_rotation():
+    rng = np.random.default_rng(4)
+    axis = np.array([0.0, 1.0, 0.2]) / np.linalg.norm([0.0, 1.0, 0.2])
+    R0 = rotvec_to_matrix(np.array([0.1, 0.0, 0.05]))
+    errors = {}
+    for predict in (False, True):
+        params = OneEuroParams(min_cutoff=1.0, beta=0.0, d_cutoff=1.0, predict=predict)
+        R_hat, omega, raw, smooth = R0, np.zeros(3), [], []
+        for k in range(1, 150):
+            truth = R0 @ rotvec_to_matrix(axis * np.radians(40.0) * k / FPS)  # 40 deg/s about a body axis
+            R = truth @ rotvec_to_matrix(rng.normal(0, np.radians(1.0), 3))
+            R_hat, omega = one_euro_rotation(R, R_hat, omega, 1 / FPS, params)
+            raw.append(geodesic_angle_deg(R, truth))
+            smooth.append(geodesic_angle_deg(R_hat, truth))
+        np.testing.assert_allclose(R_hat @ R_hat.T, np.eye(3), atol=1e-9)
+        assert np.linalg.det(R_hat) == pytest.approx(1.0)
+        errors[predict] = (np.mean(smooth[60:]), np.mean(raw[60:]))
+    assert errors[True][0] < 0.7 * errors[True][1]  # smoother than the frames, on the turn
+    assert errors[False][0] > 3.0  # the classic filter trails 40 / (2 pi) ~ 6 degrees behind
 
 
 # ----------------------------------------------------------------------------- tracker (no model)
@@ -215,10 +260,35 @@ def test_tracker_smooths_a_still_head_and_keeps_outputs_consistent(topology):
     assert np.mean(smooth_err[20:]) < 0.5 * np.mean(raw_err[20:])
 
 
-def test_frames_a_hair_apart_do_not_poison_the_filters(topology):
+def test_tracker_with_prediction_follows_a_turning_head(topology):
+    """A head turning at 30 deg/s seen with noise: with velocity prediction the answers
+    are closer to the truth than the raw frames; the classic filter trails the turn."""
+    rng = np.random.default_rng(8)
+    t = np.array([0.0, 0.0, 0.6])
+    errors: dict[str, float] = {}
+    for name, smoothing in (("raw", None), ("classic", OneEuroParams(1.0, 0.0, 1.0)),
+                            ("predict", OneEuroParams(1.0, 0.0, 1.0, predict=True))):
+        tracker = FaceTracker(topology, TrackingParams(smoothing=smoothing))
+        err = []
+        for k in range(60):
+            truth = FRONTAL @ rotvec_to_matrix(np.array([0.0, np.radians(30.0) * k / FPS, 0.0]))
+            R = truth @ rotvec_to_matrix(rng.normal(0, np.radians(1.0), 3))
+            tracker.faces_to_crop(640, 480)
+            (out,) = tracker.update([_rec(topology, R, t, seed=k)], K, k / FPS, detected=k == 0, tracked=k > 0)
+            err.append(geodesic_angle_deg(out.pose.R_cv, truth))
+            np.testing.assert_allclose(  # one posed mesh: its reprojection is its own pose's
+                out.pose.projected, pose_result(out.vertices, out.points, out.pose.R_cv, out.pose.t_cv, K).projected
+            )
+        errors[name] = float(np.mean(err[20:]))
+    assert errors["predict"] < 0.8 * errors["raw"]
+    assert errors["classic"] > errors["raw"]  # 30 deg/s through a 1 Hz low-pass: ~5 deg behind
+
+
+@pytest.mark.parametrize("predict", [False, True], ids=["classic", "predict"])
+def test_frames_a_hair_apart_do_not_poison_the_filters(topology, predict):
     # Two timestamps a few ulps apart (0 and 5e-324 s are "in order"): the speed estimate
     # divides by the step, which overflowed to NaN and stayed in the state for good.
-    tracker = FaceTracker(topology)
+    tracker = FaceTracker(topology, TrackingParams(smoothing=OneEuroParams(predict=predict)))
     t = np.array([0.0, 0.0, 0.6])
     turned = FRONTAL @ rotvec_to_matrix(np.array([0.0, 0.05, 0.0]))
     for k, (R, t_s) in enumerate(((FRONTAL, 0.0), (turned, 5e-324), (FRONTAL, 1 / FPS), (turned, 1 / FPS + 1e-12))):
@@ -274,6 +344,65 @@ def test_expression_weights_are_smoothed_with_the_track(topology):
     (out,) = tracker.update([_rec(topology, FRONTAL, np.array([0.0, 0.0, 0.6]))], K, 120 / FPS, tracked=True,
                             detected=False)
     assert out.expression is None and tracker.state.tracks[0].expression.shape == (0,)
+
+
+def _scaled(rec: FaceReconstruction, k: float) -> FaceReconstruction:
+    """The same image read as a head k times as large, k times as far (the same points)."""
+    V, t = rec.vertices * k, rec.pose.t_cv * k
+    return replace(rec, vertices=V, pose=pose_result(V, rec.points, rec.pose.R_cv, t, K))
+
+
+def test_size_frames_holds_the_head_size_of_a_track(topology):
+    """A still head whose size the network reads with 3 % noise per frame (its distance
+    moving with it, the image the same): with ``size_frames`` the answers keep the track's
+    mean size, so size and distance stop jittering, and every answer still projects onto
+    the frame's points as the network's own did."""
+    rng = np.random.default_rng(11)
+    t = np.array([0.01, 0.0, 0.6])
+    sizes = np.exp(rng.normal(0.0, 0.03, 90))
+    radius = float(rms_radius(topology.mean_shape))
+    spread: dict[int, tuple[float, float]] = {}
+    for size_frames in (0, 60):
+        tracker = FaceTracker(topology, TrackingParams(smoothing=OneEuroParams(1.0, 0.0, 1.0), size_frames=size_frames))
+        got_size, got_z = [], []
+        for k, s in enumerate(sizes):
+            rec = _scaled(_rec(topology, FRONTAL, t, point_noise_px=0.3, seed=k), float(s))
+            tracker.faces_to_crop(640, 480)
+            (out,) = tracker.update([rec], K, k / FPS, detected=k == 0, tracked=k > 0)
+            got_size.append(rms_radius(out.vertices) / radius)
+            got_z.append(out.pose.t_cv[2])
+        spread[size_frames] = (float(np.std(got_size[30:])), float(np.std(got_z[30:])))
+        track = tracker.state.tracks[0]
+        kept = np.exp(track.log_size[0]) / radius
+        assert kept == pytest.approx(np.exp(np.log(sizes).mean()) if size_frames else sizes[-1], rel=0.01)
+    assert spread[60][0] < 0.3 * spread[0][0]  # the size ...
+    assert spread[60][1] < 0.3 * spread[0][1]  # ... and with it the distance
+    # The mean kept survives a record; a state stored before it existed starts from the frame.
+    meta, arrays = tracker.state.to_record()
+    np.testing.assert_array_equal(TrackingState.from_record(meta, arrays).tracks[0].log_size, track.log_size)
+    old = TrackingState.from_record(meta, {k: v for k, v in arrays.items() if not k.endswith(".log_size")})
+    tracker = FaceTracker(topology, TrackingParams(size_frames=60), old)
+    tracker.faces_to_crop(640, 480)
+    rec = _scaled(_rec(topology, FRONTAL, t, source="tracked"), 1.1)
+    (out,) = tracker.update([rec], K, 90 / FPS, detected=False, tracked=True)
+    assert tracker.state.tracks[0].log_size[0] == pytest.approx(np.log(1.1 * radius))
+
+
+def test_a_face_put_at_another_size_projects_as_before(topology):
+    from jmlr.tracking.tracker import _at_size
+
+    rec = _rec(topology, FRONTAL @ rotvec_to_matrix(np.array([0.1, 0.3, 0.0])), np.array([0.03, 0.02, 0.5]), 0.5)
+    out = _at_size(rec, 0.08)
+    assert float(rms_radius(out.vertices)) == pytest.approx(0.08)
+    again = pose_result(out.vertices, out.points, out.pose.R_cv, out.pose.t_cv, K)
+    np.testing.assert_allclose(again.projected, rec.pose.projected, atol=1e-9)
+    np.testing.assert_allclose(out.pose.R_t, opencv_to_rt(out.pose.R_cv, out.pose.t_cv))
+    assert out.pose.t_cv[2] / rec.pose.t_cv[2] == pytest.approx(0.08 / float(rms_radius(rec.vertices)))
+
+
+def test_size_frames_must_not_be_negative():
+    with pytest.raises(ValueError, match="size_frames"):
+        TrackingParams(size_frames=-1)
 
 
 def test_state_round_trips_through_a_record(topology):
@@ -531,8 +660,37 @@ def test_bad_session_input_is_a_clear_422(client, astronaut):
     assert _code(_frame(client, astronaut, timestamp="1.0"), 422) == "invalid_session"
     assert _code(_frame(client, astronaut, session_id="s", smoothing='{"beta": -1}'), 422) == "invalid_smoothing"
     assert _code(_frame(client, astronaut, session_id="s", smoothing='{"wobble": 1}'), 422) == "invalid_smoothing"
+    assert _code(_frame(client, astronaut, session_id="s", smoothing='{"size_frames": -3}'), 422) == "invalid_smoothing"
+    for bad in ('{"predict": "sometimes"}', '{"agility": 5}'):
+        assert _code(_frame(client, astronaut, session_id="s", smoothing=bad), 422) == "invalid_smoothing", bad
+    assert client.get("/sessions/s", headers={"X-API-Key": KEY_A}).status_code == 404  # nothing was kept
     assert _code(_frame(client, astronaut, session_id="../etc"), 422) == "validation_error"
     assert _code(_frame(client, astronaut, session_id="s", timestamp="nan"), 422) == "validation_error"
+
+
+def test_size_frames_comes_from_the_settings_or_the_frame(tmp_path):
+    from service.schemas_sessions import SmoothingIn
+    from service.sessions import Sessions
+    from service.settings import Settings
+
+    sessions = Sessions(Settings(_env_file=None, data_dir=tmp_path, session_size_frames=45), MemorySessionStore(4))
+    assert sessions.params(None).size_frames == 45
+    assert sessions.params(SmoothingIn(beta=0.1)).size_frames == 45
+    own = sessions.params(SmoothingIn(size_frames=0, min_cutoff=2.0))
+    assert own.size_frames == 0 and own.smoothing is not None and own.smoothing.min_cutoff == 2.0
+    assert sessions.params(SmoothingIn(enabled=False)).smoothing is None
+
+
+def test_prediction_comes_from_the_settings_or_the_frame(tmp_path):
+    from service.schemas_sessions import SmoothingIn
+    from service.sessions import Sessions
+    from service.settings import Settings
+
+    served = Sessions(Settings(_env_file=None, data_dir=tmp_path), MemorySessionStore(4))
+    assert served.params(None).smoothing == OneEuroParams(1.0, 0.15, 0.5, predict=True)
+    assert served.params(SmoothingIn(predict=False, beta=0.05)).smoothing == OneEuroParams(1.0, 0.05, 0.5)
+    classic = Sessions(Settings(_env_file=None, data_dir=tmp_path, session_predict=False), MemorySessionStore(4))
+    assert classic.params(SmoothingIn(min_cutoff=2.0)).smoothing == OneEuroParams(2.0, 0.15, 0.5, predict=False)
 
 
 def test_smoothing_can_be_turned_off_per_frame(client, astronaut):

@@ -14,7 +14,7 @@ from .one_euro import (
     one_euro_vector,
     smoothing_factor,
 )
-from .tracker import FaceTracker, Track, TrackingParams, TrackingState
+from .tracker import FaceTracker, Track, TrackingParams, TrackingState, running_log_size
 
 __all__ = [
     "OneEuroFilter",
@@ -27,4 +27,5 @@ __all__ = [
     "Track",
     "TrackingParams",
     "TrackingState",
+    "running_log_size",
 ]

@@ -7,7 +7,16 @@ jitter shows) is smoothed hard, fast motion (where lag shows) is followed closel
     cutoff = min_cutoff + beta * |dx_hat| * speed_scale       # Hz
     x_hat  = x_hat' + a(cutoff) * (x - x_hat')                # a(f) = 1 / (1 + 1 / (2 pi f dt))
 
-(primes: the previous frame's values). The step is written on the *difference*
+(primes: the previous frame's values). With ``predict`` the last line starts from where
+the previous estimate would be now at its filtered speed, ``x_pred = x_hat' + dx_hat' dt``,
+and moves by ``a(cutoff) * (x - x_pred)``: a first-order low-pass trails a moving value by
+about ``speed / (2 pi cutoff)``, the predicted one follows a constant speed without lag,
+so a head turning slowly can be smoothed as hard as a still one (docs/sessions.md
+measures both). When a motion stops, the speed estimate decays at ``d_cutoff`` and the
+estimate overshoots a little; a fast motion raises the cutoff, so it overshoots least
+where it moves most.
+
+The step is written on the *difference*
 ``x - x_hat'`` so that a caller can take it in a tangent space: a rotation filters the
 rotation vector of ``R_hat'^T R`` and moves ``R_hat'`` along it (`one_euro_rotation`).
 
@@ -46,11 +55,15 @@ class OneEuroParams:
         beta: cutoff increase per unit of speed, Hz per (speed unit), the speed measured
             in the caller's ``speed_scale`` units (higher: less lag when moving).
         d_cutoff: cutoff of the speed estimate itself, Hz.
+        predict: blend the new sample with the previous estimate carried forward at its
+            filtered speed, not with the previous estimate itself (no lag at a constant
+            speed; see the module docstring).
     """
 
     min_cutoff: float = 1.0
     beta: float = 0.0
     d_cutoff: float = 1.0
+    predict: bool = False
 
     def __post_init__(self) -> None:
         for name in ("min_cutoff", "beta", "d_cutoff"):
@@ -102,9 +115,10 @@ def one_euro_vector(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Filter vectors (..., D) (translations, points): returns ``(x_hat, speed)``."""
     prev_x = np.asarray(prev_x, np.float64)
-    delta = np.asarray(x, np.float64) - prev_x
-    alpha, speed = one_euro_step(delta, prev_speed, dt_s, params, speed_scale)
-    return prev_x + alpha * delta, speed
+    x = np.asarray(x, np.float64)
+    alpha, speed = one_euro_step(x - prev_x, prev_speed, dt_s, params, speed_scale)
+    base = prev_x + np.asarray(prev_speed, np.float64) * dt_s if params.predict else prev_x
+    return base + alpha * (x - base), speed
 
 
 def one_euro_rotation(
@@ -120,12 +134,18 @@ def one_euro_rotation(
     The difference is the rotation vector of ``prev_R^T R`` (radians, the shortest way,
     at most pi), so the filtered rotation moves along the geodesic towards the new one and
     never leaves SO(3). ``prev_omega`` (..., 3) is the filtered angular velocity (rad/s,
-    in the rotated frame). Returns ``(R_hat, omega)``.
+    in the rotated frame); with ``params.predict`` the step starts from
+    ``prev_R exp(prev_omega dt)``. Returns ``(R_hat, omega)``.
     """
     prev_R = np.asarray(prev_R, np.float64)
-    delta = matrix_to_rotvec(np.swapaxes(prev_R, -1, -2) @ np.asarray(R, np.float64))
+    R = np.asarray(R, np.float64)
+    delta = matrix_to_rotvec(np.swapaxes(prev_R, -1, -2) @ R)
     alpha, omega = one_euro_step(delta, prev_omega, dt_s, params, speed_scale)
-    return prev_R @ rotvec_to_matrix(alpha * delta), omega
+    if not params.predict:
+        return prev_R @ rotvec_to_matrix(alpha * delta), omega
+    base = prev_R @ rotvec_to_matrix(np.asarray(prev_omega, np.float64) * dt_s)
+    residual = matrix_to_rotvec(np.swapaxes(base, -1, -2) @ R)
+    return base @ rotvec_to_matrix(alpha * residual), omega
 
 
 class OneEuroFilter:

@@ -20,15 +20,24 @@ no face, or when a track is lost). A track is lost when its pose failed, its
 reprojection residual is large for the face's size, or its points left the image; a
 detector that finds no face on a scheduled frame does not end tracks that still hold.
 
-Each track's pose and mesh go through One Euro filters (`jmlr.tracking.one_euro`):
-rotation in the tangent space of the previous filtered rotation, translation in metres,
-head-frame vertices per vertex, and the expression weights of a model with an expression
-head per weight. ``beta`` is in units of degrees per second (rotation), centimetres per
-second (translation), millimetres per second (vertices) and 0.05 weight per second
-(expression: about a millimetre per second of a jaw opening), so that one ``beta`` fits
-all four. Frames closer than `MIN_FILTER_DT_S` (1 ms) are filtered as if
-they were that far apart: the filter's speed estimate divides by the time step, and a
-step near zero (two timestamps a few ulps apart) would make it overflow; a filter step
+With ``size_frames`` set, each answer is first put at the track's head size: one image
+fixes a face only up to its size (a larger head further away projects the same), a
+person's head does not change size, and each frame's reading of it is noisy. The size is
+the RMS radius of the head-frame mesh about its centroid; the track keeps a running mean
+of its logarithm (over all of its frames up to ``size_frames``, then exponential with that
+horizon), and the frame's mesh and translation are scaled by the ratio, which leaves
+their projection exactly as it was (``k V`` posed with ``k t`` is ``k`` times the camera
+points). It moves the distance, not the face in the image.
+
+Each track's pose and mesh go through One Euro filters (`jmlr.tracking.one_euro`, with or
+without velocity prediction): rotation in the tangent space of the previous estimate,
+translation in metres, head-frame vertices per vertex, and the expression weights of a
+model with an expression head per weight. ``beta`` is in units of degrees per second
+(rotation), centimetres per second (translation), millimetres per second (vertices) and
+0.05 weight per second (expression: about a millimetre per second of a jaw opening), so
+that one ``beta`` fits all four. Frames closer than `MIN_FILTER_DT_S` (1 ms) are
+filtered as if they were that far apart: the filter's speed estimate divides by the time
+step, and a step near zero (two timestamps a few ulps apart) would make it overflow; a filter step
 that still comes out non-finite starts that track's filters again from this frame.
 
 The state is plain numbers and arrays (`TrackingState.to_record` / `from_record`), so a
@@ -45,8 +54,10 @@ from typing import Any, Literal
 import numpy as np
 
 from jmlr.facemodel.topology import Topology
+from jmlr.geometry.camera import opencv_to_rt
 from jmlr.geometry.crop import apply_affine, crop_transform, invert_affine, landmarks5_from_68
 from jmlr.geometry.intrinsics import Intrinsics
+from jmlr.geometry.metrics import rms_radius
 from jmlr.geometry.pnp import pose_result
 from jmlr.inference.faces import Face, bbox_around_landmarks
 from jmlr.inference.poses import FaceReconstruction
@@ -64,6 +75,7 @@ __all__ = [
     "EXPRESSION_SPEED_SCALE",
     "MIN_FILTER_DT_S",
     "FRAMING_SIZE",
+    "running_log_size",
 ]
 
 #: Speeds enter ``beta`` in degrees/s, cm/s and mm/s (the filters run in rad, m and m).
@@ -84,13 +96,17 @@ class TrackingParams:
         max_residual: a track is lost when its reprojection RMS exceeds this fraction of
             the face's size (the side of the box around its five points).
         min_face_px: a track is lost when that box is smaller than this, in pixels.
-        smoothing: One Euro settings for pose and mesh; None: no smoothing.
+        smoothing: One Euro settings for pose, mesh and expression (``predict`` for the
+            variant that carries the estimate forward at its speed); None: no smoothing.
         framing: where a tracked frame's crop is aligned. ``"points"``: on the five points
             the network predicted on the previous frame. ``"detector"``: on the detector's
             five points of the last detection, carried along by the network's points (the
             detector's points in the frame of the network's at that detection, placed in
             the frame of the network's latest), so tracked crops are framed the way
             detected ones are.
+        size_frames: the horizon, in frames, of the track's head size that each answer
+            is scaled to (see the module docstring); 0 or 1: each frame's own size. Only
+            with ``smoothing``.
     """
 
     redetect_every: int = 30
@@ -98,6 +114,11 @@ class TrackingParams:
     min_face_px: float = 16.0
     smoothing: OneEuroParams | None = field(default_factory=OneEuroParams)
     framing: Literal["points", "detector"] = "points"
+    size_frames: int = 0
+
+    def __post_init__(self) -> None:
+        if self.size_frames < 0:
+            raise ValueError(f"size_frames must be >= 0, got {self.size_frames}")
 
 
 @dataclass
@@ -115,6 +136,8 @@ class Track:
         vertices: (N, 3) filtered head-frame vertices, metres; v_speed (N, 3) m/s.
         expression: (E,) filtered expression weights (empty: the model predicts none);
             e_speed (E,) per second.
+        log_size: (1,) running mean of the log of the network's head size (RMS radius of
+            its head-frame vertices, metres) over the track's frames; NaN: not known yet.
         frames: frames this track has answered.
     """
 
@@ -130,9 +153,10 @@ class Track:
     framing5: np.ndarray = field(default_factory=lambda: np.full((5, 2), np.nan))
     expression: np.ndarray = field(default_factory=lambda: np.zeros(0))
     e_speed: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    log_size: np.ndarray = field(default_factory=lambda: np.full(1, np.nan))
 
     _ARRAYS = ("landmarks5", "R_cv", "t_cv", "omega", "t_speed", "vertices", "v_speed", "framing5", "expression",
-               "e_speed")
+               "e_speed", "log_size")
 
 
 @dataclass
@@ -201,6 +225,39 @@ FRAMING_SIZE = 256
 def _face_size(landmarks5: np.ndarray) -> float:
     x0, y0, x1, y1 = bbox_around_landmarks(landmarks5)
     return float(min(x1 - x0, y1 - y0))
+
+
+def running_log_size(previous: float, frames: int, radius_m: float, size_frames: int) -> float:
+    """A track's mean log head size after one more reading: the mean over its readings up
+    to ``size_frames`` of them, then exponential with that horizon (0 or 1: the reading).
+
+    Args:
+        previous: the mean so far (NaN: none yet); frames: the readings in it.
+        radius_m: this frame's head size, the RMS radius of the mesh about its centroid.
+    """
+    own = math.log(radius_m)
+    if frames < 1 or not math.isfinite(previous):
+        return own
+    return previous + (own - previous) / min(frames + 1, max(size_frames, 1))
+
+
+def _track_log_size(rec: FaceReconstruction, old: Track | None, size_frames: int) -> np.ndarray:
+    """(1,) the track's `running_log_size` with this frame's reading in it."""
+    radius = float(rms_radius(rec.vertices))
+    if not radius > 0:  # a degenerate mesh says nothing about the size
+        return np.full(1, np.nan) if old is None else old.log_size.copy()
+    if old is None:
+        return np.array([math.log(radius)])
+    return np.array([running_log_size(float(old.log_size[0]), old.frames, radius, size_frames)])
+
+
+def _at_size(rec: FaceReconstruction, size_m: float) -> FaceReconstruction:
+    """``rec`` with its mesh and translation scaled so that the mesh's RMS radius is
+    ``size_m``: about the camera centre, so its projection and residual are unchanged."""
+    k = size_m / float(rms_radius(rec.vertices))
+    t_cv = np.asarray(rec.pose.t_cv, np.float64) * k
+    pose = replace(rec.pose, t_cv=t_cv, R_t=opencv_to_rt(rec.pose.R_cv, t_cv))
+    return replace(rec, vertices=np.asarray(rec.vertices, np.float64) * k, pose=pose)
 
 
 def _match(tracks: Sequence[Track], points: Sequence[np.ndarray], max_distance: float = 0.5) -> list[int | None]:
@@ -325,11 +382,15 @@ class FaceTracker:
                 out.append(rec)
                 ids.append(None)
                 continue
+            log_size = _track_log_size(rec, old, p.size_frames)
+            if p.smoothing is not None and p.size_frames > 1 and np.isfinite(log_size).all():
+                rec = _at_size(rec, float(np.exp(log_size[0])))
             track = None
             if old is not None and dt is not None and p.smoothing is not None:
                 track = self._smoothed(rec, old, max(dt, MIN_FILTER_DT_S), p.smoothing)
             if track is None:
                 track = self._new_track(rec, old)
+            track.log_size = log_size
             tracks.append(track)
             ids.append(track.track_id)
             out.append(self._answer(rec, track, intrinsics) if p.smoothing is not None else rec)
