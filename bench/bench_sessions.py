@@ -292,15 +292,16 @@ def jitter(R: np.ndarray, t: np.ndarray, V: np.ndarray, ok: np.ndarray) -> dict:
 
 
 def hold_wander(R: np.ndarray, t: np.ndarray, Rg: np.ndarray, tg: np.ndarray, ok: np.ndarray,
-                window: int = 9) -> dict:
-    """How much the answers move while the head holds still (``--motion quick``'s holds):
-    over each stretch where the true rotation does not change for ``window`` frames, the
-    RMS of the rotation error (deg) and of the translation error (mm) about their mean
-    over the stretch, averaged over stretches of at least 10 compared frames. A filter
-    that lags leaves its error constant here; one that overshoots or wanders does not.
-    Empty when the motion never holds (``smooth``)."""
+                window: int = 9, max_step_deg: float = 0.25) -> dict:
+    """How much the answers move while the head holds (``--motion quick``'s holds, where
+    only the slow roll goes on): over each stretch where the true rotation turns less than
+    ``max_step_deg`` per frame for ``window`` frames, the RMS of the rotation error (deg)
+    and of the translation error (mm) about their mean over the stretch, averaged over
+    stretches of at least 10 compared frames. A filter that lags leaves its error nearly
+    constant here; one that overshoots or wanders does not. Empty when the head never
+    holds."""
     step = np.degrees(np.linalg.norm(matrix_to_rotvec(Rg[1:] @ np.swapaxes(Rg[:-1], -1, -2)), axis=-1))
-    still = np.convolve(np.r_[False, step < 1e-6], np.ones(window), "same") >= window
+    still = np.convolve(np.r_[False, step < max_step_deg], np.ones(window), "same") >= window
     stretch = np.cumsum(np.r_[1, np.diff(still.astype(int)) != 0]) * still
     rot, trans = [], []
     for label in np.unique(stretch[still]):
