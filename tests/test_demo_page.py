@@ -3,7 +3,8 @@
 The browser test drives Debian's chromium through chromedriver (selenium), on the
 shipped model, with the README's astronaut photo. It skips with the reason when
 chromium, chromedriver or selenium is missing (``.ci/run`` installs them). Set
-``JMLR_DEMO_SCREENSHOT=docs/demo_page.png`` to refresh the README's screenshot.
+``JMLR_DEMO_SCREENSHOT=docs/demo_page.png`` to refresh the README's screenshot, and
+``JMLR_DEMO_LIVE_SCREENSHOT=docs/demo_live.png`` for the live camera's.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
@@ -117,6 +119,25 @@ def server(tmp_path_factory):
     thread.join(timeout=10)
 
 
+def _fake_camera_video(path: Path, frames: int = 30) -> Path | None:
+    """A 640x480 Y4M clip of the astronaut drifting 1 px per frame (chromium loops it);
+    None without scikit-image (the camera then shows chromium's test pattern)."""
+    try:
+        import cv2
+        from skimage import data as skimage_data
+    except ImportError:
+        return None
+    face = cv2.resize(skimage_data.astronaut(), (440, 440), interpolation=cv2.INTER_AREA)
+    with open(path, "wb") as f:
+        f.write(b"YUV4MPEG2 W640 H480 F30:1 Ip A1:1 C420jpeg\n")
+        for k in range(frames):
+            frame = np.full((480, 640, 3), 90, np.uint8)
+            x = 90 + (k if k < frames // 2 else frames - k)
+            frame[20:460, x:x + 440] = face
+            f.write(b"FRAME\n" + cv2.cvtColor(frame, cv2.COLOR_RGB2YUV_I420).tobytes())
+    return path
+
+
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory):
     reason = _browser_missing()
@@ -130,6 +151,12 @@ def browser(tmp_path_factory):
     for flag in BROWSER_FLAGS:
         opts.add_argument(flag)
     opts.add_argument(f"--user-data-dir={tmp_path_factory.mktemp('chromium')}")
+    # A camera that plays a file (the astronaut, drifting sideways) and asks no permission.
+    opts.add_argument("--use-fake-device-for-media-stream")
+    opts.add_argument("--use-fake-ui-for-media-stream")
+    video = _fake_camera_video(tmp_path_factory.mktemp("camera") / "astronaut.y4m")
+    if video is not None:
+        opts.add_argument(f"--use-file-for-fake-video-capture={video}")
     opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=opts)
     driver.set_page_load_timeout(60)
@@ -216,6 +243,42 @@ def test_demo_in_a_real_browser(server, browser, tmp_path):
     assert urls and all(u.startswith(server) or u.startswith(("blob:", "data:")) for u in urls), urls
     logs = [e["message"] for e in browser.get_log("browser")]
     assert not [m for m in logs if "Content Security Policy" in m or "Refused" in m], logs
+
+
+@pytest.mark.slow
+def test_live_camera_session_in_a_real_browser(server, browser):
+    """The camera button streams frames as one video session: the page shows each answer,
+    the detector runs on the first frame only, and stopping ends the session."""
+    pytest.importorskip("skimage.data")  # the fake camera plays the astronaut
+    import urllib.error
+
+    browser.get(server + "/demo")
+    _wait(browser, "return document.body.dataset.ready === 'true'", what="the page script")
+    browser.find_element("id", "camera").click()
+    _wait(browser, "const s = document.getElementById('status'); "
+                   "return s.dataset.state === 'live' && Number(s.dataset.frames || 0) >= 3",
+          timeout=240.0, what="three answered camera frames")
+    status = _data(browser, "status")
+    assert int(status["detected"]) < int(status["frames"])  # later frames were tracked, not detected
+    assert _data(browser, "overlay")["faces"] == "1" and status["tracks"] == "1"
+    assert "yaw / pitch / roll" in browser.find_element("id", "pose").text
+    session = status["session"]
+    assert json.loads(_fetch(f"{server}/sessions/{session}"))["frames"] >= 3
+    shot = os.environ.get("JMLR_DEMO_LIVE_SCREENSHOT")
+    if shot:
+        browser.set_window_size(1280, 900)
+        time.sleep(1.0)
+        browser.save_screenshot(shot + ".raw.png")
+        Image.open(shot + ".raw.png").convert("RGB").quantize(256).save(shot, optimize=True)
+        os.remove(shot + ".raw.png")
+
+    browser.find_element("id", "camera").click()
+    _wait(browser, "return document.getElementById('status').dataset.state === 'stopped'", what="the camera stop")
+    assert _data(browser, "status")["sessionEnded"] == "true"
+    with pytest.raises(urllib.error.HTTPError) as err:
+        _fetch(f"{server}/sessions/{session}")
+    assert err.value.code == 404
+    _wait(browser, "return document.getElementById('viewer').dataset.loaded === 'true'", what="the last frame's mesh")
 
 
 def _fetch(url: str) -> bytes:

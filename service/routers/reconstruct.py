@@ -150,9 +150,11 @@ async def reconstruct(
     ] = None,
     smoothing: Annotated[
         str | None,
-        Form(description="With session_id: JSON One Euro settings for this frame, e.g. "
-             '{"min_cutoff": 1.0, "beta": 0.05, "d_cutoff": 1.0} or {"enabled": false}.',
-             examples=['{"min_cutoff": 1.0, "beta": 0.05}']),
+        Form(description="With session_id: JSON smoothing settings for this frame (One Euro filter, "
+             "docs/sessions.md), e.g. "
+             '{"min_cutoff": 1.0, "beta": 0.15, "d_cutoff": 0.5, "predict": true, "size_frames": 0} or '
+             '{"enabled": false}.',
+             examples=['{"min_cutoff": 1.0, "beta": 0.15}']),
     ] = None,
 ) -> ReconstructResponse:
     check_content_type(image.content_type)

@@ -1,5 +1,6 @@
-// The demo page: one POST /reconstruct per photo, drawn over the photo, the mesh's GLB in
-// <model-viewer>, pose and blendshapes as text and bars. No framework, no network beyond
+// The demo page: one POST /reconstruct per photo (or per camera frame, as one video
+// session), drawn over the image, the mesh's GLB in <model-viewer>, pose and blendshapes
+// as text and bars. No framework, no network beyond
 // this server. Elements carry data-* attributes that tests (and curious users) can read.
 
 const $ = (id) => document.getElementById(id);
@@ -10,6 +11,8 @@ const CONTOURS = [[0, 16, false], [17, 21, false], [22, 26, false], [27, 30, fal
 const AXES = [["#e5383b", [0.06, 0, 0]], ["#2da44e", [0, 0.06, 0]], ["#1f6feb", [0, 0, 0.06]]];
 
 const state = { file: null, bitmap: null, response: null, face: 0 };
+// The live camera: one video session, one request in flight at a time.
+const live = { running: false, stream: null, session: null, t0: 0, frames: 0, detected: 0 };
 
 function setStatus(kind, text) {
   const s = $("status");
@@ -33,8 +36,14 @@ function cameraJson() {
   return JSON.stringify(size.width === null ? k : { ...k, ...size });
 }
 
+function apiHeaders() {
+  const key = $("apikey").value.trim();
+  return key ? { "X-API-Key": key } : {};
+}
+
 async function choose(file) {
   if (!file) return;
+  if (live.running) await stopCamera();
   state.file = file;
   try {
     // The server applies EXIF orientation; so does createImageBitmap by default.
@@ -60,9 +69,7 @@ async function reconstruct() {
   form.append("include", "landmarks_2d,blendshapes");
   if (camera) form.append("camera", camera);
   if ($("flip").checked) form.append("flip_tta", "true");
-  const headers = {};
-  const key = $("apikey").value.trim();
-  if (key) headers["X-API-Key"] = key;
+  const headers = apiHeaders();
 
   setStatus("busy", "Reconstructing…");
   $("run").disabled = true;
@@ -86,7 +93,7 @@ async function reconstruct() {
   show();
 }
 
-function show() {
+function show(withMesh = true) {
   const r = state.response;
   $("results").hidden = false;
   const tabs = $("faces");
@@ -96,14 +103,14 @@ function show() {
     b.textContent = `face ${i + 1}`;
     b.setAttribute("role", "tab");
     b.setAttribute("aria-selected", String(i === state.face));
-    b.onclick = () => { state.face = i; show(); };
+    b.onclick = () => { state.face = i; show(!live.running); };
     return b;
   }));
   drawOverlay(r);
   const face = r.faces[state.face];
   showPose(r, face);
   showBlendshapes(face);
-  showMesh(face);
+  if (withMesh) showMesh(face);
   const n = r.faces.length;
   const ms = r.timings_ms && r.timings_ms.total;
   setStatus(n ? "done" : "done-empty",
@@ -247,7 +254,116 @@ function showMesh(face) {
   else viewer.src = url;
 }
 
+// ------------------------------------------------------------------ the live camera
+// Frames are grabbed from the <video>, sent as JPEG with the session's id and their time,
+// and answered one at a time: the next frame is grabbed when the answer is drawn, so the
+// rate follows the server. The 3D viewer gets the last frame's mesh when the camera stops.
+
+async function startCamera() {
+  if (!navigator.mediaDevices || !navigator.mediaDevices.getUserMedia) {
+    setStatus("error", "This browser gives the page no camera (it needs https, or this server on localhost).");
+    return;
+  }
+  let camera;
+  try {
+    camera = cameraJson();
+  } catch (e) {
+    setStatus("error", e.message);
+    return;
+  }
+  try {
+    live.stream = await navigator.mediaDevices.getUserMedia({ video: { width: 640, height: 480 }, audio: false });
+  } catch (e) {
+    setStatus("error", `No camera: ${e.message || e.name}`);
+    return;
+  }
+  const video = $("video");
+  video.srcObject = live.stream;
+  await video.play();
+  const id = window.crypto && crypto.randomUUID ? crypto.randomUUID() : String(Math.random()).slice(2);
+  Object.assign(live, { running: true, session: `demo-${id}`, t0: performance.now(), frames: 0, detected: 0 });
+  state.file = null;
+  $("camera").textContent = "Stop the camera";
+  $("camera").dataset.live = "true";
+  $("status").dataset.session = live.session;
+  setStatus("live", "Camera on: waiting for the first answer…");
+  loop(camera);
+}
+
+async function loop(camera) {
+  const video = $("video");
+  const grab = document.createElement("canvas");
+  while (live.running) {
+    if (!video.videoWidth) {
+      await new Promise((r) => setTimeout(r, 50));
+      continue;
+    }
+    grab.width = video.videoWidth;
+    grab.height = video.videoHeight;
+    grab.getContext("2d").drawImage(video, 0, 0, grab.width, grab.height);
+    const [blob, bitmap] = await Promise.all([
+      new Promise((r) => grab.toBlob(r, "image/jpeg", 0.85)), createImageBitmap(grab)]);
+    const form = new FormData();
+    form.append("image", blob, "frame.jpg");
+    form.append("include", "landmarks_2d,blendshapes");
+    form.append("session_id", live.session);
+    form.append("timestamp", ((performance.now() - live.t0) / 1000).toFixed(4));
+    if (camera) form.append("camera", camera);
+    let response, body;
+    try {
+      response = await fetch("/reconstruct", { method: "POST", body: form, headers: apiHeaders() });
+      body = await response.json().catch(() => null);
+    } catch (e) {
+      await stopCamera(`The server did not answer: ${e.message}`);
+      return;
+    }
+    if (!live.running) return;
+    if (!response.ok) {
+      const err = body && body.error ? `${body.error.code}: ${body.error.message}` : response.statusText;
+      await stopCamera(`Error ${response.status}: ${err}`);
+      return;
+    }
+    live.frames += 1;
+    if (body.session && body.session.detected) live.detected += 1;
+    state.bitmap = bitmap;
+    state.response = body;
+    if (state.face >= body.faces.length) state.face = 0;
+    show(false);
+    const s = $("status");
+    s.dataset.frames = String(live.frames);
+    s.dataset.detected = String(live.detected);
+    s.dataset.tracks = String(body.session ? body.session.tracks : 0);
+    const ms = body.timings_ms && body.timings_ms.total;
+    setStatus("live", `Live, frame ${live.frames}: ${body.faces.length} face${body.faces.length === 1 ? "" : "s"}, `
+      + `${body.session && body.session.detected ? "detected" : "tracked"}, ${ms ? Math.round(ms) : "?"} ms `
+      + `(the detector ran on ${live.detected} of ${live.frames} frames).`);
+  }
+}
+
+// Stop the camera and end the session on the server (its state is not kept for a TTL).
+async function stopCamera(error = null) {
+  if (!live.running) return;
+  live.running = false;
+  for (const track of live.stream ? live.stream.getTracks() : []) track.stop();
+  $("video").srcObject = null;
+  $("camera").textContent = "Use the camera";
+  $("camera").dataset.live = "false";
+  let ended = "";
+  try {
+    const r = await fetch(`/sessions/${encodeURIComponent(live.session)}`, { method: "DELETE", headers: apiHeaders() });
+    ended = r.ok ? " The session was ended on the server." : "";
+  } catch {
+    ended = "";
+  }
+  $("status").dataset.sessionEnded = String(Boolean(ended));
+  const face = state.response && state.response.faces[state.face];
+  if (face) showMesh(face);
+  if (error) setStatus("error", error);
+  else setStatus("stopped", `Camera off after ${live.frames} frames (the detector ran on ${live.detected}).${ended}`);
+}
+
 // ------------------------------------------------------------------ wiring
+$("camera").addEventListener("click", () => (live.running ? stopCamera() : startCamera()));
 $("viewer").addEventListener("load", (e) => {
   // The GLB has no material (colours would be invented); tint it so the shape reads.
   const material = e.target.model && e.target.model.materials[0];
