@@ -111,8 +111,8 @@ def test_params_are_checked():
 
 def test_prediction_follows_a_ramp_without_lag_and_still_smooths_noise():
     """The classic filter at rest trails a moving value by speed / (2 pi min_cutoff); with
-    ``predict`` it follows a constant speed exactly, even at irregular frame times, and a
-    still value's noise is cut as much."""
+    ``predict`` it follows a constant speed exactly, even at irregular frame times, and
+    still cuts a still value's noise, though less."""
     times = np.cumsum(np.random.default_rng(2).uniform(0.02, 0.05, 150))
     ramp = np.stack([2.0 * times, -0.5 * times], -1)  # units per second
     ends = {}

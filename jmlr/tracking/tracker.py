@@ -37,8 +37,9 @@ model with an expression head per weight. ``beta`` is in units of degrees per se
 0.05 weight per second (expression: about a millimetre per second of a jaw opening), so
 that one ``beta`` fits all four. Frames closer than `MIN_FILTER_DT_S` (1 ms) are
 filtered as if they were that far apart: the filter's speed estimate divides by the time
-step, and a step near zero (two timestamps a few ulps apart) would make it overflow; a filter step
-that still comes out non-finite starts that track's filters again from this frame.
+step, and a step near zero (two timestamps a few ulps apart) would make it overflow; a
+filter step that still comes out non-finite starts that track's filters again from this
+frame.
 
 The state is plain numbers and arrays (`TrackingState.to_record` / `from_record`), so a
 service can keep it in any key-value store between frames.
@@ -246,9 +247,8 @@ def _track_log_size(rec: FaceReconstruction, old: Track | None, size_frames: int
     radius = float(rms_radius(rec.vertices))
     if not radius > 0:  # a degenerate mesh says nothing about the size
         return np.full(1, np.nan) if old is None else old.log_size.copy()
-    if old is None:
-        return np.array([math.log(radius)])
-    return np.array([running_log_size(float(old.log_size[0]), old.frames, radius, size_frames)])
+    previous, frames = (math.nan, 0) if old is None else (float(old.log_size[0]), old.frames)
+    return np.array([running_log_size(previous, frames, radius, size_frames)])
 
 
 def _at_size(rec: FaceReconstruction, size_m: float) -> FaceReconstruction:

@@ -41,6 +41,16 @@ function apiHeaders() {
   return key ? { "X-API-Key": key } : {};
 }
 
+// The intrinsics fields as `cameraJson`, or undefined after saying in the status what is wrong.
+function cameraOrStatus() {
+  try {
+    return cameraJson();
+  } catch (e) {
+    setStatus("error", e.message);
+    return undefined;
+  }
+}
+
 async function choose(file) {
   if (!file) return;
   if (live.running) await stopCamera();
@@ -57,13 +67,8 @@ async function choose(file) {
 
 async function reconstruct() {
   if (!state.file) return;
-  let camera;
-  try {
-    camera = cameraJson();
-  } catch (e) {
-    setStatus("error", e.message);
-    return;
-  }
+  const camera = cameraOrStatus();
+  if (camera === undefined) return;
   const form = new FormData();
   form.append("image", state.file, state.file.name || "photo");
   form.append("include", "landmarks_2d,blendshapes");
@@ -264,13 +269,8 @@ async function startCamera() {
     setStatus("error", "This browser gives the page no camera (it needs https, or this server on localhost).");
     return;
   }
-  let camera;
-  try {
-    camera = cameraJson();
-  } catch (e) {
-    setStatus("error", e.message);
-    return;
-  }
+  const camera = cameraOrStatus();
+  if (camera === undefined) return;
   try {
     live.stream = await navigator.mediaDevices.getUserMedia({ video: { width: 640, height: 480 }, audio: false });
   } catch (e) {
