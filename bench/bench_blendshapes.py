@@ -13,7 +13,8 @@ jitter, with camera effects) whose expression weights are known, and fits the we
       raw and through soft thresholds chosen on the validation draw
       (`jmlr.facemodel.blendshapes.soft_threshold`): one for all weights, and one per
       group (`ARKIT_GROUPS`), each the least active error within the inactive goal in its
-      group, what the service applies (it prints them as ``HEAD_THRESHOLDS``).
+      group, what the service applies (``--write-thresholds`` stores them in the model's
+      manifest, where the service reads them: `jmlr.store.head_thresholds`).
 
 The solver's ``noise_m`` (identity prior strength) and ``l1`` (sparsity) are chosen per
 case on a separate validation draw (``--val``) from ``--noise-mm`` x ``--l1``, then
@@ -25,7 +26,7 @@ OpenBLAS and torch are pinned to one thread), for one face per call (the service
 usual case; weights only, as the service asks, and with the identity and residual too)
 and for a batch of 32.
 
-    python bench/bench_blendshapes.py --test 320 --val 160 [--markdown docs/blendshapes.md]
+    python bench/bench_blendshapes.py --test 320 --val 160 [--write-thresholds] [--markdown docs/blendshapes.md]
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ from jmlr.facemodel.blendshapes import (
 )
 from jmlr.geometry.crop import apply_affine, invert_affine
 from jmlr.geometry.pnp import solve_pnp
-from jmlr.store import default_model_name, load_model
+from jmlr.store import default_model_name, load_model, write_head_thresholds
 from jmlr.synth.stream import CropJitter, SyntheticCropStream
 
 GROUPS = tuple(ARKIT_GROUPS.items())
@@ -174,8 +175,13 @@ def main() -> None:
                          "the same weights and flip setting")
     ap.add_argument("--flip-tta", action="store_true",
                     help="average each prediction with the mirrored crop's (the service's flip_tta)")
+    ap.add_argument("--write-thresholds", action="store_true",
+                    help="store the head's per-group thresholds chosen here in the model's manifest "
+                         "(what the service applies to this model)")
     ap.add_argument("--markdown", default=None, help="append the result table to this file")
     args = ap.parse_args()
+    if args.write_thresholds and args.flip_tta:
+        ap.error("--write-thresholds chooses the thresholds of the plain head: run it without --flip-tta")
     torch.set_num_threads(1)
 
     facemodel, topology = FaceModel.load(), Topology.load()
@@ -245,14 +251,19 @@ def main() -> None:
             rows.append((f"(d) {model.name} expression head, soft threshold {t:g} (val: {label})", "",
                          errors(soft_threshold(head_test, t), truth, names), nan3, float("nan")))
         # One threshold per group, each the least active error within the inactive goal in
-        # that group (what the service applies: service/blendshapes.py HEAD_THRESHOLDS).
+        # that group (what the service applies, read from the manifest: --write-thresholds).
         per_group = {g: choose_threshold(head_val, truth_val, names, grid, 0.05, g) for g in ARKIT_GROUPS}
         t_names = threshold_per_name(names, per_group, default=max(per_group.values()))
         shown = ", ".join(f"{g} {t:g}" for g, t in per_group.items())
         rows.append((f"(d) {model.name} expression head, soft threshold per group: {shown} "
                      "(val: each group's inactive <= 0.05)", "",
                      errors(soft_threshold(head_test, t_names), truth, names), nan3, float("nan")))
-        print(f"HEAD_THRESHOLDS = {per_group!r}")
+        print(f"head thresholds per group: {per_group!r}")
+        if args.write_thresholds:
+            how = (f"bench/bench_blendshapes.py --test {args.test} --val {args.val} --seed {args.seed} on "
+                   f"{time.strftime('%Y-%m-%d')}: per group, the least active error with the group's inactive "
+                   "error <= 0.05 on the validation faces")
+            print(f"written to {write_head_thresholds(model.path, per_group, how)}")
 
     zeros = errors(np.zeros_like(truth), truth, names)
     groups = ["all"] + [g for g, _ in GROUPS]

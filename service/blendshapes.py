@@ -17,7 +17,7 @@ warning instead of failing the request.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Literal
 
 import numpy as np
@@ -40,12 +40,14 @@ log = logging.getLogger("service.blendshapes")
 # for jmlr_mnv2_96_cpu on 2026-12-05: its meshes carry more expression, so less smoothing).
 NOISE_M = 4e-3
 L1 = 1e-6
-# The head's ARKit weights go through soft_threshold with one threshold per group, chosen on
-# held-out synthetic faces for the shipped head (bench/bench_blendshapes.py case (d): the
-# least active error with the group's inactive error <= 0.05; for jmlr_mnv2_128_cpu, whose
-# head reads the mouth well enough to need almost none). One threshold for all left the
-# brows at 0.11 inactive error: phantom brow raises.
-HEAD_THRESHOLDS = {"brows": 0.4, "eyes": 0.05, "jaw": 0.1, "mouth": 0.025, "cheeks/nose": 0.125}
+# The head's ARKit weights go through soft_threshold with one threshold per group, the least
+# active error with the group's inactive error <= 0.05 on held-out synthetic faces
+# (bench/bench_blendshapes.py case (d)). They belong to the weights, so they travel in the
+# model's manifest (`jmlr.store.head_thresholds`, written by the bench's --write-thresholds).
+# These are for a head model stored without its own: the values chosen for the shipped
+# jmlr_mnv2_128_cpu of 2026-12-06. One threshold for all left the brows at 0.11 inactive
+# error: phantom brow raises.
+DEFAULT_HEAD_THRESHOLDS = {"brows": 0.4, "eyes": 0.05, "jaw": 0.1, "mouth": 0.025, "cheeks/nose": 0.125}
 
 
 class BlendshapeEstimator:
@@ -57,17 +59,28 @@ class BlendshapeEstimator:
         topology: the model's topology (for the fit).
         expression_names: the face-model expressions the model's head predicts (empty:
             no head).
+        head_thresholds: the head's soft thresholds per ARKit group, as stored with the
+            model (`jmlr.store.head_thresholds`); None: :data:`DEFAULT_HEAD_THRESHOLDS`.
+            A group left out gets the largest given (the most cautious).
         basis_path: the fit's basis (default: the shipped one).
     """
 
-    def __init__(self, topology, expression_names: Sequence[str] = (), basis_path=None) -> None:
+    def __init__(self, topology, expression_names: Sequence[str] = (),
+                 head_thresholds: Mapping[str, float] | None = None, basis_path=None) -> None:
         self.solver: BlendshapeSolver | None = None
         self.error: str | None = None
         self._head: tuple[tuple[str, ...], np.ndarray, np.ndarray] | None = None
+        self.head_thresholds: dict[str, float] | None = None
         if expression_names:
             names, matrix = arkit_mapping(expression_names)
             if names:
-                self._head = (names, matrix, threshold_per_name(names, HEAD_THRESHOLDS, max(HEAD_THRESHOLDS.values())))
+                if head_thresholds is None:
+                    log.warning("the model stores no blendshape thresholds for its expression head; using the "
+                                "defaults chosen for jmlr_mnv2_128_cpu (choose its own: python "
+                                "bench/bench_blendshapes.py --model MODEL --write-thresholds)")
+                per_group = dict(DEFAULT_HEAD_THRESHOLDS if head_thresholds is None else head_thresholds)
+                self.head_thresholds = per_group
+                self._head = (names, matrix, threshold_per_name(names, per_group, max(per_group.values())))
                 return
         try:
             basis = BlendshapeBasis.load(basis_path).for_topology(topology)

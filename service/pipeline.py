@@ -36,6 +36,7 @@ from jmlr.inference import (
 )
 from jmlr.inference.crops import REDUCTIONS
 from jmlr.onnxrt import OrtOptions
+from jmlr.store.manifest import head_thresholds
 
 from .batcher import DynamicBatcher
 from .blendshapes import BlendshapeEstimator
@@ -160,7 +161,8 @@ class Engine:
                 model.predict(np.zeros((batch, S, S, 3), np.uint8), flip_tta=False)
             detector.detect(np.zeros((64, 64, 3), np.uint8))
         self.model, self.detector = model, detector
-        self.blendshapes = BlendshapeEstimator(model.topology, getattr(model, "expression_names", ()))
+        self.blendshapes = BlendshapeEstimator(model.topology, getattr(model, "expression_names", ()),
+                                               head_thresholds(getattr(model, "manifest", {})))
         self.batcher = DynamicBatcher(
             functools.partial(infer_crops, model), s.max_batch_size, s.max_queue_delay_ms / 1000.0, s.max_queue_size,
             self.metrics,

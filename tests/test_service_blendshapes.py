@@ -22,7 +22,7 @@ from jmlr.facemodel import FaceModel, Topology, build_topology, make_procedural_
 from jmlr.facemodel.blendshapes import ARKIT_BLENDSHAPE_NAMES, BlendshapeBasis, soft_threshold  # noqa: E402
 from jmlr.store import make_random_model  # noqa: E402
 from service.app import create_app  # noqa: E402
-from service.blendshapes import HEAD_THRESHOLDS, BlendshapeEstimator  # noqa: E402
+from service.blendshapes import DEFAULT_HEAD_THRESHOLDS, BlendshapeEstimator  # noqa: E402
 from service.settings import Settings  # noqa: E402
 
 
@@ -111,13 +111,27 @@ def test_estimator_serves_an_expression_head_as_arkit_names():
     face = SimpleNamespace(blendshapes=None)
     assert est.annotate([face], [rec]) == []
     # each through its group's threshold: a brow weight as large as a jaw one may count for less
-    expect = soft_threshold(np.array([0.8, 0.4]), np.array([HEAD_THRESHOLDS["jaw"], HEAD_THRESHOLDS["brows"]]))
+    expect = soft_threshold(np.array([0.8, 0.4]),
+                            np.array([DEFAULT_HEAD_THRESHOLDS["jaw"], DEFAULT_HEAD_THRESHOLDS["brows"]]))
     assert [face.blendshapes["jawOpen"], face.blendshapes["browInnerUp"]] == pytest.approx(expect, abs=1e-4)
     assert face.blendshapes["eyeBlinkLeft"] == 0.0 and len(face.blendshapes) == 51
     # A head that gave nothing is said, not filled in by a guess.
     face = SimpleNamespace(blendshapes=None)
     assert "expression head" in est.annotate([face], [SimpleNamespace(vertices=rec.vertices, expression=None)])[0]
     assert face.blendshapes is None
+
+
+def test_estimator_takes_the_thresholds_stored_with_the_model():
+    names = BlendshapeBasis.load().expression_names
+    est = BlendshapeEstimator(Topology.load(), names, {"jaw": 0.5, "brows": 0.2})
+    assert est.head_thresholds == {"jaw": 0.5, "brows": 0.2}
+    w = np.zeros(len(names))
+    w[names.index("jawOpen")], w[names.index("mouthClose")] = 0.7, 0.3
+    face = SimpleNamespace(blendshapes=None)
+    est.annotate([face], [SimpleNamespace(vertices=None, expression=w)])
+    assert face.blendshapes["jawOpen"] == pytest.approx(0.4, abs=1e-4)  # (0.7 - 0.5) / (1 - 0.5)
+    # a group the model's thresholds leave out gets the largest of them, not a guess of 0
+    assert face.blendshapes["mouthClose"] == 0.0
 
 
 def test_other_topology_warns_instead_of_failing(tmp_path, astronaut_jpeg):
@@ -143,7 +157,7 @@ def test_a_model_with_an_expression_head_answers_with_its_weights(tmp_path, astr
     import torch
 
     from jmlr.models import create_model
-    from jmlr.store import export_model, load_model
+    from jmlr.store import export_model, load_model, write_head_thresholds
 
     store = tmp_path / "store"
     make_random_model(arch="jmlr_resnet18d", input_size=64, name="plain", store_dir=store)
@@ -156,8 +170,10 @@ def test_a_model_with_an_expression_head_answers_with_its_weights(tmp_path, astr
         net.expression_fc.bias.zero_()
         net.expression_fc.bias[names.index("jawOpen")] = 0.7
         net.expression_fc.bias[names.index("mouthSmile_R")] = 1.6  # served clamped
-    export_model(net, net.config, plain.path / plain.manifest["files"]["topology"], store, "expr",
-                 dtype=torch.float32)
+    out = export_model(net, net.config, plain.path / plain.manifest["files"]["topology"], store, "expr",
+                       dtype=torch.float32)
+    # thresholds chosen for these weights travel in the manifest (the defaults would give 0.67)
+    write_head_thresholds(out, {**DEFAULT_HEAD_THRESHOLDS, "jaw": 0.3}, "a test")
     settings = _settings(store, tmp_path / "var").model_copy(update={"model_name": "expr"})
     with TestClient(create_app(settings)) as c:
         r = _post(c, astronaut_jpeg, include="blendshapes")
@@ -167,7 +183,7 @@ def test_a_model_with_an_expression_head_answers_with_its_weights(tmp_path, astr
     body = r.json()
     assert body["model"]["name"] == "expr" and body["model"]["blendshapes"] == "head"
     shapes = body["faces"][0]["blendshapes"]
-    jaw = float(soft_threshold(np.array(0.7), HEAD_THRESHOLDS["jaw"]))
+    jaw = float(soft_threshold(np.array(0.7), 0.3))
     assert shapes["jawOpen"] == pytest.approx(jaw, abs=1e-4) and shapes["mouthSmileRight"] == 1.0
     assert shapes["eyeBlinkLeft"] == 0.0 and len(shapes) == 51
     assert tracked.status_code == 200, tracked.text

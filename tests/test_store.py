@@ -120,6 +120,9 @@ def test_missing_file_refused(tmp_path, topo_path, net):
     (lambda m: m.pop("sha256"), "missing keys"),
     (lambda m: m["files"].update(weights="../model.safetensors"), "plain file name"),
     (lambda m: m["normalisation"].update(color="BGR"), "RGB"),
+    (lambda m: m.update(blendshapes={"head_thresholds": {"lips": 0.1}}), "unknown groups"),
+    (lambda m: m.update(blendshapes={"head_thresholds": {"jaw": 1.0}}), r"jaw = 1\.0 is not a number in \[0, 1\)"),
+    (lambda m: m.update(blendshapes=[0.1]), "head_thresholds must be"),
 ])
 def test_bad_manifest_refused(tmp_path, topo_path, net, edit, message):
     d = export_model(net, TINY, topo_path, tmp_path, "m")
@@ -128,6 +131,20 @@ def test_bad_manifest_refused(tmp_path, topo_path, net, edit, message):
     (d / "manifest.json").write_text(json.dumps(man))
     with pytest.raises(ModelStoreError, match=message):
         load_model(d)
+
+
+def test_head_thresholds_travel_in_the_manifest(tmp_path, topo_path, net):
+    from jmlr.store import head_thresholds, write_head_thresholds
+
+    d = export_model(net, TINY, topo_path, tmp_path, "m")
+    assert head_thresholds(load_model(d).manifest) is None
+    write_head_thresholds(d, {"jaw": 0.1, "brows": 0.4}, "bench/bench_blendshapes.py, 160 faces")
+    m = load_model(d)  # written after the weights: the hashes still hold
+    assert head_thresholds(m.manifest) == {"jaw": 0.1, "brows": 0.4}
+    assert m.manifest["blendshapes"]["chosen_on"].startswith("bench/")
+    with pytest.raises(ModelStoreError, match="unknown groups"):
+        write_head_thresholds(d, {"nose": 0.1}, "")
+    assert head_thresholds(load_model(d).manifest) == {"jaw": 0.1, "brows": 0.4}  # a refused write changes nothing
 
 
 def test_export_refuses_mismatch_and_existing(tmp_path, topo_path, net):

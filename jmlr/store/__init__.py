@@ -16,11 +16,12 @@ from .load import (
     load_topology,
     unflip_predictions,
 )
-from .manifest import ModelStoreError, read_manifest
+from .manifest import ModelStoreError, head_thresholds, read_manifest, write_head_thresholds
 
 __all__ = [
     "ModelStoreError", "LoadedModel", "load_model", "list_models", "default_model_name",
     "export_model", "export_checkpoint", "make_random_model", "set_default_model",
     "average_models", "average_state_dicts",
-    "read_manifest", "load_topology", "unflip_predictions", "crop_batch", "CropPrediction", "average_flipped",
+    "read_manifest", "head_thresholds", "write_head_thresholds",
+    "load_topology", "unflip_predictions", "crop_batch", "CropPrediction", "average_flipped",
 ]

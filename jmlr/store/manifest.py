@@ -19,6 +19,10 @@
     sha256: {filename: hex digest}          every file in ``files`` is checked on load
     dtype: "float16" | "float32"
     training_data, metrics, licence, created (ISO 8601 UTC), extra
+    blendshapes (optional): {head_thresholds: {ARKit group: t in [0, 1)}, chosen_on: str}
+        the expression head's soft thresholds, chosen for these weights on held-out faces
+        (bench/bench_blendshapes.py --write-thresholds); written after the weights, so
+        not hashed
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ from typing import Any
 __all__ = [
     "FORMAT", "FORMAT_VERSION", "MANIFEST_NAME", "WEIGHTS_NAME", "TOPOLOGY_NAME",
     "ICT_ATTRIBUTION", "OUTPUT_SPEC", "ModelStoreError", "sha256_file", "read_manifest",
-    "write_manifest", "validate_manifest",
+    "write_manifest", "validate_manifest", "head_thresholds", "write_head_thresholds",
 ]
 
 FORMAT = "jmlr-model-store"
@@ -105,7 +109,48 @@ def validate_manifest(manifest: Any, where: str = "manifest.json") -> dict[str, 
         raise ModelStoreError(f"{where}: only RGB input is supported, got {norm.get('color')!r}")
     if float(manifest["output"].get("vertex_scale", 10)) <= 0:
         raise ModelStoreError(f"{where}: output.vertex_scale must be positive")
+    if "blendshapes" in manifest:
+        _check_head_thresholds(manifest["blendshapes"], where)
     return manifest
+
+
+def _check_head_thresholds(section: Any, where: str) -> None:
+    from jmlr.facemodel.blendshapes import ARKIT_GROUPS  # numpy only; not needed by every reader
+
+    per_group = section.get("head_thresholds") if isinstance(section, dict) else None
+    if not isinstance(per_group, dict) or not per_group:
+        raise ModelStoreError(f"{where}: blendshapes.head_thresholds must be an object of ARKit group -> threshold")
+    unknown = sorted(set(per_group) - set(ARKIT_GROUPS))
+    if unknown:
+        raise ModelStoreError(f"{where}: blendshapes.head_thresholds names unknown groups {unknown} "
+                              f"(known: {list(ARKIT_GROUPS)})")
+    for group, t in per_group.items():
+        if isinstance(t, bool) or not isinstance(t, (int, float)) or not 0.0 <= float(t) < 1.0:
+            raise ModelStoreError(f"{where}: blendshapes.head_thresholds.{group} = {t!r} is not a number in [0, 1)")
+
+
+def head_thresholds(manifest: dict[str, Any]) -> dict[str, float] | None:
+    """The expression head's soft thresholds per ARKit group stored with a model
+    (``blendshapes.head_thresholds``, validated on read), or None if it has none."""
+    section = manifest.get("blendshapes")
+    if section is None:
+        return None
+    _check_head_thresholds(section, str(manifest.get("name", MANIFEST_NAME)))
+    return {str(g): float(t) for g, t in section["head_thresholds"].items()}
+
+
+def write_head_thresholds(model_dir: str | Path, per_group: dict[str, float], chosen_on: str) -> Path:
+    """Store ``per_group`` thresholds (ARKit group -> t in [0, 1)) in ``model_dir``'s
+    manifest with a note of how they were chosen; other keys are kept as they are.
+
+    Raises:
+        ModelStoreError: an unreadable manifest, unknown groups or thresholds out of range.
+    """
+    manifest = read_manifest(model_dir)
+    section = {"head_thresholds": {str(g): float(t) for g, t in per_group.items()}, "chosen_on": str(chosen_on)}
+    _check_head_thresholds(section, str(Path(model_dir) / MANIFEST_NAME))
+    manifest["blendshapes"] = section
+    return write_manifest(Path(model_dir), manifest)
 
 
 def read_manifest(model_dir: str | Path) -> dict[str, Any]:
