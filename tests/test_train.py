@@ -221,3 +221,53 @@ def test_init_and_resume_carry_the_cumulative_image_count(tmp_path):
     assert total(tmp_path / "b" / "ckpt" / "last.json") == 6 + 8
     second = json.loads((tmp_path / "store" / "second" / "manifest.json").read_text())
     assert second["extra"]["images_seen_total"] == 6 + 8
+
+
+def test_cycles_resume_each_other_restart_the_lr_and_export_each_endpoint(tmp_path, monkeypatch):
+    """`jmlr train --cycles 0.04,0.04`: cycle 2 resumes cycle 1's checkpoint (the step count
+    goes on), its lr starts again from the peak, and each endpoint is exported."""
+    import argparse
+    import itertools
+
+    import yaml
+
+    import jmlr.train.trainer as trainer
+    from jmlr.facemodel import Topology
+    from jmlr.train.cli import main
+
+    torch.set_num_threads(2)
+    N = Topology.load().num_vertices
+    g = torch.Generator().manual_seed(0)
+    batch = {"image": torch.rand(2, 3, 32, 32, generator=g), "verts": torch.randn(2, N, 3, generator=g) * 0.05,
+             "points2d": torch.rand(2, N, 2, generator=g) * 32}
+    real_train = trainer.train
+    monkeypatch.setattr(trainer, "train", lambda cfg: real_train(cfg, batches=itertools.repeat(batch)))
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump({"progress": False, "input_size": 32, "batch_size": 2, "model": TINY,
+                                      "log_every": 1, "ckpt_every": 0, "optim": {"warmup_steps": 1}}))
+    store = tmp_path / "store"
+    args = argparse.Namespace(config=str(config), out=str(tmp_path / "run"), export="tiny", store_dir=str(store),
+                              cycles="0.04,0.04", set=[], max_steps=None, max_minutes=None, batch_size=None,
+                              seed=None, device=None, resume=None, init=None, data_root=None, packs=None)
+    assert main(args) == 0
+
+    def rows(k):
+        lines = (tmp_path / f"run_c{k}" / "log.csv").read_text().splitlines()[1:]
+        return [(int(r.split(",")[0]), float(r.split(",")[1])) for r in lines]
+
+    first, second = rows(1), rows(2)
+    assert second[0][0] == first[-1][0] + 1  # resumed: the step count goes on
+    assert first[-1][1] < 0.5 * first[0][1] and second[0][1] > 0.9 * first[0][1]  # decayed, then restarted
+    for k in (1, 2):
+        manifest = json.loads((store / f"tiny_c{k}" / "manifest.json").read_text())
+        assert manifest["name"] == f"tiny_c{k}"
+    assert json.loads((store / "tiny_c2" / "manifest.json").read_text())["extra"]["images_seen_total"] == \
+        2 * second[-1][0]
+
+
+@pytest.mark.parametrize("text", ["", "35,x", "35,0", "-1"])
+def test_cycles_refuse_bad_lengths(text):
+    from jmlr.train.cli import parse_cycles
+
+    with pytest.raises(SystemExit, match="--cycles"):
+        parse_cycles(text)
