@@ -36,7 +36,6 @@ from jmlr.inference import (
 )
 from jmlr.inference.crops import REDUCTIONS
 from jmlr.onnxrt import OrtOptions
-from jmlr.store.manifest import head_thresholds
 
 from .batcher import DynamicBatcher
 from .blendshapes import BlendshapeEstimator
@@ -143,6 +142,7 @@ class Engine:
         import torch
 
         from jmlr.store import default_model_name
+        from jmlr.store.manifest import head_thresholds
 
         s = self.settings
         self.device = "cuda" if s.device == "cuda" or (s.device == "auto" and torch.cuda.is_available()) else "cpu"

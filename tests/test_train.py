@@ -257,7 +257,9 @@ def test_cycles_resume_each_other_restart_the_lr_and_export_each_endpoint(tmp_pa
 
     first, second = rows(1), rows(2)
     assert second[0][0] == first[-1][0] + 1  # resumed: the step count goes on
-    assert first[-1][1] < 0.5 * first[0][1] and second[0][1] > 0.9 * first[0][1]  # decayed, then restarted
+    # decayed to about 0 over cycle 1's minutes, then restarted (how far cycle 2's first logged
+    # step is into its decay depends on the machine's start-up time, so only the jump is checked)
+    assert first[-1][1] < 0.1 * first[0][1] and second[0][1] > 10 * first[-1][1]
     for k in (1, 2):
         manifest = json.loads((store / f"tiny_c{k}" / "manifest.json").read_text())
         assert manifest["name"] == f"tiny_c{k}"
