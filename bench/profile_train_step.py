@@ -1,11 +1,14 @@
 """Where one CPU training step goes: data, normalisation, forward, loss, backward, optimiser.
 
     python bench/profile_train_step.py --packs data/pack_v1 --threads 2 --steps 20 [--no-fused]
+    python bench/profile_train_step.py --packs data/pack_v4 --candidates jmlr_mobilenetv2_centerface:128 \
+        jmlr_mobilenetv2_centerface:128:stem,blocks.0,blocks.1,blocks.2
 
 Each candidate (backbone, input size) is timed over ``--steps`` steps after 3 warm-up
 steps, in this process, with ``--threads`` torch threads; the packed data path includes
 jitter (cv2.warpAffine), flip and colour augmentation; the optimiser is the trainer's
-(``make_optimizer``: AdamW, fused unless ``--no-fused``). Prints a markdown table (ms per
+(``make_optimizer``: AdamW, fused unless ``--no-fused``). A candidate's optional third field
+lists parameter prefixes to freeze (the trainer's ``freeze``). Prints a markdown table (ms per
 step and share) for docs/training.md. Run it on a quiet machine.
 """
 
@@ -25,7 +28,7 @@ def main() -> int:
     from jmlr.facemodel import Topology
     from jmlr.models import create_model
     from jmlr.models.loss import jmlr_loss, unique_edges
-    from jmlr.train.trainer import _param_groups, make_optimizer, output_statistics
+    from jmlr.train.trainer import _param_groups, freeze_parameters, make_optimizer, output_statistics
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--packs", nargs="+", default=["data/pack_v1"])
@@ -41,7 +44,7 @@ def main() -> int:
     edges = torch.from_numpy(unique_edges(topo.triangles))
     rows = []
     for cand in args.candidates:
-        name, size = cand.split(":")
+        name, size, *frozen = cand.split(":")
         size = int(size)
         crops = PackedCrops(args.packs, size, jitter=AlignJitter(0.05, 5.0, 0.03), flip=0.5, color=0.2,
                             flip_index=topo.flip_index, seed=0)
@@ -52,6 +55,8 @@ def main() -> int:
 
         net.set_output_statistics(*output_statistics(encode_targets(b0["verts"], b0["points2d"], size),
                                                      topo.num_vertices))
+        if frozen:
+            freeze_parameters(net, frozen[0].split(","))
         opt = make_optimizer({"name": "adamw", "fused": not args.no_fused}, _param_groups(net, 0.05), 1e-4)
         norm = net.config["normalisation"]
         t: dict[str, float] = defaultdict(float)

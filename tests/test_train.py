@@ -177,6 +177,54 @@ def test_resume_continues_from_the_checkpoint(tmp_path, monkeypatch):
     assert restored == [tmp_path / "ckpt"]
 
 
+def test_freeze_keeps_the_named_layers_fixed_and_resumes_the_optimizer(tmp_path, monkeypatch):
+    """A run resumed with ``freeze`` loads the unfrozen run's optimizer state, leaves the
+    frozen layers' weights exactly as they were and trains the rest."""
+    import itertools
+
+    from safetensors.torch import load_file
+
+    import jmlr.train.trainer as trainer
+    from jmlr.facemodel import Topology
+    from jmlr.train.trainer import train
+
+    restored = []
+    real_load = trainer.load_optimizer_state
+    monkeypatch.setattr(trainer, "load_optimizer_state",
+                        lambda ckpt, opt, *a: (restored.append(ckpt), real_load(ckpt, opt, *a)))
+    torch.set_num_threads(2)
+    N = Topology.load().num_vertices
+    g = torch.Generator().manual_seed(0)
+    batch = {"image": torch.rand(2, 3, 32, 32, generator=g), "verts": torch.randn(2, N, 3, generator=g) * 0.05,
+             "points2d": torch.rand(2, N, 2, generator=g) * 32}
+    cfg = {"out": str(tmp_path), "max_steps": 3, "progress": False, "input_size": 32, "batch_size": 2,
+           "model": TINY, "log_every": 1, "ckpt_every": 0,
+           "optim": {"name": "adamw", "lr": 1e-3, "warmup_steps": 1, "weight_decay": 0.05}}
+    train(cfg, batches=itertools.repeat(batch))
+    before = load_file(str(tmp_path / "ckpt" / "last.safetensors"))
+    train(dict(cfg, max_steps=6, resume="auto", freeze="conv1"), batches=itertools.repeat(batch))
+    after = load_file(str(tmp_path / "ckpt" / "last.safetensors"))
+    assert restored == [tmp_path / "ckpt"]
+    frozen = [k for k in before if k.startswith("conv1.") and not k.endswith(("running_mean", "running_var",
+                                                                              "num_batches_tracked"))]
+    assert frozen and all(torch.equal(before[k], after[k]) for k in frozen)
+    assert not torch.equal(before["fc.weight"], after["fc.weight"])
+    assert not torch.equal(before["layer1.0.conv1.weight"], after["layer1.0.conv1.weight"])
+
+
+def test_freeze_refuses_a_prefix_that_names_nothing():
+    from jmlr.train.trainer import freeze_parameters
+
+    net = create_task_model("jmlr", TINY, 100, 32)
+    with pytest.raises(ValueError, match="stem"):
+        freeze_parameters(net, ["conv1", "stem"])
+    assert all(p.requires_grad for p in net.parameters())  # nothing half-frozen
+    names = freeze_parameters(net, ["conv1", "layer1.0"])
+    assert names and all(n.startswith(("conv1.", "layer1.0.")) for n in names)
+    assert not any(n.startswith("layer1.1") or n.startswith("layer10") for n in names)
+    assert all(p.requires_grad == (n not in names) for n, p in net.named_parameters())
+
+
 def test_time_budget_drives_the_poly_decay():
     from jmlr.train.trainer import budget_step, lr_at
 
