@@ -10,14 +10,13 @@ import torch
 
 from jmlr.models.baselines import DirectRegressionNet, TwoStreamNet, decode_baseline_output, decode_pose, encode_pose
 from jmlr.models.tasks import create_task_model, get_task
+from jmlr.train.checkpoint import load_checkpoint, save_checkpoint
 from jmlr.train.trainer import (
     _param_groups,
     deep_update,
-    load_checkpoint,
     load_train_config,
     lr_at,
     make_optimizer,
-    save_checkpoint,
     scaled_lr,
 )
 

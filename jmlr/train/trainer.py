@@ -5,15 +5,15 @@ One run is described by a plain dict (a YAML file in ``jmlr/configs/train/``, se
 and biases), learning rate ``lr * global_batch / lr_batch`` with linear warm-up then
 polynomial decay to 0 at ``max_steps``; bf16 autocast and channels_last on CUDA; DDP
 when launched by torchrun with ``WORLD_SIZE > 1``; resumable safetensors checkpoints
-(no pickle); a tqdm bar and a CSV log on rank 0; stops at ``max_steps`` or after
-``max_minutes``, whichever comes first.
+(no pickle; ``jmlr.train.checkpoint``); batches from ``jmlr.train.sources``; a tqdm bar
+and a CSV log on rank 0; stops at ``max_steps`` or after ``max_minutes``, whichever
+comes first.
 """
 
 from __future__ import annotations
 
 import copy
 import csv
-import json
 import logging
 import os
 import random
@@ -27,18 +27,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 import yaml
-from safetensors.torch import load_file, save_file
 
-from jmlr.data.datasets import (
-    AugmentConfig,
-    ChallengeDataset,
-    augment_batch,
-    infinite,
-    load_challenge_samples,
-    make_loader,
-    normalise_images,
-)
-from jmlr.data.packed import PackedCrops
+from jmlr.data.datasets import AugmentConfig, augment_batch, normalise_images
 from jmlr.facemodel.topology import Topology, default_topology_path
 from jmlr.models.jmlr_net import JMLRHead
 from jmlr.models.loss import LossWeights, unique_edges
@@ -46,12 +36,12 @@ from jmlr.models.tasks import Task, get_task
 from jmlr.models.vertex_basis import (
     attach_vertex_basis,
     fold_vertex_basis,
-    plain_state_dict,
     principal_vertex_basis,
-    vertex_basis_of,
 )
 from jmlr.paths import configs_dir
+from jmlr.train.checkpoint import checkpoint_basis, load_checkpoint, load_optimizer_state, save_checkpoint
 from jmlr.train.heldout import HeldOutMonitor
+from jmlr.train.sources import disk_source, packed_source, synthetic_source
 
 log = logging.getLogger("jmlr.train")
 
@@ -204,166 +194,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % (2**32))
     torch.manual_seed(seed)
-
-
-# ----------------------------------------------------------------------------- checkpoints
-def save_checkpoint(ckpt_dir: Path, net: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                    meta: dict) -> Path:
-    """Write ``last.safetensors`` (net, plain layout), ``last.optim.safetensors`` (optimizer
-    tensors), ``last.json`` (meta + optimizer scalars) and, for a head trained on a vertex
-    basis, ``last.basis.safetensors`` (the basis its optimizer state refers to), each
-    atomically. Returns ``ckpt_dir``."""
-    ckpt_dir.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().cpu().contiguous().clone() for k, v in plain_state_dict(net).items()}
-    basis = vertex_basis_of(net)
-    opt = optimizer.state_dict()
-    tensors, scalars = {}, {}
-    for idx, st in opt["state"].items():
-        for k, v in st.items():
-            if isinstance(v, torch.Tensor):
-                tensors[f"{idx}.{k}"] = v.detach().cpu().contiguous().clone()
-            else:
-                scalars[f"{idx}.{k}"] = v
-    meta = dict(meta, optimizer={"param_groups": opt["param_groups"], "scalars": scalars})
-    files: list[tuple[str, Callable[[str], Any]]] = [
-        ("last.safetensors", lambda p: save_file(state, p)),
-        ("last.optim.safetensors", lambda p: save_file(tensors, p))]
-    if basis is not None:
-        files.append(("last.basis.safetensors", lambda p: save_file({"basis": basis.detach().cpu().contiguous()}, p)))
-    else:
-        (ckpt_dir / "last.basis.safetensors").unlink(missing_ok=True)
-    files.append(("last.json", lambda p: Path(p).write_text(json.dumps(meta, indent=1), "utf-8")))
-    for name, write in files:
-        tmp = ckpt_dir / f".{name}.tmp"
-        write(str(tmp))
-        os.replace(tmp, ckpt_dir / name)
-    return ckpt_dir
-
-
-def checkpoint_basis(ckpt_dir: Path) -> torch.Tensor | None:
-    """The vertex basis a checkpoint's head was trained on (None: a plain head)."""
-    path = Path(ckpt_dir) / "last.basis.safetensors"
-    return load_file(str(path))["basis"] if path.is_file() else None
-
-
-def load_checkpoint(ckpt_dir: Path, net: torch.nn.Module, optimizer: torch.optim.Optimizer | None) -> dict:
-    """Restore net (and optimizer) from :func:`save_checkpoint` files; returns the meta.
-
-    The weights are loaded in the plain layout: a net with a vertex basis attached gets
-    them projected onto its basis (exact when it is the checkpoint's own)."""
-    meta = json.loads((ckpt_dir / "last.json").read_text("utf-8"))
-    state = load_file(str(ckpt_dir / "last.safetensors"))
-    basis = vertex_basis_of(net)
-    if basis is not None:
-        with torch.no_grad():
-            net.fc.weight = state.pop("fc.weight").to(basis.device)
-            net.fc.bias = state.pop("fc.bias").to(basis.device)
-        missing, unexpected = net.load_state_dict(state, strict=False)
-        missing = [k for k in missing if not k.startswith("fc.parametrizations.")]
-        if missing or unexpected:
-            raise RuntimeError(f"checkpoint {ckpt_dir}: missing {missing[:3]}, unexpected {unexpected[:3]}")
-    else:
-        net.load_state_dict(state)
-    if optimizer is not None:
-        load_optimizer_state(ckpt_dir, optimizer, meta)
-    return meta
-
-
-def load_optimizer_state(ckpt_dir: Path, optimizer: torch.optim.Optimizer, meta: dict | None = None) -> None:
-    """Restore the optimizer tensors and scalars of :func:`save_checkpoint` (if saved)."""
-    meta = meta if meta is not None else json.loads((ckpt_dir / "last.json").read_text("utf-8"))
-    if (ckpt_dir / "last.optim.safetensors").is_file():
-        tensors = load_file(str(ckpt_dir / "last.optim.safetensors"))
-        state: dict[int, dict] = {}
-        for key, v in tensors.items():
-            idx, k = key.split(".", 1)
-            state.setdefault(int(idx), {})[k] = v
-        for key, v in meta["optimizer"]["scalars"].items():
-            idx, k = key.split(".", 1)
-            state.setdefault(int(idx), {})[k] = v
-        optimizer.load_state_dict({"state": state, "param_groups": meta["optimizer"]["param_groups"]})
-
-
-# ----------------------------------------------------------------------------- data
-class _StreamWorkers(torch.utils.data.IterableDataset):
-    """SyntheticCropStream batches rendered on the CPU in DataLoader worker processes
-    (each worker its own seed), so rendering overlaps training."""
-
-    def __init__(self, kwargs: dict, facemodel_path: str | None, topology_path: str, seed: int):
-        self.kwargs, self.facemodel_path, self.topology_path, self.seed = kwargs, facemodel_path, topology_path, seed
-
-    def __iter__(self):
-        from jmlr.facemodel import FaceModel
-        from jmlr.synth.stream import SyntheticCropStream
-
-        info = torch.utils.data.get_worker_info()
-        wid = info.id if info is not None else 0
-        stream = SyntheticCropStream(FaceModel.load(self.facemodel_path), Topology.load(self.topology_path),
-                                     device="cpu", seed=self.seed * 7919 + wid, **self.kwargs)
-        for b in stream:
-            yield {k: v for k, v in b.items() if k != "mask"}
-
-
-def synthetic_source(cfg: dict, topology: Topology, topology_path: Path, size: int, batch: int,
-                     seed: int, device: torch.device) -> Iterator[dict]:
-    """Endless batches of ``jmlr.synth.stream.SyntheticCropStream``.
-
-    ``data.synthetic_workers`` 0 renders in this process on the training ``device``;
-    > 0 renders on the CPU in that many worker processes. The alignment jitter of
-    ``data.augment.jitter`` is the stream's crop jitter. The face model is
-    ``cfg["facemodel"]`` (default ``jmlr.paths.default_facemodel_path()``).
-    """
-    from jmlr.facemodel import FaceModel
-    from jmlr.synth.stream import CropJitter, SyntheticCropStream
-
-    jit = (cfg["data"].get("augment") or {}).get("jitter")
-    jitter = (CropJitter(float(jit.get("scale", 0.0)), float(jit.get("rotate_deg", 0.0)), float(jit.get("shift", 0.0)))
-              if jit else CropJitter.none())
-    kwargs = {"size": size, "batch_size": batch, "jitter": jitter, **(cfg["data"].get("synthetic") or {})}
-    workers = int(cfg["data"].get("synthetic_workers", 0) or 0)
-    fm_path = cfg.get("facemodel")
-    if workers > 0:
-        ds = _StreamWorkers(kwargs, fm_path, str(topology_path), seed)
-        loader = torch.utils.data.DataLoader(ds, batch_size=None, num_workers=workers,
-                                             pin_memory=device.type == "cuda", persistent_workers=True)
-        return iter(loader)
-    stream = SyntheticCropStream(FaceModel.load(fm_path), topology, device=device, seed=seed, **kwargs)
-    return iter(stream)
-
-
-def packed_source(cfg: dict, topology: Topology, size: int, batch: int, seed: int,
-                  rank: int, world: int, expression_names: tuple[str, ...] = ()) -> tuple[Iterator[dict], int]:
-    """Endless augmented batches from pack folders (`jmlr.data.packed`); (iterator, size).
-    With ``expression_names`` the batches carry the expression weights too."""
-    data = cfg["data"]
-    roots = data.get("packs") or ([data["root"]] if data.get("root") else None)
-    if not roots:
-        raise ValueError("data.source 'packed' needs data.packs (pack folders made by `jmlr pack`)")
-    aug = AugmentConfig.from_dict(data.get("augment"))
-    crops = PackedCrops(roots, size, jitter=aug.jitter, flip=aug.flip, color=aug.color,
-                        flip_index=topology.flip_index, seed=seed, limit=data.get("limit"),
-                        expression_names=expression_names)
-    if crops.num_vertices != topology.num_vertices:
-        raise ValueError(f"packs have {crops.num_vertices} vertices per face, the topology {topology.num_vertices}")
-    return crops.batches(batch, rank=rank, world=world), len(crops)
-
-
-def disk_source(cfg: dict, topology: Topology, size: int, batch: int, seed: int,
-                distributed: bool) -> tuple[Iterator[dict], int]:
-    """Endless batches from a challenge-layout folder; returns (iterator, dataset size)."""
-    data = cfg["data"]
-    if not data.get("root"):
-        raise ValueError("data.source 'disk' needs data.root (a challenge-layout folder)")
-    samples, K = load_challenge_samples(data["root"], data.get("lists"), topology.landmarks68)
-    if len(samples) and np.asarray(samples[0].verts).shape[0] != topology.num_vertices:
-        raise ValueError(f"data has {np.asarray(samples[0].verts).shape[0]} vertices per face, "
-                         f"the topology {topology.num_vertices}")
-    ds = ChallengeDataset(samples, K, size, task=cfg["task"],
-                          augment=AugmentConfig.from_dict(data.get("augment")),
-                          flip_index=topology.flip_index, seed=seed)
-    loader = make_loader(ds, batch, shuffle=True, num_workers=int(data.get("num_workers", 2)),
-                         seed=seed, drop_last=len(ds) >= batch, distributed=distributed)
-    return infinite(loader), len(ds)
 
 
 # ----------------------------------------------------------------------------- training
