@@ -24,6 +24,28 @@ TINY = {"name": "tiny", "backbone": {"block": "basic", "depths": [1, 1, 1, 1], "
                                      "stem_width": 8}, "input_size": 64}
 
 
+def _tiny_batch() -> dict:
+    """One fixed 2-sample batch of 32 px crops for the tiny network (2 threads)."""
+    from jmlr.facemodel import Topology
+
+    torch.set_num_threads(2)
+    N = Topology.load().num_vertices
+    g = torch.Generator().manual_seed(0)
+    return {"image": torch.rand(2, 3, 32, 32, generator=g), "verts": torch.randn(2, N, 3, generator=g) * 0.05,
+            "points2d": torch.rand(2, N, 2, generator=g) * 32}
+
+
+def _record_optimizer_restores(monkeypatch) -> list:
+    """The checkpoint folders whose optimizer state the trainer restores, in order."""
+    import jmlr.train.trainer as trainer
+
+    restored: list = []
+    real_load = trainer.load_optimizer_state
+    monkeypatch.setattr(trainer, "load_optimizer_state",
+                        lambda ckpt, opt, *a: (restored.append(ckpt), real_load(ckpt, opt, *a)))
+    return restored
+
+
 def test_lr_schedule_warmup_then_poly():
     peak = scaled_lr(0.1, 64, 512)
     assert peak == pytest.approx(0.0125)
@@ -150,20 +172,11 @@ def test_tiny_network_overfits_a_few_renders(tmp_path):
 def test_resume_continues_from_the_checkpoint(tmp_path, monkeypatch):
     import itertools
 
-    import jmlr.train.trainer as trainer
-    from jmlr.facemodel import Topology
     from jmlr.train.trainer import train
 
-    restored = []
-    real_load = trainer.load_optimizer_state
-    monkeypatch.setattr(trainer, "load_optimizer_state",
-                        lambda ckpt, opt, *a: (restored.append(ckpt), real_load(ckpt, opt, *a)))
+    restored = _record_optimizer_restores(monkeypatch)
 
-    torch.set_num_threads(2)
-    N = Topology.load().num_vertices
-    g = torch.Generator().manual_seed(0)
-    batch = {"image": torch.rand(2, 3, 32, 32, generator=g), "verts": torch.randn(2, N, 3, generator=g) * 0.05,
-             "points2d": torch.rand(2, N, 2, generator=g) * 32}
+    batch = _tiny_batch()
     cfg = {"out": str(tmp_path), "max_steps": 3, "progress": False, "input_size": 32, "batch_size": 2,
            "model": TINY, "log_every": 1, "ckpt_every": 0, "optim": {"warmup_steps": 2}}
     assert train(cfg, batches=itertools.repeat(batch))["step"] == 3
@@ -183,19 +196,10 @@ def test_freeze_keeps_the_named_layers_fixed_and_resumes_the_optimizer(tmp_path,
 
     from safetensors.torch import load_file
 
-    import jmlr.train.trainer as trainer
-    from jmlr.facemodel import Topology
     from jmlr.train.trainer import train
 
-    restored = []
-    real_load = trainer.load_optimizer_state
-    monkeypatch.setattr(trainer, "load_optimizer_state",
-                        lambda ckpt, opt, *a: (restored.append(ckpt), real_load(ckpt, opt, *a)))
-    torch.set_num_threads(2)
-    N = Topology.load().num_vertices
-    g = torch.Generator().manual_seed(0)
-    batch = {"image": torch.rand(2, 3, 32, 32, generator=g), "verts": torch.randn(2, N, 3, generator=g) * 0.05,
-             "points2d": torch.rand(2, N, 2, generator=g) * 32}
+    restored = _record_optimizer_restores(monkeypatch)
+    batch = _tiny_batch()
     cfg = {"out": str(tmp_path), "max_steps": 3, "progress": False, "input_size": 32, "batch_size": 2,
            "model": TINY, "log_every": 1, "ckpt_every": 0,
            "optim": {"name": "adamw", "lr": 1e-3, "warmup_steps": 1, "weight_decay": 0.05}}
@@ -243,14 +247,9 @@ def test_init_and_resume_carry_the_cumulative_image_count(tmp_path):
     """--init continues a stored model's count; resuming that run must not drop the init's share."""
     import itertools
 
-    from jmlr.facemodel import Topology
     from jmlr.train.trainer import train
 
-    torch.set_num_threads(2)
-    N = Topology.load().num_vertices
-    g = torch.Generator().manual_seed(0)
-    batch = {"image": torch.rand(2, 3, 32, 32, generator=g), "verts": torch.randn(2, N, 3, generator=g) * 0.05,
-             "points2d": torch.rand(2, N, 2, generator=g) * 32}
+    batch = _tiny_batch()
     base = {"max_steps": 3, "progress": False, "input_size": 32, "batch_size": 2, "model": TINY,
             "log_every": 1, "ckpt_every": 0, "optim": {"warmup_steps": 2}, "store_dir": str(tmp_path / "store")}
 
@@ -280,14 +279,9 @@ def test_cycles_resume_each_other_restart_the_lr_and_export_each_endpoint(tmp_pa
     import yaml
 
     import jmlr.train.trainer as trainer
-    from jmlr.facemodel import Topology
     from jmlr.train.cli import main
 
-    torch.set_num_threads(2)
-    N = Topology.load().num_vertices
-    g = torch.Generator().manual_seed(0)
-    batch = {"image": torch.rand(2, 3, 32, 32, generator=g), "verts": torch.randn(2, N, 3, generator=g) * 0.05,
-             "points2d": torch.rand(2, N, 2, generator=g) * 32}
+    batch = _tiny_batch()
     real_train = trainer.train
     monkeypatch.setattr(trainer, "train", lambda cfg: real_train(cfg, batches=itertools.repeat(batch)))
     # The cycles are minutes of wall time; a clock that advances 50 ms per reading makes their
