@@ -15,6 +15,7 @@ import torch
 from jmlr.facemodel import FaceModel, Topology, build_topology, make_procedural_head
 from jmlr.synth import render_gl
 from jmlr.synth.appearance import sample_lighting
+from jmlr.synth.hair import HAIR_KINDS, sample_hair_style
 from jmlr.synth.heads import HEADS_ENV, HeadConfig, style_rng
 from jmlr.synth.render import render_mesh
 from jmlr.synth.scene import SyntheticFaceGenerator
@@ -69,6 +70,24 @@ def test_style_rng_leaves_the_subject_generator_alone():
     np.testing.assert_array_equal(a, b)  # rng was not advanced
     assert rng.random() == np.random.default_rng(3).random()
     assert not np.allclose(a, np.random.default_rng(3).random(4))
+
+
+def test_hair_styles_draw_each_kind_within_its_ranges():
+    """Every kind is drawn, each within its own ranges; afros and ponytails force their parting."""
+    seen = {}
+    for seed in range(300):
+        style = sample_hair_style(np.random.default_rng(seed), seed % 2 == 0, np.array([0.2, 0.1, 0.05]))
+        seen.setdefault(style.kind, []).append(style)
+    assert set(seen) == set(HAIR_KINDS)
+    short, long_ = seen["short"], seen["long"]
+    assert max(s.length for s in short) < 0.07 <= 0.22 < min(s.length for s in long_)
+    assert all(0.003 <= s.thickness <= 0.007 and 0.006 <= s.width <= 0.012 for s in short)
+    assert all(s.curl >= 0.8 and s.parting == "none" for s in seen["afro"])
+    assert all(s.parting == "back" and s.thickness <= 0.004 for s in seen["ponytail"])
+    assert {s.parting for s in short + long_ + seen["medium"]} == {"crown", "side", "centre", "back"}
+    a, b = (sample_hair_style(np.random.default_rng(7), False, np.array([0.2, 0.1, 0.05])) for _ in range(2))
+    assert dataclasses.replace(a, color=None) == dataclasses.replace(b, color=None)
+    np.testing.assert_array_equal(a.color, b.color)
 
 
 def test_procedural_head_renders_with_every_element(procedural):

@@ -90,58 +90,27 @@ def sample_hair_color(rng: np.random.Generator) -> np.ndarray:
     return np.clip(c * rng.uniform(0.85, 1.15) * rng.uniform(0.96, 1.04, 3), 0, 1)
 
 
+# Per style, the U(lo, hi) ranges of length (m), thickness (m), fringe (m), droop, curl and
+# ribbon width (m), in the order they are drawn (a seed keeps its hair), and the parting the
+# style forces (None: the drawn one). Afros are curled in every direction; ponytails are
+# tight over the scalp, gathered at the back.
+_STYLE_RANGES: dict[str, tuple[tuple[tuple[float, float], ...], str | None]] = {
+    "short": (((0.03, 0.07), (0.003, 0.007), (0.03, 0.06), (0.2, 0.6), (0, 0.3), (0.006, 0.012)), None),
+    "medium": (((0.12, 0.2), (0.005, 0.011), (0.012, 0.06), (0.8, 1.6), (0, 0.25), (0.012, 0.022)), None),
+    "long": (((0.22, 0.42), (0.005, 0.01), (0.015, 0.06), (1.0, 2.0), (0, 0.3), (0.014, 0.026)), None),
+    "afro": (((0.025, 0.05), (0.025, 0.05), (0.045, 0.065), (0, 0.2), (0.8, 1.6), (0.015, 0.025)), "none"),
+    "ponytail": (((0.1, 0.3), (0.002, 0.004), (0.045, 0.065), (0.3, 0.8), (0, 0.15), (0.007, 0.012)), "back"),
+}
+
+
 def sample_hair_style(rng: np.random.Generator, masculine: bool, color: np.ndarray) -> HairStyle:
     p = [0.55, 0.15, 0.07, 0.15, 0.08] if masculine else [0.12, 0.28, 0.38, 0.10, 0.12]
     kind = HAIR_KINDS[int(rng.choice(len(HAIR_KINDS), p=p))]
     parting = str(rng.choice(["crown", "side", "centre", "back"], p=[0.3, 0.35, 0.2, 0.15]))
     u = rng.uniform
-    if kind == "short":
-        length, thick, fringe, droop, curl, width = (
-            u(0.03, 0.07),
-            u(0.003, 0.007),
-            u(0.03, 0.06),
-            u(0.2, 0.6),
-            u(0, 0.3),
-            u(0.006, 0.012),
-        )
-    elif kind == "medium":
-        length, thick, fringe, droop, curl, width = (
-            u(0.12, 0.2),
-            u(0.005, 0.011),
-            u(0.012, 0.06),
-            u(0.8, 1.6),
-            u(0, 0.25),
-            u(0.012, 0.022),
-        )
-    elif kind == "long":
-        length, thick, fringe, droop, curl, width = (
-            u(0.22, 0.42),
-            u(0.005, 0.01),
-            u(0.015, 0.06),
-            u(1.0, 2.0),
-            u(0, 0.3),
-            u(0.014, 0.026),
-        )
-    elif kind == "afro":
-        length, thick, fringe, droop, curl, width = (
-            u(0.025, 0.05),
-            u(0.025, 0.05),
-            u(0.045, 0.065),
-            u(0, 0.2),
-            u(0.8, 1.6),
-            u(0.015, 0.025),
-        )
-        parting = "none"
-    else:  # ponytail: tight over the scalp, gathered at the back
-        length, thick, fringe, droop, curl, width = (
-            u(0.1, 0.3),
-            u(0.002, 0.004),
-            u(0.045, 0.065),
-            u(0.3, 0.8),
-            u(0, 0.15),
-            u(0.007, 0.012),
-        )
-        parting = "back"
+    ranges, forced_parting = _STYLE_RANGES[kind]
+    length, thick, fringe, droop, curl, width = (u(lo, hi) for lo, hi in ranges)
+    parting = forced_parting or parting
     return HairStyle(
         kind=kind,
         color=np.clip(np.asarray(color) * u(0.95, 1.05), 0, 1),
