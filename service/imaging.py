@@ -2,6 +2,11 @@
 
 Pillow reads only the header on ``Image.open``; the pixel cap is checked there, so a
 decompression bomb (a tiny file claiming a huge canvas) is refused without allocating it.
+
+Formats: JPEG, PNG, WebP, AVIF (Pillow's own plugins) and HEIC, the format iPhones
+capture in (pi-heif's opener: libheif with the libde265 decoder, no encoder). HEIF
+containers carry their rotation as transforms that libheif applies while decoding; the
+opener then resets the EXIF orientation to 1, so no file is turned twice.
 """
 
 from __future__ import annotations
@@ -11,12 +16,19 @@ import warnings
 from dataclasses import dataclass
 
 import numpy as np
+import pi_heif
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import ApiError
 
-ALLOWED_FORMATS = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp"}
-ALLOWED_CONTENT_TYPES = {"image/jpeg", "image/jpg", "image/pjpeg", "image/png", "image/webp"}
+pi_heif.register_heif_opener()
+
+# Pillow's format name -> the media type it is served as.
+ALLOWED_FORMATS = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp", "AVIF": "image/avif",
+                   "HEIF": "image/heic"}
+ALLOWED_CONTENT_TYPES = {"image/jpeg", "image/jpg", "image/pjpeg", "image/png", "image/webp", "image/avif",
+                         "image/heic", "image/heif", "image/heic-sequence", "image/heif-sequence"}
+FORMATS_IN_WORDS = "JPEG, PNG, WebP, HEIC or AVIF"
 # Generic types some clients (curl without ;type=, browsers) send; the bytes decide then.
 GENERIC_CONTENT_TYPES = {"", "application/octet-stream"}
 
@@ -49,7 +61,8 @@ def check_content_type(content_type: str | None) -> None:
     raise ApiError(
         415,
         "unsupported_media_type",
-        f"image content type {ct!r} is not supported; send image/jpeg, image/png or image/webp",
+        f"image content type {ct!r} is not supported; send image/jpeg, image/png, image/webp, image/heic "
+        "or image/avif",
     )
 
 
@@ -96,7 +109,7 @@ def _open_checked(data: bytes, max_pixels: int) -> tuple[Image.Image, str]:
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             img = Image.open(io.BytesIO(data))
     except UnidentifiedImageError:
-        raise ApiError(422, "invalid_image", "the upload is not a JPEG, PNG or WebP image") from None
+        raise ApiError(422, "invalid_image", f"the upload is not a {FORMATS_IN_WORDS} image") from None
     except Image.DecompressionBombError as exc:
         raise ApiError(413, "image_too_large", str(exc)) from None
     except Exception as exc:
@@ -105,7 +118,7 @@ def _open_checked(data: bytes, max_pixels: int) -> tuple[Image.Image, str]:
     fmt = img.format
     if fmt is None or fmt not in ALLOWED_FORMATS:
         raise ApiError(
-            415, "unsupported_media_type", f"image format {fmt} is not supported; use JPEG, PNG or WebP"
+            415, "unsupported_media_type", f"image format {fmt} is not supported; use {FORMATS_IN_WORDS}"
         )
     w, h = img.size
     if w < 1 or h < 1:

@@ -227,6 +227,25 @@ def test_exif_focal_and_orientation(client):
     assert body["camera"]["fx"] == pytest.approx(26 * 500 / np.hypot(36, 24), rel=1e-6)
 
 
+def test_iphone_heic_held_sideways_is_read_upright(client):
+    """An HEIC stored turned by 90 degrees (tests/data/README.md) finds the face where the
+    upright JPEG of the same photo does, with the focal length from its EXIF."""
+    heic = (Path(__file__).parent / "data" / "astronaut_rot6.heic").read_bytes()
+    exif = Image.Exif()
+    exif.get_ifd(0x8769)[0xA405] = 26
+    answers = {}
+    for ctype, data in (("image/heic", heic), ("image/jpeg", _jpeg(skimage_data.astronaut()[:400], exif))):
+        r = _post(client, data, ctype=ctype, include="landmarks_68")
+        assert r.status_code == 200, r.text
+        answers[ctype] = r.json()
+    h, j = answers["image/heic"], answers["image/jpeg"]
+    assert h["image"] == {"width": 512, "height": 400, "format": "HEIF"}
+    assert h["camera"]["source"] == "exif" and h["camera"]["fx"] == pytest.approx(j["camera"]["fx"])
+    (fh,), (fj,) = h["faces"], j["faces"]
+    assert np.abs(np.subtract(fh["bbox"], fj["bbox"])).max() < 6
+    assert np.abs(np.subtract(fh["landmarks_68"], fj["landmarks_68"])).mean() < 3
+
+
 def test_registered_device_and_api_key(client, astronaut_jpeg):
     dev = {"device_id": "cam-1", "fx": 2000.0, "fy": 2000.0, "cx": 1023.5, "cy": 1023.5, "width": 2048, "height": 2048}
     _error(client.post("/devices", json=dev), 401, "missing_api_key")

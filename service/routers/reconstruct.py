@@ -100,7 +100,7 @@ async def _read_capped(upload: UploadFile, limit: int) -> bytes:
 )
 async def reconstruct(
     request: Request,
-    image: Annotated[UploadFile, File(description="JPEG, PNG or WebP; EXIF orientation is applied.")],
+    image: Annotated[UploadFile, File(description="JPEG, PNG, WebP, HEIC or AVIF; EXIF orientation is applied.")],
     engine: EngineDep,
     settings: SettingsDep,
     storage: OptionalStorageDep,

@@ -1,0 +1,76 @@
+"""Upload formats beyond JPEG/PNG/WebP: HEIC (what iPhones capture) and AVIF decode upright,
+with their EXIF focal length, and bad files of either kind get the API's clear errors."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, features
+
+from service.errors import ApiError
+from service.imaging import check_content_type, decode_image, probe_image
+
+HEIC = Path(__file__).parent / "data" / "astronaut_rot6.heic"
+skimage_data = pytest.importorskip("skimage.data")
+
+
+def _upright() -> np.ndarray:
+    return skimage_data.astronaut()[:400]  # what the fixture shows once turned (512 x 400)
+
+
+def test_heic_decodes_upright_with_its_focal():
+    data = HEIC.read_bytes()
+    header = probe_image(data, 10**7)
+    assert header.format == "HEIF" and header.pixels == 512 * 400
+    d = decode_image(data, 10**7)
+    assert d.format == "HEIF" and (d.width, d.height) == (512, 400) and d.rgb.shape == (400, 512, 3)
+    assert d.focal_35mm == 26
+    # Turned once, not twice and not never: the stored pixels are the photo turned by 90 degrees.
+    err = np.abs(d.rgb.astype(int) - _upright()).mean()
+    assert err < 6, err
+    assert np.abs(np.rot90(d.rgb, 1)[:400, :400].astype(int) - _upright()[:400, :400]).mean() > 30
+
+
+@pytest.mark.skipif(not features.check("avif"), reason="this Pillow build has no AVIF codec")
+def test_avif_decodes_like_the_jpeg_it_was_made_from():
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    exif.get_ifd(0x8769)[0xA405] = 28
+    stored = Image.fromarray(_upright()).transpose(Image.Transpose.ROTATE_90)
+    out = {}
+    for fmt in ("JPEG", "AVIF"):
+        buf = io.BytesIO()
+        stored.save(buf, fmt, quality=90, exif=exif.tobytes())
+        out[fmt] = decode_image(buf.getvalue(), 10**7)
+    a, j = out["AVIF"], out["JPEG"]
+    assert a.format == "AVIF" and (a.width, a.height) == (j.width, j.height) == (512, 400)
+    assert a.focal_35mm == j.focal_35mm == 28
+    assert np.abs(a.rgb.astype(int) - j.rgb).mean() < 6
+
+
+def test_truncated_heic_is_a_clear_422():
+    data = HEIC.read_bytes()
+    with pytest.raises(ApiError) as e:
+        decode_image(data[: len(data) // 2], 10**7)
+    assert e.value.status_code == 422 and e.value.code == "invalid_image"
+    assert "HEIC" in e.value.message
+
+
+def test_heic_over_the_pixel_cap_is_refused_before_decoding():
+    with pytest.raises(ApiError) as e:
+        probe_image(HEIC.read_bytes(), 512 * 400 - 1)
+    assert e.value.status_code == 413 and e.value.code == "image_too_large"
+
+
+@pytest.mark.parametrize("ctype", ["image/heic", "image/HEIF", "image/avif", "image/heic; charset=binary"])
+def test_heic_and_avif_content_types_are_accepted(ctype):
+    check_content_type(ctype)
+
+
+def test_an_unsupported_content_type_names_the_ones_that_are():
+    with pytest.raises(ApiError) as e:
+        check_content_type("image/gif")
+    assert e.value.status_code == 415 and "image/heic" in e.value.message and "image/avif" in e.value.message
