@@ -1,11 +1,11 @@
-"""Turn stored mesh arrays into GLB / OBJ / PLY bytes.
+"""Turn stored mesh arrays into GLB / OBJ / PLY / USDZ bytes.
 
 :data:`MESH_FORMATS` is the one table of download formats: the download route's formats
 and media types, the ``mesh_urls`` of a response and the OpenAPI schema all come from it,
 so a new format is one entry here.
 
 ``space="world"`` is the head frame (metres, y up, z out of the face), which is also
-glTF's convention, so viewers show the face upright. ``space="camera"`` applies the
+glTF's and USD's convention, so viewers show the face upright. ``space="camera"`` applies the
 stored pose, ``X_cam = R_cv @ V + t_cv``, i.e. OpenCV camera coordinates (y down,
 z forward): put it next to a point cloud or depth map from the same camera.
 """
@@ -20,6 +20,8 @@ import numpy as np
 import trimesh
 
 from jmlr.geometry.camera import world_to_opencv
+
+from .usdz import mesh_usdz
 
 MeshSpace = Literal["world", "camera"]
 
@@ -38,6 +40,8 @@ MESH_FORMATS: dict[str, MeshFormat] = {
     "obj": MeshFormat("model/obj", lambda mesh: mesh.export(file_type="obj", include_normals=False,
                                                             include_texture=False)),
     "ply": MeshFormat("model/ply", lambda mesh: mesh.export(file_type="ply", encoding="binary")),
+    # Apple's AR formats (AR Quick Look, RealityKit); trimesh has no USD writer.
+    "usdz": MeshFormat("model/vnd.usdz+zip", lambda mesh: mesh_usdz(mesh.vertices, mesh.faces)),
 }
 
 #: format -> media type (derived from :data:`MESH_FORMATS`).

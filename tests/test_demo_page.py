@@ -212,6 +212,10 @@ def test_demo_in_a_real_browser(server, browser, tmp_path):
     assert browser.execute_script("return document.getElementById('viewer').loaded") is True
     glb = browser.execute_script("return document.getElementById('viewer').src")
     assert glb.startswith(server + "/mesh/") and glb.endswith(".glb")
+    # On iPhones the viewer's AR button opens the same mesh's USDZ in AR Quick Look.
+    usdz = browser.execute_script("return document.getElementById('viewer').getAttribute('ios-src')")
+    assert usdz == glb.removesuffix(".glb") + ".usdz"
+    assert _fetch(usdz)[:2] == b"PK"
     browser.set_window_size(1280, browser.execute_script("return document.body.scrollHeight") + 140)
     time.sleep(1.0)  # let the viewer draw a few frames at the new size before the screenshot
     browser.save_screenshot(str(tmp_path / "demo_page.png"))

@@ -1,9 +1,12 @@
-"""``/mesh/{id}`` downloads and metadata, plus ``export_mesh`` on its own."""
+"""``/mesh/{id}`` downloads and metadata, plus ``export_mesh`` on its own, and the USDZ
+writer (`service.usdz`): the package layout USDZ requires and, with Pixar's USD library
+(usd-core, a test extra), the mesh read back and the package validated."""
 
 from __future__ import annotations
 
 import io
 import time
+import zipfile
 
 import numpy as np
 import pytest
@@ -16,6 +19,7 @@ from service.mesh_export import MEDIA_TYPES, export_mesh, mesh_vertices
 from service.routers.meshes import router as meshes_router
 from service.settings import Settings
 from service.storage import SqliteStorage, new_mesh_id
+from service.usdz import USDZ_ALIGNMENT, mesh_usda, mesh_usdz, usdz_package
 
 
 def _face_arrays() -> dict[str, np.ndarray]:
@@ -121,7 +125,8 @@ def test_metadata(stored):
     np.testing.assert_allclose(body["R_cv"], arrays["R_cv"])
     np.testing.assert_allclose(body["t_cv"], arrays["t_cv"])
     root = f"https://faces.example.com/mesh/{mesh_id}"
-    assert body["urls"] == {"glb": f"{root}.glb", "obj": f"{root}.obj", "ply": f"{root}.ply", "self": root}
+    assert body["urls"] == {"glb": f"{root}.glb", "obj": f"{root}.obj", "ply": f"{root}.ply",
+                            "usdz": f"{root}.usdz", "self": root}
 
 
 def test_metadata_urls_default_to_request_host(stored):
@@ -222,4 +227,71 @@ def test_a_format_added_to_the_table_is_served_and_linked(stored, monkeypatch):
     assert r.status_code == 200 and r.headers["content-type"] == "model/stl"
     assert _load(r.content, "stl").faces.shape == arrays["faces"].shape
     assert info["urls"]["stl"].endswith(f"/mesh/{mesh_id}.stl") and info["urls"]["self"].endswith(mesh_id)
-    assert set(MeshUrls.model_json_schema()["properties"]) == {"self", "glb", "obj", "ply", "stl"}
+    assert set(MeshUrls.model_json_schema()["properties"]) == {"self", "glb", "obj", "ply", "usdz", "stl"}
+
+
+# ----------------------------------------------------------------------------- USDZ
+def test_entries_are_stored_and_64_byte_aligned():
+    entries = {"face.usda": b"#usda 1.0\n", "a/b/texture.png": b"x" * 77, "third.usdc": b"y" * 5}
+    data = usdz_package(entries)
+    with zipfile.ZipFile(io.BytesIO(data)) as z:
+        infos = z.infolist()
+        assert [i.filename for i in infos] == list(entries)  # the root layer first
+        for info in infos:
+            assert info.compress_type == zipfile.ZIP_STORED
+            start = info.header_offset + 30 + len(info.filename.encode()) + len(info.extra)
+            assert start % USDZ_ALIGNMENT == 0, info.filename
+            assert data[start:start + info.file_size] == entries[info.filename]
+
+
+def test_usda_keeps_every_vertex_in_order_and_refuses_bad_faces():
+    v = np.array([[0, 0, 0], [0.1, 0, 0], [0, 0.1, 0], [5, 5, 5]], np.float32)  # vertex 3 unused
+    text = mesh_usda(v, np.array([[0, 1, 2]]))
+    assert "point3f[] points = [(0, 0, 0), (0.1, 0, 0), (0, 0.1, 0), (5, 5, 5)]" in text
+    assert "int[] faceVertexIndices = [0, 1, 2]" in text and 'upAxis = "Y"' in text
+    with pytest.raises(ValueError, match="outside"):
+        mesh_usda(v, np.array([[0, 1, 4]]))
+
+
+@pytest.mark.parametrize("space", ["world", "camera"])
+def test_download_reads_back_in_usd_and_passes_its_validators(stored, space, tmp_path):
+    Usd = pytest.importorskip("pxr.Usd", reason="usd-core (a test extra) is not installed")
+    from pxr import UsdGeom, UsdValidation
+
+    storage, mesh_id, arrays = stored
+    with _client(storage) as c:
+        r = c.get(f"/mesh/{mesh_id}.usdz", params={"space": space})
+    assert r.status_code == 200, r.text
+    assert r.headers["content-type"] == "model/vnd.usdz+zip"
+    suffix = "_camera" if space == "camera" else ""
+    assert r.headers["content-disposition"] == f'attachment; filename="face_{mesh_id}{suffix}.usdz"'
+    path = tmp_path / "face.usdz"
+    path.write_bytes(r.content)
+    stage = Usd.Stage.Open(str(path))
+    assert UsdGeom.GetStageMetersPerUnit(stage) == 1 and UsdGeom.GetStageUpAxis(stage) == "Y"
+    mesh = UsdGeom.Mesh(stage.GetDefaultPrim().GetChild("mesh"))
+    expected = arrays["vertices_world"].astype(np.float64)
+    if space == "camera":
+        expected = expected @ arrays["R_cv"].T + arrays["t_cv"]
+    np.testing.assert_allclose(np.array(mesh.GetPointsAttr().Get()), expected, atol=1e-6)
+    np.testing.assert_array_equal(np.array(mesh.GetFaceVertexIndicesAttr().Get()).reshape(-1, 3), arrays["faces"])
+    assert set(mesh.GetFaceVertexCountsAttr().Get()) == {3}
+    registry = UsdValidation.ValidationRegistry()
+    errors = UsdValidation.ValidationContext(registry.GetOrLoadAllValidators()).Validate(stage)
+    assert not errors, [(e.GetName(), e.GetMessage()) for e in errors]
+
+
+def test_a_misaligned_package_fails_the_validators(tmp_path):
+    """The check above can fail: USD's validators refuse a plain zip of the same layer."""
+    pytest.importorskip("pxr.Usd", reason="usd-core (a test extra) is not installed")
+    from pxr import Usd, UsdValidation
+
+    layer = zipfile.ZipFile(io.BytesIO(mesh_usdz(np.eye(3), np.array([[0, 1, 2]])))).read("face.usda")
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as z:
+        z.writestr("face.usda", layer)
+    path = tmp_path / "plain.usdz"
+    path.write_bytes(buf.getvalue())
+    registry = UsdValidation.ValidationRegistry()
+    errors = UsdValidation.ValidationContext(registry.GetOrLoadAllValidators()).Validate(Usd.Stage.Open(str(path)))
+    assert "ByteMisalignment" in {e.GetName() for e in errors}

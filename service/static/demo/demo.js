@@ -249,12 +249,15 @@ function showMesh(face) {
   viewer.dataset.loaded = "false";
   if (!url) {
     viewer.removeAttribute("src");
+    viewer.removeAttribute("ios-src");
     link.hidden = true;
     $("viewer-note").dataset.reason = face ? face.mesh_status || "no mesh stored" : "no face";
     return;
   }
   link.hidden = false;
   link.href = url;
+  // iPhones and iPads open the USDZ in AR Quick Look (the viewer's AR button shows only there).
+  if (face.mesh_urls.usdz) viewer.setAttribute("ios-src", face.mesh_urls.usdz);
   if (viewer.getAttribute("src") === url) viewer.dataset.loaded = "true";
   else viewer.src = url;
 }

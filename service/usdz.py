@@ -1,0 +1,94 @@
+"""A triangle mesh as USDZ, the format of Apple's AR Quick Look and RealityKit.
+
+A USDZ file is a zip archive whose entries are stored uncompressed, each entry's data
+starting at a multiple of 64 bytes, the first entry being the root layer (Pixar's
+"usdz file format specification"). The root layer here is USDA text, as three.js's
+USDZExporter (what `<model-viewer>` hands to AR Quick Look) writes it: one ``Mesh`` prim
+with a plain UsdPreviewSurface material, metres, y up, so a head-frame mesh stands
+upright at its real size in AR. The tests read it back with Pixar's own USD library
+(usd-core) and run its USDZ package validators.
+"""
+
+from __future__ import annotations
+
+import io
+import zipfile
+
+import numpy as np
+
+USDZ_ALIGNMENT = 64
+_ZIP_LOCAL_HEADER = 30  # bytes before a local entry's name
+_PAD_HEADER = 4  # an extra-field block: 2-byte id, 2-byte size
+
+
+def _tuples(a: np.ndarray) -> str:
+    return ", ".join("(" + ", ".join(f"{v:.7g}" for v in row) + ")" for row in a)
+
+
+def mesh_usda(vertices: np.ndarray, faces: np.ndarray, name: str = "Face") -> str:
+    """USDA text of one triangle mesh.
+
+    vertices: (N, 3) metres, y up; faces: (F, 3) vertex indices, counter-clockwise seen
+    from outside (glTF's and USD's default ``rightHanded`` orientation). Vertex i stays
+    vertex i (no welding or reordering), as in the other download formats.
+    """
+    v = np.asarray(vertices, np.float32).reshape(-1, 3)
+    f = np.asarray(faces, np.int64).reshape(-1, 3)
+    if len(f) and (f.min() < 0 or f.max() >= len(v)):
+        raise ValueError(f"faces index vertices outside 0..{len(v) - 1}")
+    extent = np.stack([v.min(axis=0), v.max(axis=0)]) if len(v) else np.zeros((2, 3), np.float32)
+    return f"""#usda 1.0
+(
+    defaultPrim = "{name}"
+    metersPerUnit = 1
+    upAxis = "Y"
+)
+
+def Xform "{name}"
+{{
+    def Mesh "mesh" (
+        prepend apiSchemas = ["MaterialBindingAPI"]
+    )
+    {{
+        float3[] extent = [{_tuples(extent)}]
+        int[] faceVertexCounts = [{", ".join(["3"] * len(f))}]
+        int[] faceVertexIndices = [{", ".join(str(int(i)) for i in f.ravel())}]
+        rel material:binding = </{name}/material>
+        point3f[] points = [{_tuples(v)}]
+        uniform token subdivisionScheme = "none"
+    }}
+
+    def Material "material"
+    {{
+        token outputs:surface.connect = </{name}/material/surface.outputs:surface>
+
+        def Shader "surface"
+        {{
+            uniform token info:id = "UsdPreviewSurface"
+            color3f inputs:diffuseColor = (0.8, 0.8, 0.8)
+            float inputs:metallic = 0
+            float inputs:roughness = 0.6
+            token outputs:surface
+        }}
+    }}
+}}
+"""
+
+
+def usdz_package(entries: dict[str, bytes]) -> bytes:
+    """A USDZ archive of ``entries`` (name -> bytes, the root layer first): stored, each
+    entry's data padded by a zip extra field to start at a multiple of 64 bytes."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as z:
+        for name, data in entries.items():
+            info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
+            start = buf.tell() + _ZIP_LOCAL_HEADER + len(name.encode()) + _PAD_HEADER
+            pad = -start % USDZ_ALIGNMENT
+            info.extra = b"\0\0" + pad.to_bytes(2, "little") + b"\0" * pad  # id 0: ignored by readers
+            z.writestr(info, data)
+    return buf.getvalue()
+
+
+def mesh_usdz(vertices: np.ndarray, faces: np.ndarray) -> bytes:
+    """One triangle mesh as a USDZ file (see :func:`mesh_usda` for the conventions)."""
+    return usdz_package({"face.usda": mesh_usda(vertices, faces).encode()})
