@@ -49,6 +49,7 @@ from .respond import camera_out, face_out
 from .schemas import FaceIn, FaceOut, ImageOut, ModelOut, ReconstructResponse
 from .schemas_meshes import MeshUrls
 from .settings import Settings
+from .texture import TEXTURE_SIZE, FaceTexture, face_textures, texture_uv
 
 if TYPE_CHECKING:
     from .sessions import SessionFrame
@@ -69,6 +70,7 @@ class ReconstructRequest:
     faces: list[FaceIn] | None = None
     max_faces: int | None = None
     flip_tta: bool | None = None  # None: the server's default (settings.flip_tta)
+    texture: bool | None = None  # None: the server's default (settings.mesh_texture)
     include: set[str] = field(default_factory=set)
     base_url: str = ""
 
@@ -95,6 +97,7 @@ class _ImageWork:
     timings: dict[str, float]
     tracked: bool = False  # the faces came from a session's tracks
     detected: bool = False  # the detector ran
+    textures: list[FaceTexture] | None = None  # per face, when the mesh is stored textured
 
 
 class Engine:
@@ -238,7 +241,8 @@ class Engine:
         header: ImageHeader = await asyncio.to_thread(probe_image, req.data, s.max_image_pixels)
         max_faces = min(req.max_faces or s.max_faces, s.max_faces)
         track = session if req.faces is None else None
-        work = await self._image_stage(req, header, max_faces, deadline, track)
+        texture = s.mesh_texture if req.texture is None else req.texture
+        work = await self._image_stage(req, header, max_faces, deadline, track, texture)
         for name, dt in work.timings.items():
             timings[name] = round(dt * 1000, 3)
             self.metrics.observe_stage(name, dt)
@@ -253,7 +257,7 @@ class Engine:
         if session is not None:
             if work.tracked and session.lost(recs):
                 # A tracked crop lost its face: detect on this frame after all.
-                work = await self._image_stage(req, header, max_faces, deadline, None)
+                work = await self._image_stage(req, header, max_faces, deadline, None, texture)
                 timings["redetect"] = round(1000 * sum(work.timings.values()), 3)
                 recs = await self._predict(work, flip_tta, cam, deadline, timings, stage)
             session.detected, session.tracked = work.detected, work.tracked
@@ -269,7 +273,9 @@ class Engine:
             if out_faces and "blendshapes" in req.include and self.blendshapes is not None:
                 warnings += await stage("blendshapes", self.blendshapes.annotate, out_faces, kept)
             if out_faces:
-                await stage("store", self._store, storage, out_faces, kept, cam, (W, H), req.base_url, warnings)
+                textures = {id(f): t for f, t in zip(work.faces, work.textures or [])}
+                await stage("store", self._store, storage, out_faces, kept, cam, (W, H), req.base_url, warnings,
+                            textures)
 
         self.metrics.faces_per_request.observe(len(out_faces))
         timings["total"] = round((time.perf_counter() - t_start) * 1000, 3)
@@ -301,7 +307,7 @@ class Engine:
                            cam.intrinsics, rest[0] if rest else None)
 
     async def _image_stage(self, req: ReconstructRequest, header: ImageHeader, max_faces: int,
-                           deadline: float, track: SessionFrame | None = None) -> _ImageWork:
+                           deadline: float, track: SessionFrame | None = None, texture: bool = False) -> _ImageWork:
         """Decode, locate and crop while holding the image's pixels of the decode budget.
         With a session (``track``) the faces are its tracks', unless it asks to detect."""
         # PixelBudgetTimeout answers 504 through service.errors.domain_errors.
@@ -313,7 +319,7 @@ class Engine:
             raise
         S = int(self.model.input_size)
         work = asyncio.ensure_future(
-            asyncio.to_thread(self._decode_locate_crop, req.data, req.faces, max_faces, S, track, header))
+            asyncio.to_thread(self._decode_locate_crop, req.data, req.faces, max_faces, S, track, header, texture))
 
         def release(fut: asyncio.Future) -> None:
             if not fut.cancelled():
@@ -353,9 +359,11 @@ class Engine:
 
     def _decode_locate_crop(self, data: bytes, client: list[FaceIn] | None, max_faces: int, S: int,
                             track: SessionFrame | None = None,
-                            header: ImageHeader | None = None) -> _ImageWork:
+                            header: ImageHeader | None = None, texture: bool = False) -> _ImageWork:
         t0 = time.perf_counter()
-        reduction = 1 if track is not None else self._planned_reduction(header, client, max_faces, S)
+        # A texture is a larger crop than the network's: the decode must afford it too.
+        fine = max(S, TEXTURE_SIZE) if texture else S
+        reduction = 1 if track is not None else self._planned_reduction(header, client, max_faces, fine)
         img = decode_image(data, self.settings.max_image_pixels, reduction)
         t1 = time.perf_counter()
         if client is not None:
@@ -372,24 +380,31 @@ class Engine:
         t2 = time.perf_counter()
         timings = {"decode": t1 - t0, ("detect" if detected else "track"): t2 - t1}
         crops = None
+        textures = None
         if faces:
             lms = [f.landmarks5 for f in faces]
-            if img.reduction > 1 and client is None and max_reduction(lms, S) < img.reduction:
+            if img.reduction > 1 and client is None and max_reduction(lms, fine) < img.reduction:
                 # A face too small to crop from the frame the detector used: decode finer.
-                img = decode_image(data, self.settings.max_image_pixels, max_reduction(lms, S))
+                img = decode_image(data, self.settings.max_image_pixels, max_reduction(lms, fine))
                 timings["decode"] += time.perf_counter() - t2
                 t2 = time.perf_counter()
             crops = crop_faces(img.rgb, lms, S, img.reduction)  # InvalidFacesError: 422
             timings["crop"] = time.perf_counter() - t2
+            if texture:
+                t3 = time.perf_counter()
+                textures = face_textures(img.rgb, lms, img.reduction)
+                timings["texture"] = time.perf_counter() - t3
         # Only the crops leave: the full image is freed when this thread returns.
         return _ImageWork(img.width, img.height, img.format, img.focal_35mm, faces, crops, timings,
-                          tracked=tracked is not None, detected=detected)
+                          tracked=tracked is not None, detected=detected, textures=textures)
 
     # ------------------------------------------------------------------ stages (worker threads)
     def _store(self, storage, faces: list[FaceOut], recs: list[FaceReconstruction], cam: CameraChoice,
-               image_size: tuple[int, int], base_url: str, warnings: list[str]) -> None:
+               image_size: tuple[int, int], base_url: str, warnings: list[str],
+               textures: dict[int, FaceTexture] | None = None) -> None:
         """Store each posed face's mesh and say per face whether it was (``mesh_status``);
-        a face whose mesh could not be stored also gets a warning, never silence."""
+        a face whose mesh could not be stored also gets a warning, never silence.
+        ``textures``: by ``id(rec.face)``, the texture to store with that face's mesh."""
         from .storage import StorageError, new_mesh_id
 
         m = self.model
@@ -418,6 +433,10 @@ class Engine:
                 "R_cv": np.asarray(rec.pose.R_cv, dtype=np.float64),
                 "t_cv": np.asarray(rec.pose.t_cv, dtype=np.float64),
             }
+            texture = (textures or {}).get(id(rec.face))
+            if texture is not None:
+                arrays["uv"] = texture_uv(rec.pose.projected, texture)
+                arrays["texture_jpeg"] = np.frombuffer(texture.jpeg, dtype=np.uint8)
             try:
                 storage.put_mesh(mesh_id, meta, arrays, self.settings.mesh_ttl_s)
             except StorageError as exc:

@@ -65,6 +65,7 @@ def _mesh_info_example(schema: dict[str, Any]) -> None:
                    "distortion": None, "source": "request"},
         "R_cv": [[1, 0, 0], [0, -1, 0], [0, 0, -1]],
         "t_cv": [0.0, 0.0, 0.5],
+        "textured": False,
         "urls": urls,
     }]
 
@@ -85,4 +86,6 @@ class MeshInfo(BaseModel):
                                 "(jmlr.geometry.Intrinsics.to_dict() and their source).")
     R_cv: list[list[float]] = Field(description="World → OpenCV camera rotation: X_cam = R_cv @ V + t_cv.")
     t_cv: list[float] = Field(description="World → OpenCV camera translation in metres.")
+    textured: bool = Field(False, description="Stored with the photo as its texture (the request's `texture` "
+                           "field): the GLB and USDZ downloads carry it.")
     urls: MeshUrls

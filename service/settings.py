@@ -116,6 +116,11 @@ class Settings(BaseSettings):
         False, description="Average every face with its mirrored crop when the request does not say (its "
         "flip_tta field): about 2x the network's cost per face, more accurate (docs/accuracy.md)."
     )
+    mesh_texture: bool = Field(
+        False, description="Store each mesh with the photo as its texture when the request does not say (its "
+        "texture field): a 512 px JPEG per face (about 40 kB) in the mesh storage, and a full-resolution decode "
+        "of large JPEGs."
+    )
 
     # --- camera ---
     default_fov_deg: float = Field(

@@ -4,9 +4,10 @@ A USDZ file is a zip archive whose entries are stored uncompressed, each entry's
 starting at a multiple of 64 bytes, the first entry being the root layer (Pixar's
 "usdz file format specification"). The root layer here is USDA text, as three.js's
 USDZExporter (what `<model-viewer>` hands to AR Quick Look) writes it: one ``Mesh`` prim
-with a plain UsdPreviewSurface material, metres, y up, so a head-frame mesh stands
-upright at its real size in AR. The tests read it back with Pixar's own USD library
-(usd-core) and run its USDZ package validators.
+with a UsdPreviewSurface material (grey, or the photo's texture beside the layer in the
+package), metres, y up, so a head-frame mesh stands upright at its real size in AR. The
+tests read it back with Pixar's own USD library (usd-core) and run its USDZ package
+validators.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import io
 import zipfile
 
 import numpy as np
+from PIL import Image
 
 USDZ_ALIGNMENT = 64
 _ZIP_LOCAL_HEADER = 30  # bytes before a local entry's name
@@ -25,18 +27,51 @@ def _tuples(a: np.ndarray) -> str:
     return ", ".join("(" + ", ".join(f"{v:.7g}" for v in row) + ")" for row in a)
 
 
-def mesh_usda(vertices: np.ndarray, faces: np.ndarray, name: str = "Face") -> str:
+def mesh_usda(vertices: np.ndarray, faces: np.ndarray, uv: np.ndarray | None = None,
+              texture_file: str | None = None, name: str = "Face") -> str:
     """USDA text of one triangle mesh.
 
     vertices: (N, 3) metres, y up; faces: (F, 3) vertex indices, counter-clockwise seen
     from outside (glTF's and USD's default ``rightHanded`` orientation). Vertex i stays
-    vertex i (no welding or reordering), as in the other download formats.
+    vertex i (no welding or reordering), as in the other download formats. With ``uv``
+    (N, 2, v up: USD's ``st``) and ``texture_file`` (a path inside the package), the
+    material reads its colour from that texture; without, it is plain grey.
     """
     v = np.asarray(vertices, np.float32).reshape(-1, 3)
     f = np.asarray(faces, np.int64).reshape(-1, 3)
     if len(f) and (f.min() < 0 or f.max() >= len(v)):
         raise ValueError(f"faces index vertices outside 0..{len(v) - 1}")
     extent = np.stack([v.min(axis=0), v.max(axis=0)]) if len(v) else np.zeros((2, 3), np.float32)
+    textured = uv is not None and texture_file is not None
+    st = ""
+    colour = "color3f inputs:diffuseColor = (0.8, 0.8, 0.8)"
+    texture_shaders = ""
+    if textured:
+        st_values = np.asarray(uv, np.float32).reshape(len(v), 2)
+        st = f"""
+        texCoord2f[] primvars:st = [{_tuples(st_values)}] (
+            interpolation = "vertex"
+        )"""
+        colour = f"color3f inputs:diffuseColor.connect = </{name}/material/texture.outputs:rgb>"
+        texture_shaders = f"""
+
+        def Shader "st_reader"
+        {{
+            uniform token info:id = "UsdPrimvarReader_float2"
+            string inputs:varname = "st"
+            float2 outputs:result
+        }}
+
+        def Shader "texture"
+        {{
+            uniform token info:id = "UsdUVTexture"
+            asset inputs:file = @{texture_file}@
+            token inputs:sourceColorSpace = "sRGB"
+            float2 inputs:st.connect = </{name}/material/st_reader.outputs:result>
+            token inputs:wrapS = "clamp"
+            token inputs:wrapT = "clamp"
+            float3 outputs:rgb
+        }}"""
     return f"""#usda 1.0
 (
     defaultPrim = "{name}"
@@ -54,7 +89,7 @@ def Xform "{name}"
         int[] faceVertexCounts = [{", ".join(["3"] * len(f))}]
         int[] faceVertexIndices = [{", ".join(str(int(i)) for i in f.ravel())}]
         rel material:binding = </{name}/material>
-        point3f[] points = [{_tuples(v)}]
+        point3f[] points = [{_tuples(v)}]{st}
         uniform token subdivisionScheme = "none"
     }}
 
@@ -65,11 +100,11 @@ def Xform "{name}"
         def Shader "surface"
         {{
             uniform token info:id = "UsdPreviewSurface"
-            color3f inputs:diffuseColor = (0.8, 0.8, 0.8)
+            {colour}
             float inputs:metallic = 0
             float inputs:roughness = 0.6
             token outputs:surface
-        }}
+        }}{texture_shaders}
     }}
 }}
 """
@@ -89,6 +124,13 @@ def usdz_package(entries: dict[str, bytes]) -> bytes:
     return buf.getvalue()
 
 
-def mesh_usdz(vertices: np.ndarray, faces: np.ndarray) -> bytes:
-    """One triangle mesh as a USDZ file (see :func:`mesh_usda` for the conventions)."""
-    return usdz_package({"face.usda": mesh_usda(vertices, faces).encode()})
+def mesh_usdz(vertices: np.ndarray, faces: np.ndarray, uv: np.ndarray | None = None,
+              texture: Image.Image | None = None) -> bytes:
+    """One triangle mesh as a USDZ file (see :func:`mesh_usda`), with ``texture`` (an RGB
+    image, stored as JPEG in the package) mapped by ``uv`` (N, 2, v up) when both are given."""
+    if uv is None or texture is None:
+        return usdz_package({"face.usda": mesh_usda(vertices, faces).encode()})
+    buf = io.BytesIO()
+    texture.convert("RGB").save(buf, "JPEG", quality=90)
+    layer = mesh_usda(vertices, faces, uv, "texture.jpg").encode()
+    return usdz_package({"face.usda": layer, "texture.jpg": buf.getvalue()})

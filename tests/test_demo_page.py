@@ -212,6 +212,7 @@ def test_demo_in_a_real_browser(server, browser, tmp_path):
     assert browser.execute_script("return document.getElementById('viewer').loaded") is True
     glb = browser.execute_script("return document.getElementById('viewer').src")
     assert glb.startswith(server + "/mesh/") and glb.endswith(".glb")
+    assert b'"mimeType":"image/jpeg"' in _fetch(glb).replace(b" ", b"")  # the photo as its texture
     # On iPhones the viewer's AR button opens the same mesh's USDZ in AR Quick Look.
     usdz = browser.execute_script("return document.getElementById('viewer').getAttribute('ios-src')")
     assert usdz == glb.removesuffix(".glb") + ".usdz"

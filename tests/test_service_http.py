@@ -246,6 +246,35 @@ def test_iphone_heic_held_sideways_is_read_upright(client):
     assert np.abs(np.subtract(fh["landmarks_68"], fj["landmarks_68"])).mean() < 3
 
 
+def test_texture_is_the_photo_under_each_vertex(client, astronaut_jpeg):
+    """texture=true stores the photo with the mesh: the GLB's texture at a vertex's UV shows
+    the photo's colour where that vertex projects; without it the mesh is plain."""
+    r = _post(client, astronaut_jpeg, include="landmarks_2d", texture="true")
+    assert r.status_code == 200, r.text
+    (face,) = r.json()["faces"]
+    assert "texture" in r.json()["timings_ms"]
+    assert client.get(f"/mesh/{face['mesh_id']}").json()["textured"] is True
+    glb = client.get(face["mesh_urls"]["glb"]).content
+    import trimesh
+
+    mesh = trimesh.load(io.BytesIO(glb), file_type="glb", force="mesh", process=False)
+    tex = np.asarray(mesh.visual.material.baseColorTexture.convert("RGB"), np.float64)
+    T = tex.shape[0]
+    uv = np.asarray(mesh.visual.uv)
+    col, row = uv[:, 0] * T, (1 - uv[:, 1]) * T
+    xy = np.asarray(face["landmarks_2d"])
+    photo = skimage_data.astronaut().astype(np.float64)
+    inside = ((uv > 0.02) & (uv < 0.98)).all(1) & (xy > 1).all(1) & (xy[:, 0] < 510) & (xy[:, 1] < 510)
+    assert inside.sum() > 100
+    at_uv = tex[row[inside].astype(int), col[inside].astype(int)]
+    at_xy = photo[xy[inside, 1].astype(int), xy[inside, 0].astype(int)]
+    err = np.abs(at_uv - at_xy).mean()
+    shuffled = np.abs(at_uv - np.random.default_rng(0).permutation(at_xy)).mean()
+    assert err < 15 and shuffled > 2 * err, (err, shuffled)
+    plain = _post(client, astronaut_jpeg).json()["faces"][0]
+    assert client.get(f"/mesh/{plain['mesh_id']}").json()["textured"] is False
+
+
 def test_registered_device_and_api_key(client, astronaut_jpeg):
     dev = {"device_id": "cam-1", "fx": 2000.0, "fy": 2000.0, "cx": 1023.5, "cy": 1023.5, "width": 2048, "height": 2048}
     _error(client.post("/devices", json=dev), 401, "missing_api_key")

@@ -295,3 +295,90 @@ def test_a_misaligned_package_fails_the_validators(tmp_path):
     registry = UsdValidation.ValidationRegistry()
     errors = UsdValidation.ValidationContext(registry.GetOrLoadAllValidators()).Validate(Usd.Stage.Open(str(path)))
     assert "ByteMisalignment" in {e.GetName() for e in errors}
+
+
+# ----------------------------------------------------------------------------- textures
+
+
+def _textured_arrays() -> dict[str, np.ndarray]:
+    """The face arrays plus a texture: a 512 px gradient (red across, green down) and the
+    UVs (image convention, v down) of each vertex's own x, y."""
+    arrays = _face_arrays()
+    v = arrays["vertices_world"]
+    uv = np.clip((v[:, :2] - v[:, :2].min(0)) / np.ptp(v[:, :2], axis=0), 0, 1).astype(np.float32)
+    ramp = np.linspace(0, 255, 512).astype(np.uint8)
+    rgb = np.zeros((512, 512, 3), np.uint8)
+    rgb[..., 0], rgb[..., 1] = ramp[None, :], ramp[:, None]
+    buf = io.BytesIO()
+    from PIL import Image
+
+    Image.fromarray(rgb).save(buf, "JPEG", quality=90)
+    return {**arrays, "uv": uv, "texture_jpeg": np.frombuffer(buf.getvalue(), np.uint8)}
+
+
+@pytest.fixture
+def stored_textured(storage):
+    arrays = _textured_arrays()
+    mesh_id = new_mesh_id()
+    storage.put_mesh(mesh_id, META, arrays, ttl_s=600)
+    return storage, mesh_id, arrays
+
+
+def test_textured_glb_carries_the_image_and_uvs(stored_textured):
+    storage, mesh_id, arrays = stored_textured
+    with _client(storage) as c:
+        r = c.get(f"/mesh/{mesh_id}.glb")
+        info = c.get(f"/mesh/{mesh_id}").json()
+    assert info["textured"] is True
+    mesh = trimesh.load(io.BytesIO(r.content), file_type="glb", force="mesh", process=False)
+    np.testing.assert_allclose(mesh.vertices, arrays["vertices_world"], atol=1e-6)
+    image = mesh.visual.material.baseColorTexture
+    assert image.size == (512, 512)
+    uv = arrays["uv"]
+    np.testing.assert_allclose(mesh.visual.uv, np.c_[uv[:, 0], 1 - uv[:, 1]], atol=1e-6)  # trimesh: v up
+    # The colour under each vertex's UV is the gradient's: red follows u, green follows v.
+    px = np.asarray(image.convert("RGB"))[np.minimum((uv[:, 1] * 512).astype(int), 511),
+                                          np.minimum((uv[:, 0] * 512).astype(int), 511)]
+    assert np.corrcoef(px[:, 0], uv[:, 0])[0, 1] > 0.99 and np.corrcoef(px[:, 1], uv[:, 1])[0, 1] > 0.99
+
+
+def test_plain_mesh_says_untextured_and_other_formats_stay_plain(stored, stored_textured):
+    storage, mesh_id, _ = stored
+    with _client(storage) as c:
+        assert c.get(f"/mesh/{mesh_id}").json()["textured"] is False
+    storage, mesh_id, arrays = stored_textured
+    with _client(storage) as c:
+        for fmt in ("obj", "ply"):
+            r = c.get(f"/mesh/{mesh_id}.{fmt}")
+            assert r.status_code == 200
+            mesh = trimesh.load(io.BytesIO(r.content), file_type=fmt, force="mesh", process=False,
+                                **({"maintain_order": True} if fmt == "obj" else {}))
+            np.testing.assert_allclose(mesh.vertices, arrays["vertices_world"], atol=1e-6)
+
+
+def test_textured_usdz_reads_back_in_usd_and_passes_its_validators(stored_textured, tmp_path):
+    Usd = pytest.importorskip("pxr.Usd", reason="usd-core (a test extra) is not installed")
+    from pxr import UsdGeom, UsdShade, UsdValidation
+
+    storage, mesh_id, arrays = stored_textured
+    with _client(storage) as c:
+        r = c.get(f"/mesh/{mesh_id}.usdz")
+    assert r.status_code == 200
+    with zipfile.ZipFile(io.BytesIO(r.content)) as z:
+        assert [i.filename for i in z.infolist()] == ["face.usda", "texture.jpg"]
+        for info in z.infolist():
+            assert (info.header_offset + 30 + len(info.filename) + len(info.extra)) % USDZ_ALIGNMENT == 0
+    path = tmp_path / "face.usdz"
+    path.write_bytes(r.content)
+    stage = Usd.Stage.Open(str(path))
+    mesh = UsdGeom.Mesh(stage.GetDefaultPrim().GetChild("mesh"))
+    st = UsdGeom.PrimvarsAPI(mesh).GetPrimvar("st")
+    assert st.GetInterpolation() == "vertex"
+    uv = arrays["uv"]
+    np.testing.assert_allclose(np.array(st.Get()), np.c_[uv[:, 0], 1 - uv[:, 1]], atol=1e-6)
+    material = UsdShade.MaterialBindingAPI(mesh.GetPrim()).ComputeBoundMaterial()[0]
+    texture = UsdShade.Shader(material.GetPrim().GetChild("texture"))
+    assert texture.GetInput("file").Get().path == "texture.jpg"
+    registry = UsdValidation.ValidationRegistry()
+    errors = UsdValidation.ValidationContext(registry.GetOrLoadAllValidators()).Validate(stage)
+    assert not errors, [(e.GetName(), e.GetMessage()) for e in errors]

@@ -119,5 +119,6 @@ def mesh_info(
         camera=meta.get("camera"),
         R_cv=arrays["R_cv"].reshape(3, 3).tolist(),
         t_cv=arrays["t_cv"].reshape(3).tolist(),
+        textured="texture_jpeg" in arrays,
         urls=MeshUrls.for_mesh(settings.public_base_url or str(request.base_url), mesh_id),
     )

@@ -130,6 +130,10 @@ async def reconstruct(
         bool | None, Form(description="Average with the mirrored crop (about 2x the inference cost; more "
                           "accurate). Omitted: the server's default (JMLR_FLIP_TTA, off unless set).")
     ] = None,
+    texture: Annotated[
+        bool | None, Form(description="Store the mesh with the photo as its texture (GLB and USDZ downloads carry "
+                          "it). Omitted: the server's default (JMLR_MESH_TEXTURE, off unless set).")
+    ] = None,
     include: Annotated[
         str | None,
         Form(description=f"Comma list of extra per-face arrays: {', '.join(INCLUDE_OPTIONS)}.",
@@ -167,6 +171,7 @@ async def reconstruct(
         faces=face_list.faces if face_list is not None else None,
         max_faces=max_faces,
         flip_tta=flip_tta,
+        texture=texture,
         include=_parse_include(include),
         base_url=str(request.base_url),
     )

@@ -74,6 +74,7 @@ async function reconstruct() {
   form.append("include", "landmarks_2d,blendshapes");
   if (camera) form.append("camera", camera);
   if ($("flip").checked) form.append("flip_tta", "true");
+  form.append("texture", "true");  // the 3D viewer shows the photo on the mesh
   const headers = apiHeaders();
 
   setStatus("busy", "Reconstructing…");
