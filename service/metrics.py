@@ -35,6 +35,13 @@ class Metrics:
             buckets=_STAGE_BUCKETS,
             registry=r,
         )
+        self.decode_latency = Histogram(
+            "jmlr_decode_duration_seconds",
+            "Time to decode an upload by its format (JPEG, PNG, WEBP, HEIF, AVIF): HEIC costs ~10x JPEG.",
+            ("format",),
+            buckets=_STAGE_BUCKETS,
+            registry=r,
+        )
         self.batch_size = Histogram(
             "jmlr_batch_size",
             "Crops per inference batch run by the dynamic batcher.",

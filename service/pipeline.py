@@ -246,6 +246,7 @@ class Engine:
         for name, dt in work.timings.items():
             timings[name] = round(dt * 1000, 3)
             self.metrics.observe_stage(name, dt)
+        self.metrics.decode_latency.labels(format=work.format).observe(work.timings["decode"])
         W, H = work.width, work.height
         cam = resolve_camera(W, H, req.camera, device, work.focal_35mm, s.default_fov_deg)
         warnings = list(cam.warnings)

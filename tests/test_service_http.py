@@ -243,6 +243,8 @@ def test_iphone_heic_held_sideways_is_read_upright(client):
     assert h["camera"]["source"] == "exif" and h["camera"]["fx"] == pytest.approx(j["camera"]["fx"])
     (fh,), (fj,) = h["faces"], j["faces"]
     assert np.abs(np.subtract(fh["bbox"], fj["bbox"])).max() < 6
+    metrics = client.get("/metrics").text
+    assert re.search(r'jmlr_decode_duration_seconds_count\{format="HEIF"\} [1-9]', metrics)
     assert np.abs(np.subtract(fh["landmarks_68"], fj["landmarks_68"])).mean() < 3
 
 
