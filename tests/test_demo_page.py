@@ -217,6 +217,8 @@ def test_demo_in_a_real_browser(server, browser, tmp_path):
     usdz = browser.execute_script("return document.getElementById('viewer').getAttribute('ios-src')")
     assert usdz == glb.removesuffix(".glb") + ".usdz"
     assert _fetch(usdz)[:2] == b"PK"
+    link = browser.find_element("id", "download-usdz")
+    assert link.is_displayed() and link.get_attribute("href") == usdz
     browser.set_window_size(1280, browser.execute_script("return document.body.scrollHeight") + 140)
     time.sleep(1.0)  # let the viewer draw a few frames at the new size before the screenshot
     browser.save_screenshot(str(tmp_path / "demo_page.png"))

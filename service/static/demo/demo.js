@@ -245,20 +245,22 @@ function showBlendshapes(face) {
 
 function showMesh(face) {
   const viewer = $("viewer");
-  const link = $("download");
-  const url = face && face.mesh_urls ? face.mesh_urls.glb : null;
+  const links = { glb: $("download"), usdz: $("download-usdz") };
+  const urls = face && face.mesh_urls ? face.mesh_urls : {};
+  const url = urls.glb || null;
   viewer.dataset.loaded = "false";
+  for (const [fmt, link] of Object.entries(links)) {
+    link.hidden = !urls[fmt];
+    if (urls[fmt]) link.href = urls[fmt];
+  }
   if (!url) {
     viewer.removeAttribute("src");
     viewer.removeAttribute("ios-src");
-    link.hidden = true;
     $("viewer-note").dataset.reason = face ? face.mesh_status || "no mesh stored" : "no face";
     return;
   }
-  link.hidden = false;
-  link.href = url;
   // iPhones and iPads open the USDZ in AR Quick Look (the viewer's AR button shows only there).
-  if (face.mesh_urls.usdz) viewer.setAttribute("ios-src", face.mesh_urls.usdz);
+  if (urls.usdz) viewer.setAttribute("ios-src", urls.usdz);
   if (viewer.getAttribute("src") === url) viewer.dataset.loaded = "true";
   else viewer.src = url;
 }
