@@ -165,8 +165,9 @@ def decode_image(data: bytes, max_pixels: int, reduction: int = 1) -> DecodedIma
             rgb = np.asarray(img, dtype=np.uint8)
     except Image.DecompressionBombError as exc:
         raise ApiError(413, "image_too_large", str(exc)) from None
-    except (OSError, SyntaxError, ValueError) as exc:
-        # Truncated or corrupt pixel data: Pillow raises OSError ("image file is truncated").
+    except (OSError, SyntaxError, ValueError, RuntimeError) as exc:
+        # Truncated or corrupt pixel data: Pillow raises OSError ("image file is truncated"),
+        # libheif (pi-heif) RuntimeError, e.g. for a header whose size the data does not match.
         raise ApiError(422, "invalid_image", f"the image data is corrupt or truncated: {exc}") from None
     return DecodedImage(rgb=np.ascontiguousarray(rgb), format=fmt, focal_35mm=focal, reduction=got,
                         frame_size=frame)

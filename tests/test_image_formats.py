@@ -59,6 +59,28 @@ def test_truncated_heic_is_a_clear_422():
     assert "HEIC" in e.value.message
 
 
+def _with_declared_size(data: bytes, width: int, height: int) -> bytes:
+    """The HEIC with every 'ispe' (image spatial extents) property claiming another size."""
+    out, pos = bytearray(data), 0
+    while (pos := out.find(b"ispe", pos)) >= 0:
+        out[pos + 8:pos + 16] = width.to_bytes(4, "big") + height.to_bytes(4, "big")
+        pos += 4
+    return bytes(out)
+
+
+@pytest.mark.parametrize("size", [(100, 100), (6000, 6000)])
+def test_heic_whose_header_lies_about_its_size_is_a_clear_422(size):
+    with pytest.raises(ApiError) as e:
+        decode_image(_with_declared_size(HEIC.read_bytes(), *size), 10**8)
+    assert e.value.status_code == 422 and e.value.code == "invalid_image"
+
+
+def test_heic_claiming_a_huge_canvas_is_refused_from_its_header():
+    with pytest.raises(ApiError) as e:
+        probe_image(_with_declared_size(HEIC.read_bytes(), 60000, 60000), 40_000_000)
+    assert e.value.status_code == 413 and e.value.code == "image_too_large"
+
+
 def test_heic_over_the_pixel_cap_is_refused_before_decoding():
     with pytest.raises(ApiError) as e:
         probe_image(HEIC.read_bytes(), 512 * 400 - 1)
