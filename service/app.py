@@ -23,6 +23,7 @@ from .body_limit import BodyLimitMiddleware
 from .errors import install_error_handlers
 from .exposure import ExposureGuard
 from .gate import RequestGate
+from .heif_child import HEIF_CHILD
 from .memory import return_large_blocks_to_os
 from .metrics import Metrics
 from .observe import ObserveMiddleware
@@ -91,6 +92,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     finally:
         purge.cancel()
         app.state.engine.close()
+        HEIF_CHILD.close()  # started again by the next HEIC, if another app in this process gets one
         if app.state.storage is not None:
             with contextlib.suppress(Exception):
                 app.state.storage.close()

@@ -4,7 +4,9 @@ Pillow reads only the header on ``Image.open``; the pixel cap is checked there, 
 decompression bomb (a tiny file claiming a huge canvas) is refused without allocating it.
 
 Formats: JPEG, PNG, WebP, AVIF (Pillow's own plugins) and HEIC, the format iPhones
-capture in (pi-heif's opener: libheif with the libde265 decoder, no encoder). HEIF
+capture in (pi-heif's opener: libheif with the libde265 decoder, no encoder). HEIC files
+are opened and decoded in a child process (`service.heif_child`: libheif can crash on a
+crafted file), by the same code (:func:`probe_local`, :func:`decode_local`). HEIF
 containers carry their rotation as transforms that libheif applies while decoding; the
 opener then resets the EXIF orientation to 1, so no file is turned twice.
 """
@@ -16,12 +18,9 @@ import warnings
 from dataclasses import dataclass
 
 import numpy as np
-import pi_heif
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import ApiError
-
-pi_heif.register_heif_opener()
 
 # Pillow's format name -> the media type it is served as.
 ALLOWED_FORMATS = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp", "AVIF": "image/avif",
@@ -91,10 +90,34 @@ class ImageHeader:
         return self.width * self.height
 
 
+# ISO base media file brands (the 'ftyp' box) of HEVC-coded HEIF; AVIF's are Pillow's.
+_HEIF_BRANDS = {b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"hevm", b"hevs", b"mif1", b"msf1"}
+_AVIF_BRANDS = {b"avif", b"avis"}
+
+
+def is_heif(data: bytes) -> bool:
+    """An HEIF (HEIC) file by its 'ftyp' box's brands, AVIF excluded."""
+    if data[4:8] != b"ftyp":
+        return False
+    size = int.from_bytes(data[:4], "big")
+    box = data[8:min(max(size, 16), 256)]
+    brands = {box[i:i + 4] for i in range(0, len(box) - 3, 4) if i != 4}  # major, then compatible ones
+    return not brands & _AVIF_BRANDS and bool(brands & _HEIF_BRANDS)
+
+
 def probe_image(data: bytes, max_pixels: int) -> ImageHeader:
     """Format and size from the header alone (no pixel data is decoded), with every
     check ``decode_image`` makes before decoding. Cheap: the caller reserves decode
-    memory by this size before calling ``decode_image``."""
+    memory by this size before calling ``decode_image``. HEIC: in the decoder child."""
+    if is_heif(data):
+        from .heif_child import HEIF_CHILD
+
+        return HEIF_CHILD.call("probe", data, max_pixels)
+    return probe_local(data, max_pixels)
+
+
+def probe_local(data: bytes, max_pixels: int) -> ImageHeader:
+    """:func:`probe_image` in this process (the HEIC child's entry point)."""
     img, fmt = _open_checked(data, max_pixels)
     return ImageHeader(img.size[0], img.size[1], fmt)
 
@@ -140,7 +163,17 @@ def decode_image(data: bytes, max_pixels: int, reduction: int = 1) -> DecodedIma
     ``reduction`` 2, 4 or 8 decodes a JPEG at that fraction of its size with libjpeg's
     DCT scaling (a fraction of the work and memory; other formats decode whole): the
     result's ``reduction`` says what was done, ``width``/``height`` stay the frame's.
+    HEIC: in the decoder child (`service.heif_child`).
     """
+    if is_heif(data):
+        from .heif_child import HEIF_CHILD
+
+        return HEIF_CHILD.call("decode", data, max_pixels, reduction)
+    return decode_local(data, max_pixels, reduction)
+
+
+def decode_local(data: bytes, max_pixels: int, reduction: int = 1) -> DecodedImage:
+    """:func:`decode_image` in this process (the HEIC child's entry point)."""
     img, fmt = _open_checked(data, max_pixels)
     focal = _exif_focal_35mm(img)
     w, h = img.size
@@ -165,9 +198,10 @@ def decode_image(data: bytes, max_pixels: int, reduction: int = 1) -> DecodedIma
             rgb = np.asarray(img, dtype=np.uint8)
     except Image.DecompressionBombError as exc:
         raise ApiError(413, "image_too_large", str(exc)) from None
-    except (OSError, SyntaxError, ValueError, RuntimeError) as exc:
+    except (OSError, SyntaxError, ValueError, RuntimeError, EOFError) as exc:
         # Truncated or corrupt pixel data: Pillow raises OSError ("image file is truncated"),
-        # libheif (pi-heif) RuntimeError, e.g. for a header whose size the data does not match.
+        # libheif (pi-heif) RuntimeError (a header whose size the data does not match) or
+        # EOFError (a coded stream that ends early).
         raise ApiError(422, "invalid_image", f"the image data is corrupt or truncated: {exc}") from None
     return DecodedImage(rgb=np.ascontiguousarray(rgb), format=fmt, focal_35mm=focal, reduction=got,
                         frame_size=frame)

@@ -4,6 +4,7 @@ with their EXIF focal length, and bad files of either kind get the API's clear e
 from __future__ import annotations
 
 import io
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,9 @@ from service.errors import ApiError
 from service.imaging import check_content_type, decode_image, probe_image
 
 HEIC = Path(__file__).parent / "data" / "astronaut_rot6.heic"
+# The fixture with bytes flipped by the fuzz test below (seed 11): pi-heif 1.4.0 segfaults
+# reading its metadata.
+CRASHER = Path(__file__).parent / "data" / "crashes_pi_heif_1.4.heic"
 skimage_data = pytest.importorskip("skimage.data")
 
 
@@ -51,6 +55,26 @@ def test_avif_decodes_like_the_jpeg_it_was_made_from():
     assert np.abs(a.rgb.astype(int) - j.rgb).mean() < 6
 
 
+def test_an_heic_that_crashes_the_decoder_is_a_422_and_the_next_one_decodes():
+    from service.heif_child import HEIF_CHILD
+
+    decode_image(HEIC.read_bytes(), 10**7)  # the child is up
+    before = HEIF_CHILD.restarts
+    with pytest.raises(ApiError) as e:
+        probe_image(CRASHER.read_bytes(), 10**7)
+    assert e.value.status_code == 422 and e.value.code == "invalid_image" and "crashed" in e.value.message
+    assert HEIF_CHILD.restarts == before + 1
+    assert decode_image(HEIC.read_bytes(), 10**7).rgb.shape == (400, 512, 3)
+
+
+def test_heic_is_never_opened_in_this_process():
+    """Only the child registers pi-heif: Pillow here cannot open an HEIC at all."""
+    from PIL import UnidentifiedImageError
+
+    with pytest.raises(UnidentifiedImageError):
+        Image.open(io.BytesIO(HEIC.read_bytes()))
+
+
 def test_truncated_heic_is_a_clear_422():
     data = HEIC.read_bytes()
     with pytest.raises(ApiError) as e:
@@ -79,6 +103,41 @@ def test_heic_claiming_a_huge_canvas_is_refused_from_its_header():
     with pytest.raises(ApiError) as e:
         probe_image(_with_declared_size(HEIC.read_bytes(), 60000, 60000), 40_000_000)
     assert e.value.status_code == 413 and e.value.code == "image_too_large"
+
+
+@pytest.mark.parametrize(("fmt", "seed"), [("HEIF", 0), ("HEIF", 11), ("AVIF", 7), ("WEBP", 7), ("JPEG", 7),
+                                           ("PNG", 7)])
+def test_corrupted_uploads_decode_or_get_a_clear_error(fmt, seed):
+    """Seeded byte flips and truncations of each format: every outcome is a decoded image
+    or an ApiError (a 4xx), never another exception (a 500) or a dead process. HEIC seed 0
+    hits libheif's EOFError, seed 11 a segfault of the decoder (in its child)."""
+    if fmt == "HEIF":
+        data = HEIC.read_bytes()
+    else:
+        if fmt == "AVIF" and not features.check("avif"):
+            pytest.skip("this Pillow build has no AVIF codec")
+        buf = io.BytesIO()
+        Image.fromarray(_upright()[::2, ::2]).save(buf, fmt)
+        data = buf.getvalue()
+    rng = np.random.default_rng(seed)
+    outcomes = {"decoded": 0, "refused": 0}
+    for k in range(240):
+        b = bytearray(data)
+        if k % 3 == 2:
+            b = b[: int(rng.integers(1, len(b)))]
+        else:
+            for _ in range(int(rng.integers(1, 30))):
+                b[int(rng.integers(0, len(b) if k % 3 else min(len(b), 600)))] = int(rng.integers(0, 256))
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # Pillow warns about EXIF tags cut short
+                probe_image(bytes(b), 10**7)
+                decode_image(bytes(b), 10**7)
+            outcomes["decoded"] += 1
+        except ApiError as e:
+            assert 400 <= e.status_code < 500
+            outcomes["refused"] += 1
+    assert outcomes["refused"] > 0, outcomes
 
 
 def test_heic_over_the_pixel_cap_is_refused_before_decoding():

@@ -248,6 +248,14 @@ def test_iphone_heic_held_sideways_is_read_upright(client):
     assert np.abs(np.subtract(fh["landmarks_68"], fj["landmarks_68"])).mean() < 3
 
 
+def test_an_heic_that_crashes_its_decoder_is_a_422_and_the_service_goes_on(client):
+    data = Path(__file__).parent / "data"
+    _error(_post(client, (data / "crashes_pi_heif_1.4.heic").read_bytes(), ctype="image/heic"), 422, "invalid_image")
+    assert client.get("/healthz").status_code == 200
+    r = _post(client, (data / "astronaut_rot6.heic").read_bytes(), ctype="image/heic")
+    assert r.status_code == 200 and len(r.json()["faces"]) == 1
+
+
 def test_texture_is_the_photo_under_each_vertex(client, astronaut_jpeg):
     """texture=true stores the photo with the mesh: the GLB's texture at a vertex's UV shows
     the photo's colour where that vertex projects; without it the mesh is plain."""
