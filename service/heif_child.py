@@ -2,11 +2,12 @@
 
 libheif (through pi-heif) is C code that a crafted file can crash: the fuzz test in
 ``tests/test_image_formats.py`` found HEIC files whose metadata parse makes pi-heif 1.4.0
-(libheif 1.23.0) segfault (10 of 4,800 files with random byte flips or cuts). In the service's process that would end every request in
-flight, so :func:`service.imaging.probe_image` and :func:`service.imaging.decode_image`
-hand HEIC uploads to one long-lived child (started on the first HEIC, ~0.5 s) that runs
-the same checks and decode with pi-heif's opener registered; the main process never
-registers it. A child that dies or stalls is replaced, and its upload answered 422.
+(libheif 1.23.0) segfault (10 of 4,800 files with random byte flips or cuts). In the
+service's process that would end every request in flight, so
+:func:`service.imaging.probe_image` and :func:`service.imaging.decode_image` hand HEIC
+uploads to one long-lived child (started on the first HEIC, ~0.5 s) that runs the same
+checks and decode with pi-heif's opener registered; the main process never registers
+it. A child that dies or stalls is replaced, and its upload answered 422.
 
 One child decodes one file at a time (libheif decodes with its own threads); the pixels
 come back through a pipe, so an HEIC briefly holds its pixels twice.

@@ -47,7 +47,8 @@ MESH_FORMATS: dict[str, MeshFormat] = {
                                                             include_texture=False)),
     "ply": MeshFormat("model/ply", lambda mesh: mesh.export(file_type="ply", encoding="binary")),
     # Apple's AR formats (AR Quick Look, RealityKit); trimesh has no USD writer.
-    "usdz": MeshFormat("model/vnd.usdz+zip", lambda mesh: mesh_usdz(mesh.vertices, mesh.faces, *_texture_of(mesh))),
+    "usdz": MeshFormat("model/vnd.usdz+zip",
+                       lambda mesh: mesh_usdz(mesh.vertices, mesh.faces, mesh.vertex_normals, *_texture_of(mesh))),
 }
 
 #: format -> media type (derived from :data:`MESH_FORMATS`).

@@ -27,13 +27,15 @@ def _tuples(a: np.ndarray) -> str:
     return ", ".join("(" + ", ".join(f"{v:.7g}" for v in row) + ")" for row in a)
 
 
-def mesh_usda(vertices: np.ndarray, faces: np.ndarray, uv: np.ndarray | None = None,
-              texture_file: str | None = None, name: str = "Face") -> str:
+def mesh_usda(vertices: np.ndarray, faces: np.ndarray, normals: np.ndarray | None = None,
+              uv: np.ndarray | None = None, texture_file: str | None = None, name: str = "Face") -> str:
     """USDA text of one triangle mesh.
 
     vertices: (N, 3) metres, y up; faces: (F, 3) vertex indices, counter-clockwise seen
     from outside (glTF's and USD's default ``rightHanded`` orientation). Vertex i stays
-    vertex i (no welding or reordering), as in the other download formats. With ``uv``
+    vertex i (no welding or reordering), as in the other download formats. ``normals``
+    (N, 3) unit vertex normals, written when given (AR Quick Look shades a mesh without
+    them poorly; three.js's USDZ exporter writes them too). With ``uv``
     (N, 2, v up: USD's ``st``) and ``texture_file`` (a path inside the package), the
     material reads its colour from that texture; without, it is plain grey.
     """
@@ -42,6 +44,12 @@ def mesh_usda(vertices: np.ndarray, faces: np.ndarray, uv: np.ndarray | None = N
     if len(f) and (f.min() < 0 or f.max() >= len(v)):
         raise ValueError(f"faces index vertices outside 0..{len(v) - 1}")
     extent = np.stack([v.min(axis=0), v.max(axis=0)]) if len(v) else np.zeros((2, 3), np.float32)
+    normal_attr = ""
+    if normals is not None:
+        normal_attr = f"""
+        normal3f[] normals = [{_tuples(np.asarray(normals, np.float32).reshape(len(v), 3))}] (
+            interpolation = "vertex"
+        )"""
     textured = uv is not None and texture_file is not None
     st = ""
     colour = "color3f inputs:diffuseColor = (0.8, 0.8, 0.8)"
@@ -88,7 +96,7 @@ def Xform "{name}"
         float3[] extent = [{_tuples(extent)}]
         int[] faceVertexCounts = [{", ".join(["3"] * len(f))}]
         int[] faceVertexIndices = [{", ".join(str(int(i)) for i in f.ravel())}]
-        rel material:binding = </{name}/material>
+        rel material:binding = </{name}/material>{normal_attr}
         point3f[] points = [{_tuples(v)}]{st}
         uniform token subdivisionScheme = "none"
     }}
@@ -124,13 +132,13 @@ def usdz_package(entries: dict[str, bytes]) -> bytes:
     return buf.getvalue()
 
 
-def mesh_usdz(vertices: np.ndarray, faces: np.ndarray, uv: np.ndarray | None = None,
-              texture: Image.Image | None = None) -> bytes:
+def mesh_usdz(vertices: np.ndarray, faces: np.ndarray, normals: np.ndarray | None = None,
+              uv: np.ndarray | None = None, texture: Image.Image | None = None) -> bytes:
     """One triangle mesh as a USDZ file (see :func:`mesh_usda`), with ``texture`` (an RGB
     image, stored as JPEG in the package) mapped by ``uv`` (N, 2, v up) when both are given."""
     if uv is None or texture is None:
-        return usdz_package({"face.usda": mesh_usda(vertices, faces).encode()})
+        return usdz_package({"face.usda": mesh_usda(vertices, faces, normals).encode()})
     buf = io.BytesIO()
     texture.convert("RGB").save(buf, "JPEG", quality=90)
-    layer = mesh_usda(vertices, faces, uv, "texture.jpg").encode()
+    layer = mesh_usda(vertices, faces, normals, uv, "texture.jpg").encode()
     return usdz_package({"face.usda": layer, "texture.jpg": buf.getvalue()})

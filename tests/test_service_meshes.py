@@ -276,6 +276,10 @@ def test_download_reads_back_in_usd_and_passes_its_validators(stored, space, tmp
     np.testing.assert_allclose(np.array(mesh.GetPointsAttr().Get()), expected, atol=1e-6)
     np.testing.assert_array_equal(np.array(mesh.GetFaceVertexIndicesAttr().Get()).reshape(-1, 3), arrays["faces"])
     assert set(mesh.GetFaceVertexCountsAttr().Get()) == {3}
+    normals = np.array(mesh.GetNormalsAttr().Get())
+    assert mesh.GetNormalsInterpolation() == "vertex" and normals.shape == expected.shape
+    centred = expected - expected.mean(axis=0)  # the test mesh is a sphere: normals point outwards
+    assert (np.einsum("ij,ij->i", normals, centred) > 0).all()
     registry = UsdValidation.ValidationRegistry()
     errors = UsdValidation.ValidationContext(registry.GetOrLoadAllValidators()).Validate(stage)
     assert not errors, [(e.GetName(), e.GetMessage()) for e in errors]
