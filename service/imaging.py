@@ -21,6 +21,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import ApiError
+from .heif_child import HEIF_CHILD
 
 # Pillow's format name -> the media type it is served as.
 ALLOWED_FORMATS = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp", "AVIF": "image/avif",
@@ -110,8 +111,6 @@ def probe_image(data: bytes, max_pixels: int) -> ImageHeader:
     check ``decode_image`` makes before decoding. Cheap: the caller reserves decode
     memory by this size before calling ``decode_image``. HEIC: in the decoder child."""
     if is_heif(data):
-        from .heif_child import HEIF_CHILD
-
         return HEIF_CHILD.call("probe", data, max_pixels)
     return probe_local(data, max_pixels)
 
@@ -166,8 +165,6 @@ def decode_image(data: bytes, max_pixels: int, reduction: int = 1) -> DecodedIma
     HEIC: in the decoder child (`service.heif_child`).
     """
     if is_heif(data):
-        from .heif_child import HEIF_CHILD
-
         return HEIF_CHILD.call("decode", data, max_pixels, reduction)
     return decode_local(data, max_pixels, reduction)
 

@@ -9,6 +9,7 @@ import zipfile
 from pathlib import Path
 
 import httpx
+from doc_blocks import python_block  # beside this file
 from fastapi.testclient import TestClient
 
 from jmlr.store import make_random_model
@@ -17,16 +18,6 @@ from service.settings import Settings
 
 API_MD = Path(__file__).resolve().parents[1] / "docs" / "api.md"
 HEIC = Path(__file__).parent / "data" / "astronaut_rot6.heic"
-
-
-def docs_python_example() -> str:
-    """The one ```python block of docs/api.md's "### From Python" section."""
-    text = API_MD.read_text(encoding="utf-8")
-    section = re.search(r"^### From Python\n(.*?)(?=^##)", text, flags=re.S | re.M)
-    assert section, "docs/api.md has no '### From Python' section"
-    blocks = re.findall(r"^```python\n(.*?)^```", section.group(1), flags=re.S | re.M)
-    assert len(blocks) == 1, f"expected one python block, found {len(blocks)}"
-    return blocks[0]
 
 
 def test_docs_python_example_runs(tmp_path, monkeypatch, capsys):
@@ -42,7 +33,8 @@ def test_docs_python_example_runs(tmp_path, monkeypatch, capsys):
             return TestClient(served.app, **{k: v for k, v in kw.items() if k != "timeout"})
 
         monkeypatch.setattr(httpx, "Client", client)
-        exec(compile(docs_python_example(), f"{API_MD}:From Python", "exec"), {"__name__": "docs_example"})
+        code = python_block(API_MD, "### From Python")
+        exec(compile(code, f"{API_MD}:From Python", "exec"), {"__name__": "docs_example"})
     printed = capsys.readouterr().out
     assert re.search(r"\d+\.\d\d m away, yaw -?\d+ deg, jawOpen \d\.\d\d, eyeBlinkLeft \d\.\d\d", printed), printed
     (usdz,) = tmp_path.glob("face_*.usdz")

@@ -2,23 +2,18 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import numpy as np
 import pytest
+from doc_blocks import python_block  # beside this file
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
 
 def readme_python_example() -> str:
     """The one ```python block of the README's "## Python API" section."""
-    text = README.read_text(encoding="utf-8")
-    section = re.search(r"^## Python API\n(.*?)(?=^## )", text, flags=re.S | re.M)
-    assert section, "README.md has no '## Python API' section"
-    blocks = re.findall(r"^```python\n(.*?)^```", section.group(1), flags=re.S | re.M)
-    assert len(blocks) == 1, f"expected one python block in README's Python API section, found {len(blocks)}"
-    return blocks[0]
+    return python_block(README, "## Python API")
 
 
 @pytest.fixture

@@ -13,6 +13,7 @@ import pytest
 import trimesh
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from PIL import Image
 
 from service.errors import install_error_handlers
 from service.mesh_export import MEDIA_TYPES, export_mesh, mesh_vertices
@@ -59,12 +60,15 @@ def _client(storage, **settings) -> TestClient:
     return TestClient(app)
 
 
-@pytest.fixture
-def stored(storage):
-    arrays = _face_arrays()
+def _put(storage, arrays: dict[str, np.ndarray]) -> tuple[object, str, dict[str, np.ndarray]]:
     mesh_id = new_mesh_id()
     storage.put_mesh(mesh_id, META, arrays, ttl_s=600)
     return storage, mesh_id, arrays
+
+
+@pytest.fixture
+def stored(storage):
+    return _put(storage, _face_arrays())
 
 
 def _load(data: bytes, fmt: str) -> trimesh.Trimesh:
@@ -314,18 +318,13 @@ def _textured_arrays() -> dict[str, np.ndarray]:
     rgb = np.zeros((512, 512, 3), np.uint8)
     rgb[..., 0], rgb[..., 1] = ramp[None, :], ramp[:, None]
     buf = io.BytesIO()
-    from PIL import Image
-
     Image.fromarray(rgb).save(buf, "JPEG", quality=90)
     return {**arrays, "uv": uv, "texture_jpeg": np.frombuffer(buf.getvalue(), np.uint8)}
 
 
 @pytest.fixture
 def stored_textured(storage):
-    arrays = _textured_arrays()
-    mesh_id = new_mesh_id()
-    storage.put_mesh(mesh_id, META, arrays, ttl_s=600)
-    return storage, mesh_id, arrays
+    return _put(storage, _textured_arrays())
 
 
 def test_textured_glb_carries_the_image_and_uvs(stored_textured):
