@@ -16,7 +16,6 @@ import io
 import zipfile
 
 import numpy as np
-from PIL import Image
 
 USDZ_ALIGNMENT = 64
 _ZIP_LOCAL_HEADER = 30  # bytes before a local entry's name
@@ -133,12 +132,11 @@ def usdz_package(entries: dict[str, bytes]) -> bytes:
 
 
 def mesh_usdz(vertices: np.ndarray, faces: np.ndarray, normals: np.ndarray | None = None,
-              uv: np.ndarray | None = None, texture: Image.Image | None = None) -> bytes:
-    """One triangle mesh as a USDZ file (see :func:`mesh_usda`), with ``texture`` (an RGB
-    image, stored as JPEG in the package) mapped by ``uv`` (N, 2, v up) when both are given."""
-    if uv is None or texture is None:
+              uv: np.ndarray | None = None, texture_jpeg: bytes | None = None) -> bytes:
+    """One triangle mesh as a USDZ file (see :func:`mesh_usda`), with the JPEG image
+    ``texture_jpeg`` (stored in the package as given: no second encoding) mapped by ``uv``
+    (N, 2, v up) when both are given."""
+    if uv is None or texture_jpeg is None:
         return usdz_package({"face.usda": mesh_usda(vertices, faces, normals).encode()})
-    buf = io.BytesIO()
-    texture.convert("RGB").save(buf, "JPEG", quality=90)
     layer = mesh_usda(vertices, faces, normals, uv, "texture.jpg").encode()
-    return usdz_package({"face.usda": layer, "texture.jpg": buf.getvalue()})
+    return usdz_package({"face.usda": layer, "texture.jpg": texture_jpeg})

@@ -5,6 +5,8 @@ writer (`service.usdz`): the package layout USDZ requires and, with Pixar's USD 
 from __future__ import annotations
 
 import io
+import json
+import struct
 import time
 import zipfile
 
@@ -224,7 +226,7 @@ def test_a_format_added_to_the_table_is_served_and_linked(stored, monkeypatch):
         spec = c.get("/openapi.json").json()
     (fmt_param,) = [p for p in spec["paths"]["/mesh/{mesh_id}.{fmt}"]["get"]["parameters"] if p["name"] == "fmt"]
     assert fmt_param["schema"]["enum"] == list(MESH_FORMATS)
-    monkeypatch.setitem(MESH_FORMATS, "stl", MeshFormat("model/stl", lambda m: m.export(file_type="stl")))
+    monkeypatch.setitem(MESH_FORMATS, "stl", MeshFormat("model/stl", lambda m, _: m.export(file_type="stl")))
     with _client(storage) as c:
         r = c.get(f"/mesh/{mesh_id}.stl")
         info = c.get(f"/mesh/{mesh_id}").json()
@@ -343,6 +345,30 @@ def test_textured_glb_carries_the_image_and_uvs(stored_textured):
     px = np.asarray(image.convert("RGB"))[np.minimum((uv[:, 1] * 512).astype(int), 511),
                                           np.minimum((uv[:, 0] * 512).astype(int), 511)]
     assert np.corrcoef(px[:, 0], uv[:, 0])[0, 1] > 0.99 and np.corrcoef(px[:, 1], uv[:, 1])[0, 1] > 0.99
+
+
+def _glb_images(glb: bytes) -> list[bytes]:
+    """The embedded images' bytes of a GLB (its JSON chunk's images, read from the BIN chunk)."""
+    json_len = struct.unpack_from("<I", glb, 12)[0]
+    tree = json.loads(glb[20:20 + json_len])
+    binary = glb[20 + json_len + 8:]
+    views = tree["bufferViews"]
+    return [binary[views[i["bufferView"]]["byteOffset"]:][:views[i["bufferView"]]["byteLength"]]
+            for i in tree.get("images", [])]
+
+
+def test_texture_is_embedded_as_stored_without_a_second_encoding(stored_textured):
+    """GLB and USDZ carry the stored JPEG's own bytes (trimesh alone would re-encode it at
+    quality 75, a second loss on top of the stored one)."""
+    storage, mesh_id, arrays = stored_textured
+    stored = arrays["texture_jpeg"].tobytes()
+    with _client(storage) as c:
+        glb = c.get(f"/mesh/{mesh_id}.glb").content
+        usdz = c.get(f"/mesh/{mesh_id}.usdz").content
+    (image,) = _glb_images(glb)
+    assert image.rstrip(b"\0") == stored.rstrip(b"\0") and len(image) - len(stored) in range(4)
+    with zipfile.ZipFile(io.BytesIO(usdz)) as z:
+        assert z.read("texture.jpg") == stored
 
 
 def test_plain_mesh_says_untextured_and_other_formats_stay_plain(stored, stored_textured):
