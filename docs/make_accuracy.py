@@ -104,6 +104,10 @@ def main() -> None:
     if results:
         counts = ", ".join(f"{b}°: {results[0][1]['by_yaw'][b]['count']}" for b in BINS)
         lines += ["", f"Images per bin: {counts}."]
+    lines += ["", "What the shipped model returns on eight of these images, through `POST /reconstruct` with their "
+              "intrinsics and the 5 points of their 68 ground-truth landmarks (`python docs/make_pictures.py`): "
+              "the predicted mesh green, the true 68 landmarks red, each image's errors in its caption.", "",
+              "![predicted meshes on held-out renders](synth_predictions.png)"]
     lines += _real_photo_section(args.out / "eval" / "real_faces.json")
     lines += ["", "## Commands", ""] + [f"- {label}: `{cmd}`" for label, _, cmd in results]
     (args.out / "accuracy.md").write_text("\n".join(lines) + "\n")

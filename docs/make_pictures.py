@@ -7,8 +7,9 @@
 - ``synth_predictions.png``: held-out synthetic renders with their true intrinsics and the
   68-landmark 5 points (no detector, like the challenge): predicted mesh in green, true
   68 landmarks in red, per-image errors in the caption.
-- ``glb_roundtrip.png``: a GLB downloaded from ``GET /mesh/{id}.glb``, parsed back with
-  trimesh and rendered shaded from three viewpoints.
+- ``glb_roundtrip.png``: the astronaut's GLB (posted with ``texture=true``) downloaded from
+  ``GET /mesh/{id}.glb``, parsed back with trimesh and rendered from three viewpoints,
+  shaded grey and with its embedded texture.
 
 Everything goes through ``POST /reconstruct`` and the mesh routes of an in-process app,
 so the pictures show what a client gets.
@@ -28,11 +29,11 @@ import torch
 import trimesh
 from fastapi.testclient import TestClient
 
-from jmlr.geometry.camera import opencv_to_rt
+from jmlr.geometry.camera import opencv_to_rt, transform_points
 from jmlr.geometry.crop import landmarks5_from_68
 from jmlr.geometry.metrics import challenge_score, pose_metrics, vertex_errors
 from jmlr.synth.layout import load_sample, read_intrinsics, read_list
-from jmlr.synth.render import Lighting, render_mesh
+from jmlr.synth.render import Lighting, interpolate, project_to_screen, rasterize, render_mesh
 from service.app import create_app
 from service.settings import Settings
 
@@ -86,7 +87,7 @@ def astronaut(client: TestClient, out: Path) -> dict:
     from skimage import data
 
     img = data.astronaut()
-    res = post(client, img, include="landmarks_2d")
+    res = post(client, img, include="landmarks_2d", texture="true")
     face = res["faces"][0]
     tris = triangles_of_glb(client, face)
     # Zoom on the face (x3) so the 2k-triangle wireframe is legible.
@@ -154,7 +155,8 @@ def triangles_of_glb(client: TestClient, face: dict) -> np.ndarray:
 
 
 def glb_roundtrip(client: TestClient, face: dict, out: Path) -> None:
-    """Render the world-space GLB, as a client would get it, from three yaw angles."""
+    """Render the world-space GLB, as a client would get it, from three yaw angles: shaded
+    grey, and (the astronaut was posted with ``texture=true``) with its embedded texture."""
     glb = client.get(mesh_path(face["mesh_urls"]["glb"]), params={"space": "world"})
     mesh = trimesh.load(io.BytesIO(glb.content), file_type="glb", force="mesh", process=False)
     V = torch.tensor(np.asarray(mesh.vertices), dtype=torch.float32)
@@ -167,19 +169,34 @@ def glb_roundtrip(client: TestClient, face: dict, out: Path) -> None:
                      colors=torch.tensor([[[0.8, 0.8, 0.8]]]), specular=torch.tensor([0.15]),
                      shininess=torch.tensor([20.0]))
     albedo = torch.full((1, V.shape[0], 3), 0.75)
-    views = []
+    texture = np.asarray(mesh.visual.material.baseColorTexture.convert("RGB"), np.float32) / 255.0
+    uv = torch.tensor(np.asarray(mesh.visual.uv), dtype=torch.float32)[None]  # v up (glTF via trimesh)
+    shaded, textured = [], []
     for yaw in (-50.0, 0.0, 50.0):
         a = np.deg2rad(yaw)
         Ry = np.array([[np.cos(a), 0, np.sin(a)], [0, 1, 0], [-np.sin(a), 0, np.cos(a)]])
         R_t = np.eye(4)
         R_t[:3, :3] = Ry.T  # row-vector convention: V_cam = V @ R
         R_t[3, :3] = [0, 0, -0.55]
-        r = render_mesh(V[None], F, torch.tensor(R_t, dtype=torch.float32)[None], K, (size, size), albedo, light)
+        R_t_ = torch.tensor(R_t, dtype=torch.float32)[None]
+        r = render_mesh(V[None], F, R_t_, K, (size, size), albedo, light)
         img = (r.image[0].numpy() * 255).round().astype(np.uint8)
         img[~r.mask[0].numpy()] = 255
-        views.append(img)
-    sheet = np.concatenate([np.zeros((30, size * 3, 3), np.uint8), np.concatenate(views, 1)], 0)
-    caption(sheet, [f"GET /mesh/{{id}}.glb -> trimesh: {len(mesh.vertices)} vertices, {len(mesh.faces)} triangles"])
+        shaded.append(img)
+        # The texture under each pixel: its UV interpolated in the visible triangle, times
+        # the grey render's light (so the relief still shows), white background.
+        frags = rasterize(*project_to_screen(transform_points(V[None], R_t_), K), F, (size, size))
+        st = interpolate(frags, F, uv).numpy()
+        rows = np.clip(((1.0 - st[:, 1]) * texture.shape[0]).astype(int), 0, texture.shape[0] - 1)
+        cols = np.clip((st[:, 0] * texture.shape[1]).astype(int), 0, texture.shape[1] - 1)
+        light_factor = r.image[0].numpy().reshape(-1, 3)[frags.pixels.numpy()] / 0.75
+        tex = np.full((size * size, 3), 255, np.uint8)
+        tex[frags.pixels.numpy()] = np.clip(texture[rows, cols] * light_factor * 255, 0, 255).astype(np.uint8)
+        textured.append(tex.reshape(size, size, 3))
+    sheet = np.concatenate([np.zeros((30, size * 3, 3), np.uint8), np.concatenate(shaded, 1),
+                            np.concatenate(textured, 1)], 0)
+    caption(sheet, [f"GET /mesh/{{id}}.glb -> trimesh: {len(mesh.vertices)} vertices, {len(mesh.faces)} triangles, "
+                    f"texture {texture.shape[1]}x{texture.shape[0]} (texture=true)"])
     cv2.imwrite(str(out / "glb_roundtrip.png"), sheet[:, :, ::-1])
 
 
