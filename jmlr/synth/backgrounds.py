@@ -135,7 +135,18 @@ class PhotoBackgrounds:
                 BACKGROUNDS_ENV,
             )
             return None
-        log.info("synthetic backgrounds: %d photographs", len(images))
+        missing = sorted({s.package for s in catalogue if s.name not in names})
+        if missing:
+            # Fewer photographs is less variety behind every face, and a pack made so
+            # differs from one made with all of them: say which collection is absent.
+            log.warning(
+                "synthetic backgrounds: %d photographs, %d of the catalogue's are not installed (%s); "
+                "Debian's come with `apt-get install lomiri-wallpapers-16.04`, scikit-image's with "
+                "`pip install scikit-image`",
+                len(images), sum(s.name not in names for s in catalogue), ", ".join(missing),
+            )
+        else:
+            log.info("synthetic backgrounds: %d photographs", len(images))
         return cls(images, names)
 
     def sample(self, rng: np.random.Generator, height: int, width: int) -> np.ndarray:
