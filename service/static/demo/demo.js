@@ -12,7 +12,7 @@ const AXES = [["#e5383b", [0.06, 0, 0]], ["#2da44e", [0, 0.06, 0]], ["#1f6feb", 
 
 const state = { file: null, bitmap: null, response: null, face: 0 };
 // The live camera: one video session, one request in flight at a time.
-const live = { running: false, stream: null, session: null, t0: 0, frames: 0, detected: 0 };
+const live = { running: false, stream: null, session: null, t0: 0, frames: 0, detected: 0, inflight: null };
 
 function setStatus(kind, text) {
   const s = $("status");
@@ -316,9 +316,13 @@ async function loop(camera) {
     form.append("timestamp", ((performance.now() - live.t0) / 1000).toFixed(4));
     if (camera) form.append("camera", camera);
     let response, body;
+    // Kept so that stopping waits for it: a frame answered after the session's DELETE
+    // would start the session again on the server.
+    const request = fetch("/reconstruct", { method: "POST", body: form, headers: apiHeaders() })
+      .then(async (r) => [r, await r.json().catch(() => null)]);
+    live.inflight = request.catch(() => null);
     try {
-      response = await fetch("/reconstruct", { method: "POST", body: form, headers: apiHeaders() });
-      body = await response.json().catch(() => null);
+      [response, body] = await request;
     } catch (e) {
       await stopCamera(`The server did not answer: ${e.message}`);
       return;
@@ -354,6 +358,7 @@ async function stopCamera(error = null) {
   $("video").srcObject = null;
   $("camera").textContent = "Use the camera";
   $("camera").dataset.live = "false";
+  if (live.inflight) await live.inflight;
   let ended = "";
   try {
     const r = await fetch(`/sessions/${encodeURIComponent(live.session)}`, { method: "DELETE", headers: apiHeaders() });
