@@ -309,6 +309,7 @@ async function loop(camera) {
     grab.getContext("2d").drawImage(video, 0, 0, grab.width, grab.height);
     const [blob, bitmap] = await Promise.all([
       new Promise((r) => grab.toBlob(r, "image/jpeg", 0.85)), createImageBitmap(grab)]);
+    if (!live.running) return;  // stopped while the frame was encoded: send nothing more
     const form = new FormData();
     form.append("image", blob, "frame.jpg");
     form.append("include", "landmarks_2d,blendshapes");
