@@ -168,7 +168,8 @@ def glb_roundtrip(client: TestClient, face: dict, out: Path) -> None:
                      directions=torch.nn.functional.normalize(torch.tensor([[[0.3, 0.4, 1.0]]]), dim=-1),
                      colors=torch.tensor([[[0.8, 0.8, 0.8]]]), specular=torch.tensor([0.15]),
                      shininess=torch.tensor([20.0]))
-    albedo = torch.full((1, V.shape[0], 3), 0.75)
+    grey = 0.75
+    albedo = torch.full((1, V.shape[0], 3), grey)
     texture = np.asarray(mesh.visual.material.baseColorTexture.convert("RGB"), np.float32) / 255.0
     uv = torch.tensor(np.asarray(mesh.visual.uv), dtype=torch.float32)[None]  # v up (glTF via trimesh)
     shaded, textured = [], []
@@ -189,7 +190,7 @@ def glb_roundtrip(client: TestClient, face: dict, out: Path) -> None:
         st = interpolate(frags, F, uv).numpy()
         rows = np.clip(((1.0 - st[:, 1]) * texture.shape[0]).astype(int), 0, texture.shape[0] - 1)
         cols = np.clip((st[:, 0] * texture.shape[1]).astype(int), 0, texture.shape[1] - 1)
-        light_factor = r.image[0].numpy().reshape(-1, 3)[frags.pixels.numpy()] / 0.75
+        light_factor = r.image[0].numpy().reshape(-1, 3)[frags.pixels.numpy()] / grey
         tex = np.full((size * size, 3), 255, np.uint8)
         tex[frags.pixels.numpy()] = np.clip(texture[rows, cols] * light_factor * 255, 0, 255).astype(np.uint8)
         textured.append(tex.reshape(size, size, 3))
