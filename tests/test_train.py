@@ -269,6 +269,60 @@ def test_init_and_resume_carry_the_cumulative_image_count(tmp_path):
     assert second["extra"]["images_seen_total"] == 6 + 8
 
 
+def test_ema_is_exported_beside_the_raw_weights(tmp_path):
+    """With ``ema``, a run also exports ``<export>_ema``: its weights and BN statistics are the
+    moving average from the run's starting weights (here a stored model, ``init``) through
+    each step's, ``ema = d * ema + (1 - d) * w`` per step; the raw export is unchanged."""
+    import itertools
+
+    from safetensors.torch import load_file
+
+    from jmlr.train.trainer import train
+
+    batch = _tiny_batch()
+    store = tmp_path / "store"
+    base = {"progress": False, "input_size": 32, "batch_size": 2, "model": TINY, "log_every": 1, "ckpt_every": 0,
+            "optim": {"name": "adamw", "lr": 1e-2, "warmup_steps": 1, "weight_decay": 0.05},
+            "store_dir": str(store)}
+    train(dict(base, out=str(tmp_path / "a"), max_steps=1, export="w0"), batches=itertools.repeat(batch))
+    start = dict(base, init=str(store / "w0"), max_steps=1)
+    train(dict(start, out=str(tmp_path / "b"), export="w1"), batches=itertools.repeat(batch))
+    summary = train(dict(start, out=str(tmp_path / "c"), max_steps=2, export="w2", ema={"decay": 0.75}),
+                    batches=itertools.repeat(batch))
+    assert summary["export_ema"] == str(store / "w2_ema")
+    assert not (store / "w1_ema").exists()  # no ema asked, none written
+    # The store keeps fp16; run c's first step is run b's (same seed, same batch).
+    w0, w1, w2, ema = ({k: v.float() for k, v in load_file(str(store / n / "model.safetensors")).items()}
+                       for n in ("w0", "w1", "w2", "w2_ema"))
+    floats = [k for k in w0 if not k.endswith("num_batches_tracked")]
+    assert any(k.endswith("running_mean") for k in floats)
+    def fp16_tol(*ts):  # a few fp16 roundings of the largest input, elementwise
+        return 2e-3 * torch.stack([t.abs() for t in ts]).amax(0) + 1e-7
+
+    for k in floats:
+        expected = 0.75 * (0.75 * w0[k] + 0.25 * w1[k]) + 0.25 * w2[k]
+        assert ((ema[k] - expected).abs() <= fp16_tol(w0[k], w1[k], w2[k])).all(), k
+    moved = (ema["fc.weight"] - w2["fc.weight"]).abs() > fp16_tol(ema["fc.weight"], w2["fc.weight"])
+    assert moved.float().mean() > 0.5  # the average is not the last step's weights
+    manifest = json.loads((store / "w2_ema" / "manifest.json").read_text())
+    assert manifest["name"] == "w2_ema" and manifest["extra"]["step"] == 2
+    # every 2 steps with decay 0.75 ** (1/2) per step: one update, at step 2, of weight 0.25
+    train(dict(start, out=str(tmp_path / "d"), max_steps=2, export="e2", ema={"decay": 0.75 ** 0.5, "every": 2}),
+          batches=itertools.repeat(batch))
+    e2 = {k: v.float() for k, v in load_file(str(store / "e2_ema" / "model.safetensors")).items()}
+    for k in floats:
+        assert ((e2[k] - (0.75 * w0[k] + 0.25 * w2[k])).abs() <= fp16_tol(w0[k], w2[k])).all(), k
+
+
+@pytest.mark.parametrize("spec", [{"decay": 1.0}, {"decay": 0.0}, {"decay": 0.9, "every": 0},
+                                  {"decay": 0.9, "every": 1.5}, {"decay": 0.9, "horizon": 2}])
+def test_ema_refuses_a_bad_spec(spec):
+    from jmlr.train.trainer import weight_ema
+
+    with pytest.raises(ValueError, match="ema"):
+        weight_ema(create_task_model("jmlr", TINY, 100, 32), spec)
+
+
 def test_cycles_resume_each_other_restart_the_lr_and_export_each_endpoint(tmp_path, monkeypatch):
     """`jmlr train --cycles 0.04,0.04`: cycle 2 resumes cycle 1's checkpoint (the step count
     goes on), its lr starts again from the peak, and each endpoint is exported."""
