@@ -737,7 +737,7 @@ def _train_steps(run: _Run, net: torch.nn.Module, spec: Task, optimizer: torch.o
                  ema: WeightEma | None = None) -> dict:
     """The optimisation loop from ``start_step`` to ``max_steps`` or ``max_minutes``; with
     ``heldout``, the network is scored on held-out samples when it is due and at the end;
-    with ``ema``, the moving average is updated after each step."""
+    with ``ema``, the moving average takes in each step's weights when due."""
     cfg, o, device = run.cfg, run.cfg["optim"], run.device
     ddp_net = net
     if run.world > 1:  # DDP broadcasts rank 0's (head-initialised) weights to every rank
