@@ -296,6 +296,7 @@ def test_ema_is_exported_beside_the_raw_weights(tmp_path):
                        for n in ("w0", "w1", "w2", "w2_ema"))
     floats = [k for k in w0 if not k.endswith("num_batches_tracked")]
     assert any(k.endswith("running_mean") for k in floats)
+
     def fp16_tol(*ts):  # a few fp16 roundings of the largest input, elementwise
         return 2e-3 * torch.stack([t.abs() for t in ts]).amax(0) + 1e-7
 
