@@ -3,6 +3,10 @@
 Routes take the typed aliases (``SettingsDep``, ``EngineDep``, ``StorageDep``, ...) so the
 wiring is written once. Tests build an app with ``create_app(settings)`` and get their own
 settings, storage and engine, so no route reaches for a module-level global.
+
+Every dependency is ``async def``: FastAPI runs a plain ``def`` dependency in its thread
+pool, one hand-off per dependency per request (six on ``POST /reconstruct``), for what is
+an attribute lookup. They must not block (none does any I/O).
 """
 
 from __future__ import annotations
@@ -23,27 +27,27 @@ api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False,
                               description="Required on write routes when JMLR_API_KEYS is set.")
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
-def get_optional_storage(request: Request) -> Storage | None:
+async def get_optional_storage(request: Request) -> Storage | None:
     """The storage, or None when it is not configured (reconstruction still answers)."""
     return getattr(request.app.state, "storage", None)
 
 
-def get_storage(request: Request) -> Storage:
-    storage = get_optional_storage(request)
+async def get_storage(request: Request) -> Storage:
+    storage = getattr(request.app.state, "storage", None)
     if storage is None:
         raise ApiError(503, "storage_unavailable", "storage is not available (see the server log)")
     return storage
 
 
-def get_engine(request: Request) -> Engine:
+async def get_engine(request: Request) -> Engine:
     return request.app.state.engine
 
 
-def get_metrics(request: Request) -> Metrics:
+async def get_metrics(request: Request) -> Metrics:
     return request.app.state.metrics
 
 
@@ -64,7 +68,7 @@ def check_api_key(keys: list[str], api_key: str | None) -> None:
         raise ApiError(403, "invalid_api_key", "the X-API-Key is not valid")
 
 
-def require_api_key(
+async def require_api_key(
     request: Request, api_key: Annotated[str | None, Depends(api_key_header)] = None
 ) -> None:
     check_api_key(request.app.state.settings.api_keys, api_key)

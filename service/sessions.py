@@ -49,7 +49,7 @@ def key_scope(api_keys: list[str], api_key: str | None) -> str:
     return hashlib.sha256(api_key.encode()).hexdigest()[:24]
 
 
-def get_scope(request: Request, api_key: Annotated[str | None, Depends(api_key_header)] = None) -> str:
+async def get_scope(request: Request, api_key: Annotated[str | None, Depends(api_key_header)] = None) -> str:
     return key_scope(request.app.state.settings.api_keys, api_key)
 
 
@@ -229,7 +229,7 @@ class Sessions:
             return await asyncio.to_thread(self.store.delete, key)
 
 
-def get_sessions(request: Request) -> Sessions:
+async def get_sessions(request: Request) -> Sessions:
     sessions = getattr(request.app.state, "sessions", None)
     if sessions is None:  # the lifespan makes it; a request before that is not served
         raise ApiError(503, "model_not_ready", "the service is starting", {"Retry-After": "2"})
