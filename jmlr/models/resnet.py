@@ -17,6 +17,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from .init import init_conv_bn_
+
 __all__ = ["BasicBlock", "Bottleneck", "ResNet", "BLOCKS"]
 
 
@@ -148,12 +150,7 @@ class ResNet(nn.Module):
         self.init_weights(zero_init_last)
 
     def init_weights(self, zero_init_last: bool = False) -> None:
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        init_conv_bn_(self)
         if zero_init_last:
             for m in self.modules():
                 if hasattr(m, "zero_init_last"):
