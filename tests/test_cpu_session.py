@@ -1,0 +1,61 @@
+"""tools/cpu_session.sh, the campaign's session recipe, printed instead of run (PRINT_ONLY=1)."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPT = REPO / "tools" / "cpu_session.sh"
+
+
+def _print(tmp_path: Path, **env: str) -> subprocess.CompletedProcess:
+    full = {**os.environ, "PRINT_ONLY": "1", "PY": sys.executable, "J": "jmlr", "OUT": str(tmp_path / "s"),
+            "HELDOUT": str(tmp_path / "heldout"), **env}
+    return subprocess.run(["bash", str(SCRIPT)], cwd=REPO, env=full, capture_output=True, text=True, timeout=60)
+
+
+def _commands(out: str) -> list[list[str]]:
+    return [shlex.split(line) for line in out.splitlines() if line and "cpu_session:" not in line]
+
+
+def test_the_recipe_continues_the_shipped_model_and_ships_the_registered_average(tmp_path):
+    r = _print(tmp_path, TAG="zz", NEW_PACKS="v:pack_new:11:40000 legacy:pack_old:12:30000",
+               TRAIN_PACKS="pack_a pack_new", CYCLES="30,20,10")
+    assert r.returncode == 0, r.stderr
+    cmds = _commands(r.stdout)
+    out = str(tmp_path / "s")
+    synth = next(c for c in cmds if "synth" in c)  # the held-out set is missing: made with its seed
+    assert synth[:3] == ["env", "JMLR_SYNTH_HEADS=legacy", "JMLR_SYNTH_WORLD=legacy"]
+    assert synth[synth.index("--seed") + 1] == "777"
+    packs = [c for c in cmds if c[:2] == ["jmlr", "pack"]]
+    assert [(c[c.index("--out") + 1], c[c.index("--seed") + 1]) for c in packs] == [
+        ("data/pack_new", "11"), ("data/pack_old", "12")]
+    assert "--heads" not in packs[0] and packs[1][packs[1].index("--heads") + 1] == "legacy"
+    train = next(c for c in cmds if c[:2] == ["jmlr", "train"])
+    assert train[train.index("--init") + 1] == f"{out}/shipped"
+    assert train[train.index("--cycles") + 1] == "30,20,10"
+    assert train[train.index("--packs") + 1:train.index("--packs") + 3] == ["data/pack_a", "data/pack_new"]
+    ends = [f"{out}/store/jmlr_mnv2_128_cpu_zz_c{k}" for k in (1, 2, 3)]
+    averages = [c for c in cmds if c[:2] == ["jmlr", "average"]]
+    candidate, shipping = averages[0], averages[-1]
+    for c in (candidate, shipping):
+        assert c[2:6] == [f"{out}/shipped", *ends]
+        w = [float(x) for x in c[c.index("--weights") + 1:c.index("--weights") + 5]]
+        assert w == [0.5, 0.5 / 3, 0.5 / 3, 0.5 / 3]
+    assert shipping[shipping.index("--name") + 1] == "jmlr_mnv2_128_cpu" and "--set-default" in shipping
+    assert shipping[shipping.index("--metrics") + 1] == f"{out}/eval_candidate.json"
+    evals = {c[c.index("--json") + 1] for c in cmds if c[:2] == ["jmlr", "eval"]}
+    assert {f"{out}/eval_c{k}.json" for k in (1, 2, 3)} | {f"{out}/eval_candidate.json"} <= evals
+
+
+def test_the_recipe_refuses_an_unknown_pack_spec_and_a_missing_tag(tmp_path):
+    r = _print(tmp_path, TAG="zz", NEW_PACKS="hd:pack_x:1:10", TRAIN_PACKS="pack_x")
+    assert r.returncode == 2 and "unknown pack spec hd" in r.stderr
+    env = {k: v for k, v in os.environ.items() if k != "TAG"}
+    r = subprocess.run(["bash", str(SCRIPT)], cwd=REPO, env={**env, "PRINT_ONLY": "1", "TRAIN_PACKS": "p",
+                       "OUT": str(tmp_path / "s")}, capture_output=True, text=True, timeout=60)
+    assert r.returncode != 0 and "set TAG" in r.stderr

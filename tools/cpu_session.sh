@@ -1,0 +1,135 @@
+#!/usr/bin/env bash
+# One session of the accuracy campaign on this machine's CPU (docs/training.md, "Training
+# that accumulates"), as one command, so that every session runs the same recipe:
+#
+#   1. render new packs (new seeds, so new people and poses),
+#   2. read the training packs once, so that the first cycle does not wait on the disk,
+#   3. frozen training cycles that continue the shipped model (a fresh AdamW),
+#   4. score each cycle's endpoint on the held-out set and build the candidate registered
+#      in docs/training.md: the shipped model at 1/2 and the endpoints sharing the other
+#      half; also, reported and never shipped, the endpoints' average and the uniform
+#      average of all,
+#   5. only if the candidate beats the shipped model's held-out score: ship it (the store's
+#      default, with its metrics and its own blendshape thresholds), and redo the real-photo
+#      numbers, the pictures and the accuracy table of docs/.
+#
+#     TAG=u NEW_PACKS="v:pack_v8:11:40000 legacy:pack_legacy5:12:30000" \
+#     TRAIN_PACKS="pack_v7 pack_legacy4 pack_v8 pack_legacy5" CYCLES=30,30,25,20 \
+#       bash tools/cpu_session.sh
+#
+# Knobs (environment): TAG (required: names the endpoints jmlr_mnv2_128_cpu_<TAG>_c<k>
+# and the folder runs/session_<TAG>), NEW_PACKS (SPEC:NAME:SEED:IMAGES, SPEC v or
+# legacy, written to data/NAME; seeds used so far: 1-3 and 5-10), TRAIN_PACKS (names under
+# data/), CYCLES (minutes), MODEL (jmlr_mnv2_128_cpu), LR (1.5e-4), FREEZE, HELDOUT
+# (data/synth_test: made with the seed-777 command of docs/accuracy.md when missing), OUT
+# (runs/session_<TAG>), BS_CACHE (runs/bs_cache.npz: the blendshape benchmark's renders).
+# Exit status: 0 shipped, 3 trained but not better (nothing shipped), other: an error.
+# PRINT_ONLY=1 prints the commands instead of running them (tests/test_cpu_session.py).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+: "${TAG:?set TAG, e.g. TAG=u}"
+NEW_PACKS="${NEW_PACKS:-}"
+TRAIN_PACKS="${TRAIN_PACKS:?set TRAIN_PACKS, names under data/}"
+CYCLES="${CYCLES:-30,30,25,20}"
+MODEL="${MODEL:-jmlr_mnv2_128_cpu}"
+LR="${LR:-0.00015}"
+FREEZE="${FREEZE:-[stem,blocks.0,blocks.1,blocks.2]}"
+HELDOUT="${HELDOUT:-data/synth_test}"
+PY="${PY:-.venv/bin/python}"
+J="${J:-.venv/bin/jmlr}"
+OUT="${OUT:-runs/session_$TAG}"
+BS_CACHE="${BS_CACHE:-runs/bs_cache.npz}"
+DESC="JMLR, MobileNetV2 1.0 initialised from CenterFace, continued at 128 px crops, with an expression head; \
+trained on 2 CPU cores; the weight average of the endpoints of successive training cycles (docs/training_log.md)"
+
+exec 3>&1  # PRINT_ONLY prints here, past a command's own redirections
+run() {
+  if [ "${PRINT_ONLY:-0}" = 1 ]; then printf '%q ' "$@" >&3; echo >&3; else "$@"; fi
+}
+say() { echo "$(date -u +%H:%M:%S) cpu_session: $*"; }
+score() { "$PY" -c "import json, sys; print(json.load(open(sys.argv[1]))['score'])" "$1"; }
+
+export JMLR_FACEMODEL="${JMLR_FACEMODEL:-../shared/facemodel/ict_facekit.npz}"
+mkdir -p "$OUT"
+
+if [ ! -d "$HELDOUT" ]; then
+  say "held-out set $HELDOUT (seed 777, legacy heads and world)"
+  run env JMLR_SYNTH_HEADS=legacy JMLR_SYNTH_WORLD=legacy "$J" synth --out "$HELDOUT" --subjects 40 \
+    --per-subject 33 --seed 777 --renderer torch
+fi
+
+# 1. New packs.
+for item in $NEW_PACKS; do
+  IFS=: read -r spec name seed images <<< "$item"
+  [ -d "data/$name" ] && { say "data/$name exists: kept"; continue; }
+  say "pack data/$name ($spec, seed $seed, $images crops)"
+  case "$spec" in
+    v) run "$J" pack --out "data/$name" --images "$images" --size 160 --zoom 0.7 --seed "$seed" --batch 16 \
+         --workers 2 --no-progress ;;
+    legacy) run "$J" pack --out "data/$name" --images "$images" --zoom 0.7 --seed "$seed" --heads legacy \
+              --world legacy --workers 2 --no-progress ;;
+    *) echo "cpu_session: unknown pack spec $spec (v or legacy)" >&2; exit 2 ;;
+  esac
+done
+
+packs=()
+for name in $TRAIN_PACKS; do packs+=("data/$name"); done
+
+# 2. Into the page cache (a cold cache cost a fifth of the rate, docs/training.md).
+if [ "${PRINT_ONLY:-0}" != 1 ]; then
+  for p in "${packs[@]}"; do cat "$p"/chunk_*/* > /dev/null; done
+fi
+
+# 3. The cycles. The shipped model is copied first: step 5 replaces it.
+shipped="$OUT/shipped"
+[ -d "$shipped" ] || run cp -r "model_store/$MODEL" "$shipped"
+say "training cycles $CYCLES on ${packs[*]}"
+run "$J" train --config cpu_mnv2_96 --packs "${packs[@]}" --init "$shipped" --set input_size=128 \
+  --set optim.lr="$LR" --set "freeze=$FREEZE" --cycles "$CYCLES" --out "$OUT/train" \
+  --store-dir "$OUT/store" --export "${MODEL}_$TAG" --set progress=false
+
+# 4. Scores and the candidate.
+n_cycles=$(tr ',' '\n' <<< "$CYCLES" | grep -c .)
+ends=()
+for k in $(seq 1 "$n_cycles"); do ends+=("$OUT/store/${MODEL}_${TAG}_c$k"); done
+weights=$("$PY" -c "import sys; n = int(sys.argv[1]); print(' '.join(['0.5'] + [repr(0.5 / n)] * n))" "$n_cycles")
+[ -f "$OUT/eval_shipped.json" ] || run "$J" eval --model "$shipped" --data "$HELDOUT" --json "$OUT/eval_shipped.json"
+for k in $(seq 1 "$n_cycles"); do
+  run "$J" eval --model "${ends[$((k - 1))]}" --data "$HELDOUT" --json "$OUT/eval_c$k.json"
+done
+# shellcheck disable=SC2086  # $weights is a list of numbers
+run "$J" average "$shipped" "${ends[@]}" --weights $weights --name candidate --store "$OUT/store" --overwrite \
+  --description "$DESC"
+run "$J" average "${ends[@]}" --name endpoints --store "$OUT/store" --overwrite
+run "$J" average "$shipped" "${ends[@]}" --name uniform --store "$OUT/store" --overwrite
+for m in candidate endpoints uniform; do
+  run "$J" eval --model "$OUT/store/$m" --data "$HELDOUT" --json "$OUT/eval_$m.json"
+done
+if [ "${PRINT_ONLY:-0}" != 1 ]; then
+  before=$(score "$OUT/eval_shipped.json"); after=$(score "$OUT/eval_candidate.json")
+  say "held-out score: shipped $before, candidate $after"
+  if ! "$PY" -c "import sys; sys.exit(0 if float(sys.argv[1]) < float(sys.argv[2]) else 1)" "$after" "$before"; then
+    say "the candidate does not beat the shipped model: nothing shipped"
+    exit 3
+  fi
+fi
+
+# 5. Ship, then what docs/ shows of the model.
+say "shipping"
+run "$J" eval --model "$OUT/store/candidate" --data "$HELDOUT" --flip-tta --json "$OUT/eval_candidate_flip.json"
+# shellcheck disable=SC2086
+run "$J" average "$shipped" "${ends[@]}" --weights $weights --name "$MODEL" --overwrite --set-default \
+  --metrics "$OUT/eval_candidate.json" --description "$DESC"
+run "$PY" bench/bench_blendshapes.py --model "$MODEL" --test 320 --val 160 --cache "$BS_CACHE" \
+  --write-thresholds > "$OUT/blendshapes.txt" 2>&1
+run "$PY" bench/real_faces.py --model "model_store/$MODEL" --json docs/eval/real_faces.json \
+  --overlay docs/real_faces.jpg --outline-sheet docs/landmarks_outline.jpg > "$OUT/real_faces.txt" 2>&1
+run "$PY" bench/real_faces.py --model "model_store/$MODEL" --flip-tta --json docs/eval/real_faces_flip.json > /dev/null 2>&1
+run "$PY" bench/real_faces.py --model "model_store/$MODEL" --refine 1 --json docs/eval/real_faces_refine1.json > /dev/null 2>&1
+run env JMLR_LANDMARKS_68_OUTLINE=false "$PY" bench/real_faces.py --model "model_store/$MODEL" \
+  --json docs/eval/real_faces_fixed.json > /dev/null 2>&1
+run "$PY" docs/make_pictures.py
+run "$PY" docs/make_accuracy.py --data "$HELDOUT" --store model_store
+run env JMLR_DEMO_SCREENSHOT=docs/demo_page.png "$PY" -m pytest -q tests/test_demo_page.py
+say "shipped; next: the rows of docs/training_log.csv, python docs/make_learning_curve.py, the numbers in README and docs/"
