@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -213,6 +214,34 @@ def test_freeze_keeps_the_named_layers_fixed_and_resumes_the_optimizer(tmp_path,
     assert frozen and all(torch.equal(before[k], after[k]) for k in frozen)
     assert not torch.equal(before["fc.weight"], after["fc.weight"])
     assert not torch.equal(before["layer1.0.conv1.weight"], after["layer1.0.conv1.weight"])
+
+
+def test_freeze_bn_keeps_the_frozen_layers_running_statistics(tmp_path):
+    """With ``freeze_bn`` the frozen layers' BatchNorm normalises with its running
+    statistics and leaves them as they were; without it they follow the batches."""
+    import itertools
+
+    from safetensors.torch import load_file
+
+    from jmlr.train.trainer import train
+
+    batch = _tiny_batch()
+    cfg = {"out": str(tmp_path / "a"), "max_steps": 2, "progress": False, "input_size": 32, "batch_size": 2,
+           "model": TINY, "log_every": 1, "ckpt_every": 0,
+           "optim": {"name": "adamw", "lr": 1e-3, "warmup_steps": 1, "weight_decay": 0.05}}
+    train(cfg, batches=itertools.repeat(batch))
+    before = load_file(str(tmp_path / "a" / "ckpt" / "last.safetensors"))
+    stats = [k for k in before if k.endswith(("running_mean", "running_var"))]
+    conv1 = [k for k in stats if k.startswith("conv1.")]
+    assert conv1 and len(stats) > len(conv1)
+    for freeze_bn in (True, False):
+        out = tmp_path / f"b_{freeze_bn}"
+        shutil.copytree(tmp_path / "a", out)
+        train(dict(cfg, out=str(out), max_steps=4, resume="auto", freeze="conv1", freeze_bn=freeze_bn),
+              batches=itertools.repeat(batch))
+        after = load_file(str(out / "ckpt" / "last.safetensors"))
+        assert all(torch.equal(before[k], after[k]) for k in conv1) == freeze_bn
+        assert not torch.equal(before["layer1.0.bn1.running_mean"], after["layer1.0.bn1.running_mean"])
 
 
 def test_freeze_refuses_a_prefix_that_names_nothing():

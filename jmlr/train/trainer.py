@@ -89,6 +89,8 @@ DEFAULT_CONFIG: dict[str, Any] = {
                                     # (the shipped blendshape basis's names; docs/blendshapes.md)
     "freeze": [],                   # parameter-name prefixes kept fixed (e.g. [stem, blocks.0]): no
                                     # gradients flow into them, so their backward pass is skipped
+    "freeze_bn": False,             # with freeze: their BatchNorm layers in eval mode too (running
+                                    # statistics, no longer updated; freeze_batchnorm)
     "vertex_basis": 0,              # JMLR runs: train the vertex rows of fc on the targets' K-dim
                                     # principal basis (jmlr.models.vertex_basis; 0 = off, else K at most)
     "heldout": None,                # {data: DIR, every_minutes: 30, limit: 330}: score the network on
@@ -361,6 +363,25 @@ def freeze_parameters(net: torch.nn.Module, prefixes: Sequence[str]) -> list[str
     return frozen
 
 
+def freeze_batchnorm(net: torch.nn.Module, prefixes: Sequence[str]) -> list[str]:
+    """Put the BatchNorm layers under ``prefixes`` in eval mode: they normalise with their
+    running statistics and no longer update them (Detectron2's frozen BatchNorm). Call it
+    after ``net.train()``, which would undo it. Returns their module names.
+
+    Why: under ``freeze`` these layers' weights are fixed, yet in training mode their
+    BatchNorm still reduces the network's largest activations to batch statistics on every
+    step and drifts its running statistics with the data. In eval mode the frozen layers
+    are the fixed function that the exported model computes.
+    """
+    names = []
+    for name, m in net.named_modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and any(
+                name == q or name.startswith(q + ".") for q in prefixes):
+            m.eval()
+            names.append(name)
+    return names
+
+
 def make_optimizer(optim_cfg: dict, param_groups: list[dict], lr: float) -> torch.optim.Optimizer:
     """SGD with momentum (the paper's, and the default) or AdamW (``optim.name: adamw``).
 
@@ -455,8 +476,9 @@ def train(cfg: dict, batches: Iterator[dict] | None = None) -> dict:
         freeze = [freeze] if isinstance(freeze, str) else [str(p) for p in freeze]
         frozen = freeze_parameters(net, freeze)
         if run.main:
-            log.info("freeze: %d of %d parameter tensors fixed (%s)", len(frozen),
-                     sum(1 for _ in net.parameters()), ", ".join(freeze))
+            log.info("freeze: %d of %d parameter tensors fixed (%s)%s", len(frozen),
+                     sum(1 for _ in net.parameters()), ", ".join(freeze),
+                     "; their BatchNorm on its running statistics (freeze_bn)" if run.cfg.get("freeze_bn") else "")
     optimizer = make_optimizer(run.cfg["optim"], _param_groups(net, float(run.cfg["optim"]["weight_decay"])), peak_lr)
     if resume_dir is not None:
         if same_basis:
@@ -757,6 +779,9 @@ def _train_steps(run: _Run, net: torch.nn.Module, spec: Task, optimizer: torch.o
     first_loss = None
     last: dict = {}
     net.train()
+    freeze = cfg.get("freeze") or []
+    if freeze and cfg.get("freeze_bn"):
+        freeze_batchnorm(net, [freeze] if isinstance(freeze, str) else [str(p) for p in freeze])
     try:
         while step < max_steps and not _out_of_time(run, t_start):
             b = _to_device(pending.pop(0) if pending else next(batches), device, non_blocking=True)
