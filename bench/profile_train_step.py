@@ -2,13 +2,15 @@
 
     python bench/profile_train_step.py --packs data/pack_v1 --threads 2 --steps 20 [--no-fused]
     python bench/profile_train_step.py --packs data/pack_v4 --candidates jmlr_mobilenetv2_centerface:128 \
-        jmlr_mobilenetv2_centerface:128:stem,blocks.0,blocks.1,blocks.2
+        jmlr_mobilenetv2_centerface:128:stem,blocks.0,blocks.1,blocks.2 \
+        jmlr_mobilenetv2_centerface:128:stem,blocks.0,blocks.1,blocks.2:bn
 
 Each candidate (backbone, input size) is timed over ``--steps`` steps after 3 warm-up
 steps, in this process, with ``--threads`` torch threads; the packed data path includes
 jitter (cv2.warpAffine), flip and colour augmentation; the optimiser is the trainer's
 (``make_optimizer``: AdamW, fused unless ``--no-fused``). A candidate's optional third field
-lists parameter prefixes to freeze (the trainer's ``freeze``). Prints a markdown table (ms per
+lists parameter prefixes to freeze (the trainer's ``freeze``), and a fourth field ``bn`` puts
+their BatchNorm in eval mode too (the trainer's ``freeze_bn``). Prints a markdown table (ms per
 step and share) for docs/training.md. Run it on a quiet machine.
 """
 
@@ -28,7 +30,13 @@ def main() -> int:
     from jmlr.facemodel import Topology
     from jmlr.models import create_model
     from jmlr.models.loss import jmlr_loss, unique_edges
-    from jmlr.train.trainer import _param_groups, freeze_parameters, make_optimizer, output_statistics
+    from jmlr.train.trainer import (
+        _param_groups,
+        freeze_batchnorm,
+        freeze_parameters,
+        make_optimizer,
+        output_statistics,
+    )
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--packs", nargs="+", default=["data/pack_v1"])
@@ -61,6 +69,10 @@ def main() -> int:
         norm = net.config["normalisation"]
         t: dict[str, float] = defaultdict(float)
         net.train()
+        if frozen[1:] == ["bn"]:
+            freeze_batchnorm(net, frozen[0].split(","))
+        elif frozen[1:]:
+            raise SystemExit(f"{cand}: the fourth field can only be 'bn'")
         for step in range(args.steps + 3):
             marks = [time.perf_counter()]
             b = next(it)
