@@ -10,8 +10,9 @@ steps, in this process, with ``--threads`` torch threads; the packed data path i
 jitter (cv2.warpAffine), flip and colour augmentation; the optimiser is the trainer's
 (``make_optimizer``: AdamW, fused unless ``--no-fused``). A candidate's optional third field
 lists parameter prefixes to freeze (the trainer's ``freeze``), and a fourth field ``bn`` puts
-their BatchNorm in eval mode too (the trainer's ``freeze_bn``). Prints a markdown table (ms per
-step and share) for docs/training.md. Run it on a quiet machine.
+their BatchNorm in eval mode and folds it into the convolutions (the trainer's
+``freeze_bn``). Prints a markdown table (ms per step and share) for docs/training.md. Run
+it on a quiet machine.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ def main() -> int:
     from jmlr.models.loss import jmlr_loss, unique_edges
     from jmlr.train.trainer import (
         _param_groups,
+        fold_frozen_batchnorm,
         freeze_batchnorm,
         freeze_parameters,
         make_optimizer,
@@ -71,6 +73,7 @@ def main() -> int:
         net.train()
         if frozen[1:] == ["bn"]:
             freeze_batchnorm(net, frozen[0].split(","))
+            fold_frozen_batchnorm(net, frozen[0].split(","))
         elif frozen[1:]:
             raise SystemExit(f"{cand}: the fourth field can only be 'bn'")
         for step in range(args.steps + 3):

@@ -244,6 +244,37 @@ def test_freeze_bn_keeps_the_frozen_layers_running_statistics(tmp_path):
         assert not torch.equal(before["layer1.0.bn1.running_mean"], after["layer1.0.bn1.running_mean"])
 
 
+def test_folded_frozen_layers_compute_the_same_and_leave_the_network_as_it_was():
+    import copy
+
+    from jmlr.train.trainer import fold_frozen_batchnorm, freeze_batchnorm, freeze_parameters
+
+    torch.manual_seed(0)
+    net = create_task_model("jmlr", TINY, 100, 32)
+    net.train()
+    net(torch.randn(8, 3, 32, 32))  # running statistics that are not the identity
+    prefixes = ["conv1", "layer1"]
+    freeze_parameters(net, prefixes)
+    with pytest.raises(ValueError, match="training mode"):
+        fold_frozen_batchnorm(net, prefixes)
+    freeze_batchnorm(net, prefixes)
+    reference = copy.deepcopy(net)
+    state = {k: v.clone() for k, v in net.state_dict().items()}
+    undo = fold_frozen_batchnorm(net, prefixes)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in net.conv1.forward.__self__.modules())
+    x = torch.randn(4, 3, 32, 32)
+    out = net(x)
+    torch.testing.assert_close(out, reference(x), rtol=1e-4, atol=1e-4)
+    out.square().sum().backward()
+    assert all(p.grad is None for n, p in net.named_parameters() if n.startswith(("conv1.", "layer1.")))
+    assert net.layer2[0].conv1.weight.grad is not None
+    after = net.state_dict()
+    assert list(after) == list(state)
+    assert all(torch.equal(after[k], v) for k, v in state.items() if k.startswith(("conv1.", "layer1.")))
+    undo()
+    assert "forward" not in vars(net.conv1) and "forward" not in vars(net.layer1)
+
+
 def test_freeze_refuses_a_prefix_that_names_nothing():
     from jmlr.train.trainer import freeze_parameters
 

@@ -382,6 +382,45 @@ def freeze_batchnorm(net: torch.nn.Module, prefixes: Sequence[str]) -> list[str]
     return names
 
 
+def fold_frozen_batchnorm(net: torch.nn.Module, prefixes: Sequence[str]) -> Callable[[], None]:
+    """Run the modules named by ``prefixes`` (fixed by :func:`freeze_parameters`, their
+    BatchNorm in eval mode by :func:`freeze_batchnorm`) through copies in which every
+    ``Conv2d`` directly followed by a ``BatchNorm2d`` in an ``nn.Sequential`` (how the
+    backbones build conv-BN-ReLU) is one convolution (``torch.nn.utils.fusion``). The
+    network's own modules, parameters and state dict stay as they are: only their
+    ``forward`` is redirected. Returns the function that undoes it.
+
+    Why: in eval mode a frozen BatchNorm is an affine map per channel, yet it still reads
+    and writes the largest activations of the network on every step; folded into the
+    convolution before it, it costs nothing.
+    """
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    redirected: list[torch.nn.Module] = []
+    for prefix in prefixes:
+        module = net.get_submodule(prefix)
+        if any(m.training for m in module.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)):
+            raise ValueError(f"fold_frozen_batchnorm: {prefix}'s BatchNorm is in training mode (freeze_batchnorm it)")
+        folded = copy.deepcopy(module).eval()
+        for seq in [m for m in folded.modules() if isinstance(m, torch.nn.Sequential)]:
+            for k in range(len(seq) - 1):
+                conv, bn = seq[k], seq[k + 1]
+                if isinstance(conv, torch.nn.Conv2d) and isinstance(bn, torch.nn.BatchNorm2d):
+                    fused = fuse_conv_bn_eval(conv, bn)
+                    if conv.weight.is_contiguous(memory_format=torch.channels_last):
+                        fused = fused.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+                    seq[k], seq[k + 1] = fused, torch.nn.Identity()
+        for p in folded.parameters():
+            p.requires_grad_(False)
+        module.forward = folded.forward  # type: ignore[method-assign]
+        redirected.append(module)
+
+    def undo() -> None:
+        for m in redirected:
+            del m.forward
+    return undo
+
+
 def make_optimizer(optim_cfg: dict, param_groups: list[dict], lr: float) -> torch.optim.Optimizer:
     """SGD with momentum (the paper's, and the default) or AdamW (``optim.name: adamw``).
 
@@ -780,8 +819,11 @@ def _train_steps(run: _Run, net: torch.nn.Module, spec: Task, optimizer: torch.o
     last: dict = {}
     net.train()
     freeze = cfg.get("freeze") or []
+    unfold: Callable[[], None] = lambda: None  # noqa: E731
     if freeze and cfg.get("freeze_bn"):
-        freeze_batchnorm(net, [freeze] if isinstance(freeze, str) else [str(p) for p in freeze])
+        prefixes = [freeze] if isinstance(freeze, str) else [str(p) for p in freeze]
+        freeze_batchnorm(net, prefixes)
+        unfold = fold_frozen_batchnorm(net, prefixes)
     try:
         while step < max_steps and not _out_of_time(run, t_start):
             b = _to_device(pending.pop(0) if pending else next(batches), device, non_blocking=True)
@@ -818,6 +860,7 @@ def _train_steps(run: _Run, net: torch.nn.Module, spec: Task, optimizer: torch.o
         if heldout is not None and step > start_step:
             heldout(net, step, meta_at(step)["images_seen_total"], time.perf_counter() - t_start)
     finally:
+        unfold()
         log.close()
     ips = images_after_first / max(1e-9, time.perf_counter() - t_first) if t_first else 0.0
     return {"step": step, "loss": last.get("loss", first_loss), "first_loss": first_loss,
