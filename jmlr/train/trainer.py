@@ -820,10 +820,12 @@ def _train_steps(run: _Run, net: torch.nn.Module, spec: Task, optimizer: torch.o
     net.train()
     freeze = cfg.get("freeze") or []
     unfold: Callable[[], None] = lambda: None  # noqa: E731
+    bn_frozen = [freeze] if isinstance(freeze, str) else [str(p) for p in freeze]
     if freeze and cfg.get("freeze_bn"):
-        prefixes = [freeze] if isinstance(freeze, str) else [str(p) for p in freeze]
-        freeze_batchnorm(net, prefixes)
-        unfold = fold_frozen_batchnorm(net, prefixes)
+        freeze_batchnorm(net, bn_frozen)
+        unfold = fold_frozen_batchnorm(net, bn_frozen)
+    else:
+        bn_frozen = []
     try:
         while step < max_steps and not _out_of_time(run, t_start):
             b = _to_device(pending.pop(0) if pending else next(batches), device, non_blocking=True)
@@ -857,6 +859,7 @@ def _train_steps(run: _Run, net: torch.nn.Module, spec: Task, optimizer: torch.o
                 save_checkpoint(run.ckpt_dir, net, optimizer, meta_at(step))
             if heldout is not None and heldout.due():
                 heldout(net, step, meta_at(step)["images_seen_total"], time.perf_counter() - t_start)
+                freeze_batchnorm(net, bn_frozen)  # the look puts the network back with net.train()
         if heldout is not None and step > start_step:
             heldout(net, step, meta_at(step)["images_seen_total"], time.perf_counter() - t_start)
     finally:
