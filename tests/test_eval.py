@@ -142,6 +142,29 @@ def test_training_scores_held_out_samples_as_it_goes(tiny_world, tmp_path, caplo
         train(dict(base, out=str(tmp_path / "run3"), heldout={"data": "x", "every": 5}))
 
 
+def test_a_held_out_look_leaves_the_frozen_batchnorm_in_eval_mode(tiny_world, tmp_path, monkeypatch):
+    """The monitor scores a copy: the run's network keeps each module's mode (freeze_bn
+    holds the frozen layers' BatchNorm in eval mode while the rest trains)."""
+    import jmlr.train.trainer as trainer
+    from jmlr.train.heldout import HeldOutMonitor
+
+    seen: list[list[bool]] = []
+
+    class Recording(HeldOutMonitor):
+        def __call__(self, net, *args):
+            seen.append([m.training for m in net.conv1.modules() if isinstance(m, torch.nn.BatchNorm2d)])
+            return super().__call__(net, *args)
+
+    monkeypatch.setattr(trainer, "HeldOutMonitor", Recording)
+    cfg = {"task": "jmlr", "model": TINY, "input_size": 64, "topology": str(tiny_world["topology"]),
+           "max_steps": 3, "batch_size": 2, "progress": False, "ckpt_every": 0, "out": str(tmp_path / "run"),
+           "freeze": "conv1", "freeze_bn": True, "optim": {"warmup_steps": 1},
+           "data": {"source": "disk", "root": str(tiny_world["data"]), "num_workers": 0},
+           "heldout": {"data": str(tiny_world["data"]), "every_minutes": 1e-9, "limit": 2}}
+    trainer.train(cfg)
+    assert len(seen) == 4 and all(flags and not any(flags) for flags in seen)
+
+
 def test_train_cli_says_each_held_out_look_on_stderr(tiny_world, tmp_path, capsys):
     import yaml
 

@@ -244,33 +244,6 @@ def test_freeze_bn_keeps_the_frozen_layers_running_statistics(tmp_path):
         assert not torch.equal(before["layer1.0.bn1.running_mean"], after["layer1.0.bn1.running_mean"])
 
 
-def test_freeze_bn_survives_a_held_out_look(tmp_path, monkeypatch):
-    """A held-out look ends with ``net.train()``; the frozen BatchNorm goes back to eval mode."""
-    import itertools
-
-    import jmlr.train.trainer as trainer
-
-    seen: list[list[bool]] = []
-
-    class Look:  # the monitor's interface, without the evaluation
-        def __init__(self, spec, out_csv, export) -> None:
-            pass
-
-        def due(self) -> bool:
-            return True
-
-        def __call__(self, net, step, images_seen_total, elapsed_s) -> None:
-            seen.append([m.training for m in net.conv1.modules() if isinstance(m, torch.nn.BatchNorm2d)])
-            net.train()
-
-    monkeypatch.setattr(trainer, "HeldOutMonitor", Look)
-    cfg = {"out": str(tmp_path), "max_steps": 3, "progress": False, "input_size": 32, "batch_size": 2,
-           "model": TINY, "log_every": 1, "ckpt_every": 0, "freeze": "conv1", "freeze_bn": True,
-           "heldout": {"data": str(tmp_path / "none")}, "optim": {"warmup_steps": 1}}
-    trainer.train(cfg, batches=itertools.repeat(_tiny_batch()))
-    assert len(seen) == 4 and all(flags and not any(flags) for flags in seen)
-
-
 def test_folded_frozen_layers_compute_the_same_and_leave_the_network_as_it_was():
     import copy
 

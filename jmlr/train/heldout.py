@@ -73,12 +73,11 @@ class HeldOutMonitor:
         from jmlr.eval.evaluate import evaluate
 
         t0 = time.perf_counter()
-        was_training = net.training
         with tempfile.TemporaryDirectory(prefix="heldout_") as tmp:
-            # A copy: the export folds train-time parametrisations into the plain layout.
+            # A copy: the export folds train-time parametrisations into the plain layout, and
+            # `net`'s modules keep their modes (a run may hold some in eval mode: freeze_bn).
             model_dir = self.export(copy.deepcopy(net).cpu().eval(), Path(tmp))
             res = evaluate([model_dir], self.data, limit=self.limit, batch_size=self.batch_size)
-        net.train(was_training)
         row = {"step": step, "images_seen_total": images_seen_total, "elapsed_s": round(elapsed_s, 1),
                "count": res["count"], **{k: round(float(res[k]), 4) for k in HELDOUT_COLUMNS[4:-1]},
                "eval_s": round(time.perf_counter() - t0, 1)}

@@ -363,6 +363,12 @@ def freeze_parameters(net: torch.nn.Module, prefixes: Sequence[str]) -> list[str
     return frozen
 
 
+def _freeze_prefixes(cfg: dict) -> list[str]:
+    """The config's ``freeze`` as a list of prefixes (one string is one prefix)."""
+    freeze = cfg.get("freeze") or []
+    return [freeze] if isinstance(freeze, str) else [str(p) for p in freeze]
+
+
 def freeze_batchnorm(net: torch.nn.Module, prefixes: Sequence[str]) -> list[str]:
     """Put the BatchNorm layers under ``prefixes`` in eval mode: they normalise with their
     running statistics and no longer update them (Detectron2's frozen BatchNorm). Call it
@@ -510,9 +516,8 @@ def train(cfg: dict, batches: Iterator[dict] | None = None) -> dict:
             pending.append(_to_device(next(batches), run.device))
         net.init_expression_head(torch.cat([b["expression"] for b in pending]))
     same_basis = _attach_vertex_basis(run, net, spec, batches, pending, resume_dir)
-    freeze = run.cfg.get("freeze") or []
+    freeze = _freeze_prefixes(run.cfg)
     if freeze:
-        freeze = [freeze] if isinstance(freeze, str) else [str(p) for p in freeze]
         frozen = freeze_parameters(net, freeze)
         if run.main:
             log.info("freeze: %d of %d parameter tensors fixed (%s)%s", len(frozen),
@@ -818,14 +823,9 @@ def _train_steps(run: _Run, net: torch.nn.Module, spec: Task, optimizer: torch.o
     first_loss = None
     last: dict = {}
     net.train()
-    freeze = cfg.get("freeze") or []
-    unfold: Callable[[], None] = lambda: None  # noqa: E731
-    bn_frozen = [freeze] if isinstance(freeze, str) else [str(p) for p in freeze]
-    if freeze and cfg.get("freeze_bn"):
-        freeze_batchnorm(net, bn_frozen)
-        unfold = fold_frozen_batchnorm(net, bn_frozen)
-    else:
-        bn_frozen = []
+    bn_frozen = _freeze_prefixes(cfg) if cfg.get("freeze_bn") else []
+    freeze_batchnorm(net, bn_frozen)
+    unfold = fold_frozen_batchnorm(net, bn_frozen)
     try:
         while step < max_steps and not _out_of_time(run, t_start):
             b = _to_device(pending.pop(0) if pending else next(batches), device, non_blocking=True)
@@ -859,7 +859,6 @@ def _train_steps(run: _Run, net: torch.nn.Module, spec: Task, optimizer: torch.o
                 save_checkpoint(run.ckpt_dir, net, optimizer, meta_at(step))
             if heldout is not None and heldout.due():
                 heldout(net, step, meta_at(step)["images_seen_total"], time.perf_counter() - t_start)
-                freeze_batchnorm(net, bn_frozen)  # the look puts the network back with net.train()
         if heldout is not None and step > start_step:
             heldout(net, step, meta_at(step)["images_seen_total"], time.perf_counter() - t_start)
     finally:
