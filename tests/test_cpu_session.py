@@ -38,6 +38,7 @@ def test_the_recipe_continues_the_shipped_model_and_ships_the_registered_average
     train = next(c for c in cmds if c[:2] == ["jmlr", "train"])
     assert train[train.index("--init") + 1] == f"{out}/shipped"
     assert train[train.index("--cycles") + 1] == "30,20,10"
+    assert "freeze_bn=false" in train  # BatchNorm on batch statistics unless FREEZE_BN=true
     assert train[train.index("--packs") + 1:train.index("--packs") + 3] == ["data/pack_a", "data/pack_new"]
     ends = [f"{out}/store/jmlr_mnv2_128_cpu_zz_c{k}" for k in (1, 2, 3)]
     averages = [c for c in cmds if c[:2] == ["jmlr", "average"]]
@@ -59,3 +60,10 @@ def test_the_recipe_refuses_an_unknown_pack_spec_and_a_missing_tag(tmp_path):
     r = subprocess.run(["bash", str(SCRIPT)], cwd=REPO, env={**env, "PRINT_ONLY": "1", "TRAIN_PACKS": "p",
                        "OUT": str(tmp_path / "s")}, capture_output=True, text=True, timeout=60)
     assert r.returncode != 0 and "set TAG" in r.stderr
+
+
+def test_freeze_bn_is_a_knob(tmp_path):
+    r = _print(tmp_path, TAG="zz", TRAIN_PACKS="pack_a", CYCLES="10", FREEZE_BN="true")
+    assert r.returncode == 0, r.stderr
+    train = next(c for c in _commands(r.stdout) if c[:2] == ["jmlr", "train"])
+    assert "freeze_bn=true" in train and "freeze_bn=false" not in train

@@ -20,7 +20,8 @@
 # Knobs (environment): TAG (required: names the endpoints jmlr_mnv2_128_cpu_<TAG>_c<k>
 # and the folder runs/session_<TAG>), NEW_PACKS (SPEC:NAME:SEED:IMAGES, SPEC v or
 # legacy, written to data/NAME; seeds used so far: 1-3 and 5-10), TRAIN_PACKS (names under
-# data/), CYCLES (minutes), MODEL (jmlr_mnv2_128_cpu), LR (1.5e-4), FREEZE, HELDOUT
+# data/), CYCLES (minutes), MODEL (jmlr_mnv2_128_cpu), LR (1.5e-4), FREEZE, FREEZE_BN (false:
+# true puts the frozen layers' BatchNorm on its running statistics, docs/training.md), HELDOUT
 # (data/synth_test: made with the seed-777 command of docs/accuracy.md when missing), OUT
 # (runs/session_<TAG>), BS_CACHE (runs/bs_cache.npz: the blendshape benchmark's renders).
 # Exit status: 0 shipped, 3 trained but not better (nothing shipped), other: an error.
@@ -35,6 +36,7 @@ CYCLES="${CYCLES:-30,30,25,20}"
 MODEL="${MODEL:-jmlr_mnv2_128_cpu}"
 LR="${LR:-0.00015}"
 FREEZE="${FREEZE:-[stem,blocks.0,blocks.1,blocks.2]}"
+FREEZE_BN="${FREEZE_BN:-false}"
 HELDOUT="${HELDOUT:-data/synth_test}"
 PY="${PY:-.venv/bin/python}"
 J="${J:-.venv/bin/jmlr}"
@@ -86,7 +88,7 @@ shipped="$OUT/shipped"
 [ -d "$shipped" ] || run cp -r "model_store/$MODEL" "$shipped"
 say "training cycles $CYCLES on ${packs[*]}"
 run "$J" train --config cpu_mnv2_96 --packs "${packs[@]}" --init "$shipped" --set input_size=128 \
-  --set optim.lr="$LR" --set "freeze=$FREEZE" --cycles "$CYCLES" --out "$OUT/train" \
+  --set optim.lr="$LR" --set "freeze=$FREEZE" --set "freeze_bn=$FREEZE_BN" --cycles "$CYCLES" --out "$OUT/train" \
   --store-dir "$OUT/store" --export "${MODEL}_$TAG" --set progress=false
 
 # 4. Scores and the candidate.
