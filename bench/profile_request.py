@@ -47,10 +47,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from unittest.mock import patch
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
+
+from bench.bench_service import CASES, bench_images  # noqa: E402
 
 Scope = dict[str, Any]
 ASGIApp = Callable[[Scope, Callable[[], Awaitable[Any]], Callable[[Any], Awaitable[None]]], Awaitable[None]]
@@ -125,16 +128,6 @@ class CpuMeter:
 
 
 @contextmanager
-def patched(obj: Any, name: str, value: Any) -> Iterator[None]:
-    old = getattr(obj, name)
-    setattr(obj, name, value)
-    try:
-        yield
-    finally:
-        setattr(obj, name, old)
-
-
-@contextmanager
 def measured_parts(meter: CpuMeter, engine: Any) -> Iterator[None]:
     """Wrap, for the run, Starlette's multipart parser, FastAPI's dependency solver, every
     function handed to ``asyncio.to_thread`` (the pipeline's stages) and the batcher's
@@ -148,15 +141,15 @@ def measured_parts(meter: CpuMeter, engine: Any) -> Iterator[None]:
         name = getattr(fn, "__qualname__", None) or type(fn).__name__
         return await to_thread(meter.timed_sync(f"thread {name}", fn), *args, **kwargs)
 
-    with patched(Request, "_get_form", meter.timed("form", Request._get_form)), \
-            patched(fastapi.routing, "solve_dependencies",
-                    meter.timed("dependencies", fastapi.routing.solve_dependencies)), \
-            patched(fastapi.routing, "run_endpoint_function",
-                    meter.timed("endpoint", fastapi.routing.run_endpoint_function)), \
-            patched(fastapi.routing, "serialize_response",
-                    meter.timed("response", fastapi.routing.serialize_response)), \
-            patched(asyncio, "to_thread", timed_to_thread), \
-            patched(engine.batcher, "predict", meter.timed_sync("network", engine.batcher.predict)):
+    with patch.object(Request, "_get_form", meter.timed("form", Request._get_form)), \
+            patch.object(fastapi.routing, "solve_dependencies",
+                         meter.timed("dependencies", fastapi.routing.solve_dependencies)), \
+            patch.object(fastapi.routing, "run_endpoint_function",
+                         meter.timed("endpoint", fastapi.routing.run_endpoint_function)), \
+            patch.object(fastapi.routing, "serialize_response",
+                         meter.timed("response", fastapi.routing.serialize_response)), \
+            patch.object(asyncio, "to_thread", timed_to_thread), \
+            patch.object(engine.batcher, "predict", meter.timed_sync("network", engine.batcher.predict)):
         yield
 
 
@@ -226,7 +219,7 @@ def markdown(rows: list[dict[str, Any]], header: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--cases", nargs="+", choices=["landmarks", "detect", "group"], default=["landmarks", "detect"])
+    p.add_argument("--cases", nargs="+", choices=list(CASES), default=["landmarks", "detect"])
     p.add_argument("--requests", type=int, default=200)
     p.add_argument("--warmup", type=int, default=20)
     p.add_argument("--max-batch-size", type=int, default=1)
@@ -236,7 +229,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", type=Path, help="write the rows here")
     args = p.parse_args(argv)
 
-    from bench.bench_service import bench_images
     from service.app import create_app
     from service.settings import Settings
 
@@ -259,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
                 with measured_parts(meter, app.state.engine):
                     landmarks = None
                     for case in args.cases:
-                        image = images["group" if case == "group" else "photo"][1]
+                        image = images[CASES[case][0]][1]
                         form: dict[str, str] = {}
                         if case == "landmarks":
                             if landmarks is None:
@@ -275,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
                               flush=True)
 
         asyncio.run(run())
-        if profiler is not None and args.cprofile is not None:
+        if profiler is not None:
             profiler.dump_stats(str(args.cprofile))
     backend = args.backend or "the server's default"
     header = (f"`python bench/profile_request.py --cases {' '.join(args.cases)} --requests {args.requests}` "
