@@ -40,8 +40,11 @@ def _panel(series, title, mean_face, target, w=420, h=300) -> np.ndarray:
         cv2.putText(img, f"{y:.3g}", (5, px(0, y)[1] + 4), cv2.FONT_HERSHEY_SIMPLEX, 0.35, (0, 0, 0), 1)
     for frac in (0.5, 1.0):
         x = x_max * frac
-        cv2.putText(img, f"{x / 1000:.0f}k", (px(x, 0)[0] - 12, h - bottom + 15), cv2.FONT_HERSHEY_SIMPLEX, 0.35,
-                    (0, 0, 0), 1)
+        text = f"{x / 1e6:.1f} M"
+        (tw, _), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.35, 1)
+        # centred on its tick, but kept inside the panel (the last tick is at its edge)
+        cv2.putText(img, text, (min(px(x, 0)[0] - tw // 2, w - tw - 2), h - bottom + 15), cv2.FONT_HERSHEY_SIMPLEX,
+                    0.35, (0, 0, 0), 1)
     for value, colour, label in ((target, (0, 150, 0), "target"), (mean_face, (150, 150, 150), "mean face")):
         if value <= y_max:
             cv2.line(img, px(0, value), px(x_max, value), colour, 1, cv2.LINE_AA)
@@ -101,7 +104,9 @@ def main() -> None:
     rows = list(csv.DictReader(open(DOCS / "training_log.csv", encoding="utf-8")))
     panels = [_panel(_series(rows, k), title, mean_face, target) for k, title, mean_face, target in METRICS]
     sheet = np.concatenate([np.concatenate(panels[:2], 1), np.concatenate(panels[2:], 1)], 0)
-    cv2.putText(sheet, "filled: shipped model; ring: run not shipped", (10, sheet.shape[0] - 2),
+    # a strip of its own below the panels: inside them it ran over the bottom axis label
+    sheet = np.concatenate([sheet, np.full((18, sheet.shape[1], 3), 255, np.uint8)], 0)
+    cv2.putText(sheet, "filled: shipped model; ring: run not shipped", (10, sheet.shape[0] - 5),
                 cv2.FONT_HERSHEY_SIMPLEX, 0.35, (0, 0, 0), 1)
     cv2.imwrite(str(DOCS / "learning_curve.png"), sheet)
     write_table(rows)
