@@ -331,6 +331,33 @@ def test_bad_inputs_get_clear_errors(client, astronaut_jpeg):
     _error(client.get("/nothing-here"), 404, "not_found")
 
 
+def test_fields_the_route_does_not_read_are_refused_not_dropped(client, astronaut_jpeg):
+    # Points sent under a name the route does not read would otherwise be ignored in silence
+    # and the face detected instead.
+    lm5 = json.dumps([[203.3, 101.3], [247.2, 104.5], [223.1, 125.0], [203.4, 142.4], [241.0, 144.9]])
+    msg = _error(_post(client, astronaut_jpeg, landmarks=lm5), 422, "unknown_field")["error"]["message"]
+    assert "`landmarks`" in msg and "did you mean `faces`?" in msg and "faces, max_faces" in msg
+    msg = _error(_post(client, astronaut_jpeg, flip_ta="true"), 422, "unknown_field")["error"]["message"]
+    assert "did you mean `flip_tta`?" in msg
+    r = client.post("/reconstruct?include=vertices", files={"image": ("img", astronaut_jpeg, "image/jpeg")},
+                    headers={"X-API-Key": API_KEY})
+    assert "`include` was sent in the query string" in _error(r, 422, "unknown_field")["error"]["message"]
+    # Query parameters that are none of the route's (a cache buster) are left alone.
+    r = client.post("/reconstruct?nocache=1", files={"image": ("img", astronaut_jpeg, "image/jpeg")},
+                    headers={"X-API-Key": API_KEY})
+    assert r.status_code == 200, r.text
+
+
+def test_the_refused_fields_are_exactly_those_the_openapi_schema_does_not_declare(client):
+    from service.routers.reconstruct import FORM_FIELDS
+
+    spec = client.get("/openapi.json").json()
+    body = spec["paths"]["/reconstruct"]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
+    if "$ref" in body:
+        body = spec["components"]["schemas"][body["$ref"].rsplit("/", 1)[-1]]
+    assert set(FORM_FIELDS) == set(body["properties"])
+
+
 # ----------------------------------------------------------------------------- metrics, openapi
 
 

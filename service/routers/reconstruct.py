@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import difflib
 import time
-from typing import Annotated, Any
+from collections.abc import Iterable
+from typing import Annotated, Any, get_type_hints
 
-from fastapi import APIRouter, File, Form, Request, UploadFile
+from fastapi import APIRouter, File, Form, Request, UploadFile, params
 from pydantic import BaseModel, ValidationError
 
 from ..bounded_json import JsonLimitError, loads_bounded
@@ -35,7 +37,8 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     415: {"model": ErrorResponse, "description": "Not a JPEG/PNG/WebP (`unsupported_media_type`)."},
     422: {"model": ErrorResponse,
           "description": "Unreadable image, bad `camera`/`faces`/`include` (`invalid_image`, `empty_image`, "
-          "`invalid_camera`, `invalid_faces`, `invalid_include`, `invalid_smoothing`, `validation_error`)."},
+          "`invalid_camera`, `invalid_faces`, `invalid_include`, `invalid_smoothing`, `validation_error`), "
+          "or a form field or query parameter this route does not read (`unknown_field`)."},
     500: {"model": ErrorResponse, "description": "The model failed on the batch (`inference_failed`; logged)."},
     503: {"model": ErrorResponse,
           "description": "Refused before the upload was read: model not loaded (`model_not_ready`, "
@@ -78,6 +81,36 @@ def _parse_include(raw: str | None) -> set[str]:
         raise ApiError(422, "invalid_include",
                        f"unknown include {sorted(unknown)}; choose from {list(INCLUDE_OPTIONS)}")
     return items
+
+
+# Names clients reach for that this route spells otherwise.
+_FIELD_HINTS = {
+    "landmarks": "faces", "landmarks5": "faces", "bbox": "faces", "boxes": "faces", "box": "faces",
+    "intrinsics": "camera", "k": "camera", "camera_matrix": "camera",
+    "file": "image", "photo": "image", "img": "image", "frame": "image",
+}
+
+
+def _check_fields(form_keys: Iterable[str], query_keys: Iterable[str]) -> None:
+    """Refuse form fields and query parameters the route does not read.
+
+    FastAPI drops them silently: a client that sends ``landmarks`` instead of ``faces``
+    would get detection and never know its points were ignored. The route's parameters
+    all travel in the multipart form, so any query parameter that names one is refused
+    as well; other query parameters (cache busters) are left alone.
+    """
+    unknown = sorted({k for k in form_keys if k not in FORM_FIELDS})
+    misplaced = sorted({k for k in query_keys if k in FORM_FIELDS or k.lower() in _FIELD_HINTS})
+    if not unknown and not misplaced:
+        return
+    parts = []
+    for name in unknown:
+        hint = _FIELD_HINTS.get(name.lower()) or next(iter(difflib.get_close_matches(name, FORM_FIELDS, 1)), None)
+        parts.append(f"unknown form field `{name}`" + (f" (did you mean `{hint}`?)" if hint else ""))
+    for name in misplaced:
+        parts.append(f"`{name}` was sent in the query string; send it as a multipart form field")
+    raise ApiError(422, "unknown_field",
+                   "; ".join(parts) + f". {ROUTE} reads the form fields: {', '.join(FORM_FIELDS)}")
 
 
 async def _read_capped(upload: UploadFile, limit: int) -> bytes:
@@ -161,6 +194,7 @@ async def reconstruct(
              examples=['{"min_cutoff": 1.0, "beta": 0.15}']),
     ] = None,
 ) -> ReconstructResponse:
+    _check_fields((await request.form()).keys(), request.query_params.keys())  # parsed once, cached
     check_content_type(image.content_type)
     cam = _parse_json(camera, CameraIn, "invalid_camera", "camera")
     face_list = _parse_json(faces, FacesIn, "invalid_faces", "faces", wrap="faces")
@@ -191,3 +225,13 @@ async def reconstruct(
                                           lambda frame: engine.reconstruct(req, storage, deadline, frame))
     request.state.encode_start = time.perf_counter()
     return result
+
+
+def _form_fields(endpoint: Any) -> tuple[str, ...]:
+    """The multipart fields an endpoint declares (its ``File``/``Form`` parameters), in order."""
+    hints = get_type_hints(endpoint, include_extras=True)
+    return tuple(name for name, hint in hints.items()
+                 if any(isinstance(m, params.Form) for m in getattr(hint, "__metadata__", ())))
+
+
+FORM_FIELDS = _form_fields(reconstruct)
