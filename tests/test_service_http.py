@@ -331,7 +331,7 @@ def test_bad_inputs_get_clear_errors(client, astronaut_jpeg):
     _error(client.get("/nothing-here"), 404, "not_found")
 
 
-def test_fields_the_route_does_not_read_are_refused_not_dropped(client, astronaut_jpeg):
+def test_fields_the_route_does_not_read_or_sent_twice_are_refused_not_dropped(client, astronaut_jpeg):
     # Points sent under a name the route does not read would otherwise be ignored in silence
     # and the face detected instead.
     lm5 = json.dumps([[203.3, 101.3], [247.2, 104.5], [223.1, 125.0], [203.4, 142.4], [241.0, 144.9]])
@@ -342,6 +342,15 @@ def test_fields_the_route_does_not_read_are_refused_not_dropped(client, astronau
     r = client.post("/reconstruct?include=vertices", files={"image": ("img", astronaut_jpeg, "image/jpeg")},
                     headers={"X-API-Key": API_KEY})
     assert "`include` was sent in the query string" in _error(r, 422, "unknown_field")["error"]["message"]
+    # A field sent twice would be read as one of the two, whichever the parser kept.
+    cam = '{"fx": 500, "fy": 500, "cx": 256, "cy": 256}'
+    r = client.post("/reconstruct", files=[("image", ("a", astronaut_jpeg, "image/jpeg"))],
+                    data={"camera": [cam, cam.replace("500", "900")]}, headers={"X-API-Key": API_KEY})
+    assert "`camera` was sent 2 times" in _error(r, 422, "duplicate_field")["error"]["message"]
+    r = client.post("/reconstruct", files=[("image", ("a", astronaut_jpeg, "image/jpeg")),
+                                           ("image", ("b", astronaut_jpeg, "image/jpeg"))],
+                    headers={"X-API-Key": API_KEY})
+    assert "`image` was sent 2 times" in _error(r, 422, "duplicate_field")["error"]["message"]
     # Query parameters that are none of the route's (a cache buster) are left alone.
     r = client.post("/reconstruct?nocache=1", files={"image": ("img", astronaut_jpeg, "image/jpeg")},
                     headers={"X-API-Key": API_KEY})

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import time
+from collections import Counter
 from collections.abc import Iterable
 from typing import Annotated, Any, get_type_hints
 
@@ -38,7 +39,8 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     422: {"model": ErrorResponse,
           "description": "Unreadable image, bad `camera`/`faces`/`include` (`invalid_image`, `empty_image`, "
           "`invalid_camera`, `invalid_faces`, `invalid_include`, `invalid_smoothing`, `validation_error`), "
-          "or a form field or query parameter this route does not read (`unknown_field`)."},
+          "a form field or query parameter this route does not read (`unknown_field`), or a field sent twice "
+          "(`duplicate_field`)."},
     500: {"model": ErrorResponse, "description": "The model failed on the batch (`inference_failed`; logged)."},
     503: {"model": ErrorResponse,
           "description": "Refused before the upload was read: model not loaded (`model_not_ready`, "
@@ -92,14 +94,24 @@ _FIELD_HINTS = {
 
 
 def _check_fields(form_keys: Iterable[str], query_keys: Iterable[str]) -> None:
-    """Refuse form fields and query parameters the route does not read.
+    """Refuse form fields and query parameters the route does not read, and fields sent twice.
 
-    FastAPI drops them silently: a client that sends ``landmarks`` instead of ``faces``
-    would get detection and never know its points were ignored. The route's parameters
-    all travel in the multipart form, so any query parameter that names one is refused
-    as well; other query parameters (cache busters) are left alone.
+    FastAPI drops unknown fields silently: a client that sends ``landmarks`` instead of
+    ``faces`` would get detection and never know its points were ignored. The route's
+    parameters all travel in the multipart form, so any query parameter that names one is
+    refused as well; other query parameters (cache busters) are left alone. A field sent
+    twice (two photos, two cameras) would be read as one of them, chosen by the parser.
+
+    Args:
+        form_keys: every part's name, repeated as often as it was sent.
+        query_keys: the query string's parameter names.
     """
-    unknown = sorted({k for k in form_keys if k not in FORM_FIELDS})
+    counts = Counter(form_keys)
+    repeated = sorted(k for k, n in counts.items() if n > 1 and k in FORM_FIELDS)
+    if repeated:
+        raise ApiError(422, "duplicate_field", "; ".join(
+            f"form field `{k}` was sent {counts[k]} times" for k in repeated) + ": send each field once")
+    unknown = sorted({k for k in counts if k not in FORM_FIELDS})
     misplaced = sorted({k for k in query_keys if k in FORM_FIELDS or k.lower() in _FIELD_HINTS})
     if not unknown and not misplaced:
         return
@@ -194,7 +206,7 @@ async def reconstruct(
              examples=['{"min_cutoff": 1.0, "beta": 0.15}']),
     ] = None,
 ) -> ReconstructResponse:
-    _check_fields((await request.form()).keys(), request.query_params.keys())  # parsed once, cached
+    _check_fields([k for k, _ in (await request.form()).multi_items()], request.query_params.keys())  # cached
     check_content_type(image.content_type)
     cam = _parse_json(camera, CameraIn, "invalid_camera", "camera")
     face_list = _parse_json(faces, FacesIn, "invalid_faces", "faces", wrap="faces")
