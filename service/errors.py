@@ -99,6 +99,17 @@ def _format_validation(exc: RequestValidationError) -> str:
     return "; ".join(parts) or "invalid request"
 
 
+async def _fields_sent(request: Request, exc: RequestValidationError) -> str:
+    """For a required form field that is missing, the fields the form did carry: a photo sent
+    as ``file`` instead of ``image`` is otherwise only "image: Field required"."""
+    missing = any(e.get("type") == "missing" and tuple(e.get("loc", ()))[:1] == ("body",) for e in exc.errors())
+    if not missing or not request.headers.get("content-type", "").startswith("multipart/form-data"):
+        return ""
+    # FastAPI parsed the form before validating it; Starlette keeps it on the request.
+    sent = sorted(set((await request.form()).keys()))
+    return f" (the form carried: {', '.join(f'`{k}`' for k in sent) if sent else 'no fields'})"
+
+
 _METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 
 
@@ -180,7 +191,7 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
         _record(request, "validation_error")
-        return error_json(422, "validation_error", _format_validation(exc))
+        return error_json(422, "validation_error", _format_validation(exc) + await _fields_sent(request, exc))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:

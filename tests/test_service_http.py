@@ -351,6 +351,10 @@ def test_fields_the_route_does_not_read_or_sent_twice_are_refused_not_dropped(cl
                                            ("image", ("b", astronaut_jpeg, "image/jpeg"))],
                     headers={"X-API-Key": API_KEY})
     assert "`image` was sent 2 times" in _error(r, 422, "duplicate_field")["error"]["message"]
+    # A photo under another name fails FastAPI's validation before the route runs; the
+    # error names what the form did carry.
+    r = client.post("/reconstruct", files={"file": ("a", astronaut_jpeg, "image/jpeg")}, headers={"X-API-Key": API_KEY})
+    assert _error(r, 422, "validation_error")["error"]["message"] == "image: Field required (the form carried: `file`)"
     # Query parameters that are none of the route's (a cache buster) are left alone.
     r = client.post("/reconstruct?nocache=1", files={"image": ("img", astronaut_jpeg, "image/jpeg")},
                     headers={"X-API-Key": API_KEY})
