@@ -67,3 +67,34 @@ def test_freeze_bn_is_a_knob(tmp_path):
     assert r.returncode == 0, r.stderr
     train = next(c for c in _commands(r.stdout) if c[:2] == ["jmlr", "train"])
     assert "freeze_bn=true" in train and "freeze_bn=false" not in train
+
+
+def test_the_weight_on_the_shipped_model_is_a_knob(tmp_path):
+    r = _print(tmp_path, TAG="zz", TRAIN_PACKS="pack_a", CYCLES="10,10,10", SHIPPED_WEIGHT="0.7")
+    assert r.returncode == 0, r.stderr
+    cmds = _commands(r.stdout)
+    assert not any(str(tmp_path / "val") in c for c in cmds)
+    for c in [c for c in cmds if c[:2] == ["jmlr", "average"] and "--weights" in c]:
+        w = [float(x) for x in c[c.index("--weights") + 1:c.index("--weights") + 5]]
+        assert w == [0.7] + [(1 - 0.7) / 3] * 3
+    r = _print(tmp_path, TAG="zz", TRAIN_PACKS="pack_a", SHIPPED_WEIGHT="1.2")
+    assert r.returncode == 2 and "SHIPPED_WEIGHT must be in [0, 1) or val" in r.stderr
+
+
+def test_a_weight_chosen_on_the_validation_set_never_on_the_held_out_one(tmp_path):
+    val = str(tmp_path / "val")
+    r = _print(tmp_path, TAG="zz", TRAIN_PACKS="pack_a", CYCLES="10,10", SHIPPED_WEIGHT="val",
+               SOUP_GRID="0.6 0.8", VALIDATION=val)
+    assert r.returncode == 0, r.stderr
+    cmds = _commands(r.stdout)
+    out = str(tmp_path / "s")
+    synth = next(c for c in cmds if "synth" in c and val in c)  # missing: made with its own seed
+    assert synth[synth.index("--seed") + 1] == "778"
+    soups = [c for c in cmds if c[:2] == ["jmlr", "average"] and c[c.index("--name") + 1].startswith("soup_w")]
+    assert [[float(x) for x in c[c.index("--weights") + 1:c.index("--weights") + 4]] for c in soups] == [
+        [w, (1 - w) / 2, (1 - w) / 2] for w in (0.6, 0.8)]
+    scored = {(c[c.index("--model") + 1], c[c.index("--data") + 1]) for c in cmds if c[:2] == ["jmlr", "eval"]}
+    assert {(f"{out}/store/soup_w0.6", val), (f"{out}/store/soup_w0.8", val)} <= scored
+    assert not any(m.startswith(f"{out}/store/soup_w") and d != val for m, d in scored)
+    candidate = next(c for c in cmds if c[:2] == ["jmlr", "average"] and c[c.index("--name") + 1] == "candidate")
+    assert float(candidate[candidate.index("--weights") + 1]) == 0.6  # PRINT_ONLY cannot score: the grid's first

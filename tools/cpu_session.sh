@@ -6,9 +6,10 @@
 #   2. read the training packs once, so that the first cycle does not wait on the disk,
 #   3. frozen training cycles that continue the shipped model (a fresh AdamW),
 #   4. score each cycle's endpoint on the held-out set and build the candidate registered
-#      in docs/training.md: the shipped model at 1/2 and the endpoints sharing the other
-#      half; also, reported and never shipped, the endpoints' average and the uniform
-#      average of all,
+#      in docs/training.md: the shipped model at weight w (SHIPPED_WEIGHT, 1/2 by default,
+#      or "val": the best of SOUP_GRID on a validation set, never the held-out one) and the
+#      endpoints sharing the rest; also, reported and never shipped, the endpoints' average
+#      and the uniform average of all,
 #   5. only if the candidate beats the shipped model's held-out score: ship it (the store's
 #      default, with its metrics and its own blendshape thresholds), and redo the real-photo
 #      numbers, the pictures and the accuracy table of docs/.
@@ -19,11 +20,13 @@
 #
 # Knobs (environment): TAG (required: names the endpoints jmlr_mnv2_128_cpu_<TAG>_c<k>
 # and the folder runs/session_<TAG>), NEW_PACKS (SPEC:NAME:SEED:IMAGES, SPEC v or
-# legacy, written to data/NAME; seeds used so far: 1-3 and 5-10), TRAIN_PACKS (names under
+# legacy, written to data/NAME; pack seeds used so far: 1-3 and 5-14), TRAIN_PACKS (names under
 # data/), CYCLES (minutes), MODEL (jmlr_mnv2_128_cpu), LR (1.5e-4), FREEZE, FREEZE_BN (false:
 # true puts the frozen layers' BatchNorm on its running statistics, docs/training.md), HELDOUT
 # (data/synth_test: made with the seed-777 command of docs/accuracy.md when missing), OUT
-# (runs/session_<TAG>), BS_CACHE (runs/bs_cache.npz: the blendshape benchmark's renders).
+# (runs/session_<TAG>), BS_CACHE (runs/bs_cache.npz: the blendshape benchmark's renders),
+# SHIPPED_WEIGHT (0.5, or val), SOUP_GRID ("0.5 0.6 0.7 0.8": the weights val tries),
+# VALIDATION (data/synth_val: the held-out command with seed 778, made when val needs it).
 # Exit status: 0 shipped, 3 trained but not better (nothing shipped), other: an error.
 # PRINT_ONLY=1 prints the commands instead of running them (tests/test_cpu_session.py).
 set -euo pipefail
@@ -38,6 +41,9 @@ LR="${LR:-0.00015}"
 FREEZE="${FREEZE:-[stem,blocks.0,blocks.1,blocks.2]}"
 FREEZE_BN="${FREEZE_BN:-false}"
 HELDOUT="${HELDOUT:-data/synth_test}"
+SHIPPED_WEIGHT="${SHIPPED_WEIGHT:-0.5}"
+SOUP_GRID="${SOUP_GRID:-0.5 0.6 0.7 0.8}"
+VALIDATION="${VALIDATION:-data/synth_val}"
 PY="${PY:-.venv/bin/python}"
 J="${J:-.venv/bin/jmlr}"
 OUT="${OUT:-runs/session_$TAG}"
@@ -51,6 +57,16 @@ run() {
 }
 say() { echo "$(date -u +%H:%M:%S) cpu_session: $*"; }
 score() { "$PY" -c "import json, sys; print(json.load(open(sys.argv[1]))['score'])" "$1"; }
+below() { "$PY" -c "import sys; sys.exit(0 if float(sys.argv[1]) < float(sys.argv[2]) else 1)" "$1" "$2"; }
+# The soup's weights: w on the shipped model, the rest shared by the n endpoints.
+soup_weights() {
+  "$PY" -c "import sys; w, n = float(sys.argv[1]), int(sys.argv[2]); print(' '.join([repr(w)] + [repr((1 - w) / n)] * n))" "$1" "$2"
+}
+case "$SHIPPED_WEIGHT" in
+  val) ;;
+  *) below "$SHIPPED_WEIGHT" 1 && ! below "$SHIPPED_WEIGHT" 0 \
+       || { echo "cpu_session: SHIPPED_WEIGHT must be in [0, 1) or val, not $SHIPPED_WEIGHT" >&2; exit 2; } ;;
+esac
 
 export JMLR_FACEMODEL="${JMLR_FACEMODEL:-../shared/facemodel/ict_facekit.npz}"
 mkdir -p "$OUT"
@@ -59,6 +75,11 @@ if [ ! -d "$HELDOUT" ]; then
   say "held-out set $HELDOUT (seed 777, legacy heads and world)"
   run env JMLR_SYNTH_HEADS=legacy JMLR_SYNTH_WORLD=legacy "$J" synth --out "$HELDOUT" --subjects 40 \
     --per-subject 33 --seed 777 --renderer torch
+fi
+if [ "$SHIPPED_WEIGHT" = val ] && [ ! -d "$VALIDATION" ]; then
+  say "validation set $VALIDATION (the held-out set's command, seed 778)"
+  run env JMLR_SYNTH_HEADS=legacy JMLR_SYNTH_WORLD=legacy "$J" synth --out "$VALIDATION" --subjects 40 \
+    --per-subject 33 --seed 778 --renderer torch
 fi
 
 # 1. New packs.
@@ -95,7 +116,26 @@ run "$J" train --config cpu_mnv2_96 --packs "${packs[@]}" --init "$shipped" --se
 n_cycles=$(tr ',' '\n' <<< "$CYCLES" | grep -c .)
 ends=()
 for k in $(seq 1 "$n_cycles"); do ends+=("$OUT/store/${MODEL}_${TAG}_c$k"); done
-weights=$("$PY" -c "import sys; n = int(sys.argv[1]); print(' '.join(['0.5'] + [repr(0.5 / n)] * n))" "$n_cycles")
+if [ "$SHIPPED_WEIGHT" = val ]; then
+  # The weight is chosen where the ship decision is not made: on the validation set.
+  w_best="" s_best=""
+  for w in $SOUP_GRID; do
+    # shellcheck disable=SC2046  # a list of numbers
+    run "$J" average "$shipped" "${ends[@]}" --weights $(soup_weights "$w" "$n_cycles") --name "soup_w$w" \
+      --store "$OUT/store" --overwrite
+    run "$J" eval --model "$OUT/store/soup_w$w" --data "$VALIDATION" --json "$OUT/val_soup_w$w.json"
+    if [ "${PRINT_ONLY:-0}" != 1 ]; then
+      s=$(score "$OUT/val_soup_w$w.json")
+      say "validation score with the shipped model at $w: $s"
+      if [ -z "$w_best" ] || below "$s" "$s_best"; then w_best=$w s_best=$s; fi
+    fi
+  done
+  w_shipped="${w_best:-${SOUP_GRID%% *}}"  # PRINT_ONLY: the grid's first
+  say "weight on the shipped model, chosen on $VALIDATION: $w_shipped"
+else
+  w_shipped="$SHIPPED_WEIGHT"
+fi
+weights=$(soup_weights "$w_shipped" "$n_cycles")
 [ -f "$OUT/eval_shipped.json" ] || run "$J" eval --model "$shipped" --data "$HELDOUT" --json "$OUT/eval_shipped.json"
 for k in $(seq 1 "$n_cycles"); do
   run "$J" eval --model "${ends[$((k - 1))]}" --data "$HELDOUT" --json "$OUT/eval_c$k.json"
@@ -111,7 +151,7 @@ done
 if [ "${PRINT_ONLY:-0}" != 1 ]; then
   before=$(score "$OUT/eval_shipped.json"); after=$(score "$OUT/eval_candidate.json")
   say "held-out score: shipped $before, candidate $after"
-  if ! "$PY" -c "import sys; sys.exit(0 if float(sys.argv[1]) < float(sys.argv[2]) else 1)" "$after" "$before"; then
+  if ! below "$after" "$before"; then
     say "the candidate does not beat the shipped model: nothing shipped"
     exit 3
   fi
