@@ -452,10 +452,10 @@ def test_store_commands_report_bad_input_without_a_traceback(tmp_path, topo_path
 
     a = _trained_like(tmp_path, topo_path, "a", 0, 1000)
     assert main(["average", str(a), str(tmp_path / "nope"), "--name", "s", "--store", str(tmp_path / "store")]) == 2
-    assert "jmlr average: error:" in capsys.readouterr().out
+    assert "jmlr average: error:" in capsys.readouterr().err
     assert main(["average", str(a), str(a), "--name", "s", "--store", str(tmp_path / "store"),
                  "--weights", "1"]) == 2
-    assert "weights" in capsys.readouterr().out
+    assert "weights" in capsys.readouterr().err
     assert main(["export", str(tmp_path / "nope"), "--name", "e", "--store", str(tmp_path / "store")]) == 2
-    assert "jmlr export: error:" in capsys.readouterr().out
+    assert "jmlr export: error:" in capsys.readouterr().err
     assert not (tmp_path / "store" / "s").exists() and not (tmp_path / "store" / "e").exists()

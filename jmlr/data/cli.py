@@ -9,6 +9,8 @@ import sys
 import time
 from pathlib import Path
 
+from ..cli import positive_int
+
 __all__ = ["register", "run"]
 
 
@@ -22,13 +24,13 @@ def register(subparsers) -> None:
                     "give the same bytes whatever --workers is. Read with `jmlr train --packs DIR`.",
     )
     p.add_argument("--out", required=True, type=Path, help="pack folder")
-    p.add_argument("--images", type=int, required=True, help="total number of crops (one new person each)")
+    p.add_argument("--images", type=positive_int, required=True, help="total number of crops (one new person each)")
     p.add_argument("--size", type=int, default=160, help="stored crop side S0 in px (train at S <= S0)")
     p.add_argument("--zoom", type=float, default=0.8,
                    help="scale of the aligned face in the stored crop (< 1 leaves a margin for jitter)")
-    p.add_argument("--chunk-size", type=int, default=1000, help="crops per chunk (the unit of resume)")
+    p.add_argument("--chunk-size", type=positive_int, default=1000, help="crops per chunk (the unit of resume)")
     p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--batch", type=int, default=16, help="crops rendered together")
+    p.add_argument("--batch", type=positive_int, default=16, help="crops rendered together")
     p.add_argument("--no-effects", action="store_true", help="no blur/noise/colour cast/JPEG")
     p.add_argument("--workers", type=int, default=2, help="processes (rasterization is single-threaded)")
     p.add_argument("--threads", type=int, default=1, help="torch threads per process")

@@ -50,6 +50,13 @@ def list_models() -> list[str]:
     return sorted(p.stem for p in models_dir().glob("*.yaml"))
 
 
+class UnknownNameError(KeyError):
+    """A config name that is neither a file nor registered (a KeyError, as a lookup by name)."""
+
+    def __str__(self) -> str:  # KeyError's own quotes the message
+        return str(self.args[0]) if self.args else ""
+
+
 def _resolve(name: str) -> Path:
     path = Path(name).expanduser()
     if path.suffix in (".yaml", ".yml") and path.is_file():
@@ -58,7 +65,7 @@ def _resolve(name: str) -> Path:
         p = models_dir() / f"{candidate}.yaml"
         if p.is_file():
             return p
-    raise KeyError(f"unknown model {name!r}: not a YAML file and not one of {list_models()}")
+    raise UnknownNameError(f"unknown model {name!r}: not a YAML file and not one of {list_models()}")
 
 
 def _resnet_kwargs(bb: Mapping[str, Any], origin: str) -> dict[str, Any]:

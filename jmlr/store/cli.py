@@ -23,22 +23,6 @@ def _metrics(args: argparse.Namespace) -> dict | None:
     return json.loads(Path(args.metrics).read_text(encoding="utf-8"))
 
 
-def _errors_as_messages(command: str, run):
-    """Bad input (a missing or mismatched model, an unreadable --metrics file) ends the
-    command with one line and exit code 2 instead of a traceback."""
-    def wrapped(args: argparse.Namespace) -> int:
-        import json
-
-        from .manifest import ModelStoreError
-
-        try:
-            return run(args)
-        except (ModelStoreError, OSError, json.JSONDecodeError) as exc:
-            print(f"jmlr {command}: error: {exc}")
-            return 2
-    return wrapped
-
-
 def _card_options(p: argparse.ArgumentParser, description_help: str) -> None:
     p.add_argument("--metrics", default=None,
                    help="JSON of evaluation results (e.g. from `jmlr eval --json`) for the manifest")
@@ -117,7 +101,7 @@ def register(subparsers) -> None:
     p.add_argument("--topology", default=None, help="with --random: topology npz (default: the packaged one)")
     p.add_argument("--seed", type=int, default=0)
     _card_options(p, "one-paragraph model card for the manifest")
-    p.set_defaults(func=_errors_as_messages("export", run_export))
+    p.set_defaults(func=run_export)  # bad input: one line and exit 2 (jmlr.cli.main)
 
     a = subparsers.add_parser(
         "average", help="average the weights of stored models (a model soup of training-cycle endpoints)",
@@ -128,7 +112,7 @@ def register(subparsers) -> None:
     a.add_argument("--weights", type=float, nargs="+", default=None,
                    help="one non-negative weight per model (default: uniform)")
     _card_options(a, "model card for the manifest (default: names the sources)")
-    a.set_defaults(func=_errors_as_messages("average", run_average))
+    a.set_defaults(func=run_average)  # bad input: one line and exit 2 (jmlr.cli.main)
 
     q = subparsers.add_parser(
         "import-insightface", help="convert a checkpoint of the paper's reference code",
@@ -140,4 +124,4 @@ def register(subparsers) -> None:
     q.add_argument("--arch", default=None, help="resnet34d | searched (default: guessed from the weights)")
     q.add_argument("--input-size", type=int, default=256)
     _common(q)
-    q.set_defaults(func=_errors_as_messages("import-insightface", run_import))
+    q.set_defaults(func=run_import)  # bad input: one line and exit 2 (jmlr.cli.main)

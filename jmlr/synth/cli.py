@@ -9,6 +9,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from ..cli import positive_int
+
 __all__ = ["register", "run", "preview_from_layout"]
 
 # `jmlr --help` imports this module to register the subcommand: the modules a command
@@ -23,10 +25,11 @@ def register(subparsers) -> None:
                     "resources/, list/). Same seed and counts -> same bytes.",
     )
     p.add_argument("--out", required=True, type=Path, help="output root folder")
-    p.add_argument("--subjects", type=int, default=10, help="number of people")
-    p.add_argument("--per-subject", type=int, default=33, help="images per person (cycles the 33 facial actions)")
+    p.add_argument("--subjects", type=positive_int, default=10, help="number of people")
+    p.add_argument("--per-subject", type=positive_int, default=33,
+                   help="images per person (cycles the 33 facial actions)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batch", type=int, default=8, help="images rendered together")
+    p.add_argument("--batch", type=positive_int, default=8, help="images rendered together")
     p.add_argument("--first-subject", type=int, default=0, help="index of the first subject (to shard runs)")
     p.add_argument("--facemodel", type=Path, default=None,
                    help="ICT-FaceKit npz (default $JMLR_FACEMODEL or ../shared)")
