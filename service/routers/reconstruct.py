@@ -112,7 +112,7 @@ def _check_fields(form_keys: Iterable[str], query_keys: Iterable[str]) -> None:
         raise ApiError(422, "duplicate_field", "; ".join(
             f"form field `{k}` was sent {counts[k]} times" for k in repeated) + ": send each field once")
     unknown = sorted({k for k in counts if k not in FORM_FIELDS})
-    misplaced = sorted({k for k in query_keys if k in FORM_FIELDS or k.lower() in _FIELD_HINTS})
+    misplaced = sorted({k for k in query_keys if k in FORM_FIELDS})
     if not unknown and not misplaced:
         return
     parts = []
@@ -206,7 +206,8 @@ async def reconstruct(
              examples=['{"min_cutoff": 1.0, "beta": 0.15}']),
     ] = None,
 ) -> ReconstructResponse:
-    _check_fields([k for k, _ in (await request.form()).multi_items()], request.query_params.keys())  # cached
+    # FastAPI has parsed the form already; Starlette keeps it on the request, so this reads no body.
+    _check_fields([k for k, _ in (await request.form()).multi_items()], request.query_params.keys())
     check_content_type(image.content_type)
     cam = _parse_json(camera, CameraIn, "invalid_camera", "camera")
     face_list = _parse_json(faces, FacesIn, "invalid_faces", "faces", wrap="faces")
