@@ -98,3 +98,28 @@ def test_a_weight_chosen_on_the_validation_set_never_on_the_held_out_one(tmp_pat
     assert not any(m.startswith(f"{out}/store/soup_w") and d != val for m, d in scored)
     candidate = next(c for c in cmds if c[:2] == ["jmlr", "average"] and c[c.index("--name") + 1] == "candidate")
     assert float(candidate[candidate.index("--weights") + 1]) == 0.6  # PRINT_ONLY cannot score: the grid's first
+
+
+def test_the_next_sessions_packs_are_rendered_after_the_ship(tmp_path):
+    r = _print(tmp_path, TAG="zz", NEW_PACKS="v:pack_new:11:40000", TRAIN_PACKS="pack_new",
+               CYCLES="10", NEXT_PACKS="v:pack_next:13:40000 legacy:pack_next_old:14:30000")
+    assert r.returncode == 0, r.stderr
+    cmds = _commands(r.stdout)
+    packs = [i for i, c in enumerate(cmds) if c[:2] == ["jmlr", "pack"]]
+    assert [cmds[i][cmds[i].index("--out") + 1] for i in packs] == [
+        "data/pack_new", "data/pack_next", "data/pack_next_old"]
+    ship = next(i for i, c in enumerate(cmds) if c[:2] == ["jmlr", "average"] and "--set-default" in c)
+    assert packs[0] < ship < packs[1]  # the next session's packs come last: the ship does not wait on them
+    assert cmds[packs[2]][cmds[packs[2]].index("--heads") + 1] == "legacy"
+
+
+def test_malformed_packs_and_a_seed_given_twice_are_refused_before_any_work(tmp_path):
+    for packs, message in [("v:pack_a:x:100", "a pack is SPEC:NAME:SEED:IMAGES"),
+                           ("v:pack_a:5", "a pack is SPEC:NAME:SEED:IMAGES"),
+                           ("hd:pack_a:5:100", "unknown pack spec hd")]:
+        r = _print(tmp_path, TAG="zz", TRAIN_PACKS="pack_a", NEXT_PACKS=packs)
+        assert r.returncode == 2 and message in r.stderr, (packs, r.stderr)
+        assert r.stdout == ""  # not even the held-out set
+    r = _print(tmp_path, TAG="zz", TRAIN_PACKS="pack_a", NEW_PACKS="v:pack_a:15:100",
+               NEXT_PACKS="legacy:pack_b:15:100")
+    assert r.returncode == 2 and "pack seed 15 given twice" in r.stderr

@@ -12,7 +12,9 @@
 #      and the uniform average of all,
 #   5. only if the candidate beats the shipped model's held-out score: ship it (the store's
 #      default, with its metrics and its own blendshape thresholds), and redo the real-photo
-#      numbers, the pictures and the accuracy table of docs/.
+#      numbers, the pictures and the accuracy table of docs/,
+#   6. render the next session's packs (NEXT_PACKS), shipped or not, so that the next
+#      session's training starts at once; the session's own work goes on beside it.
 #
 #     TAG=u NEW_PACKS="v:pack_v8:11:40000 legacy:pack_legacy5:12:30000" \
 #     TRAIN_PACKS="pack_v7 pack_legacy4 pack_v8 pack_legacy5" CYCLES=30,30,25,20 \
@@ -20,7 +22,8 @@
 #
 # Knobs (environment): TAG (required: names the endpoints jmlr_mnv2_128_cpu_<TAG>_c<k>
 # and the folder runs/session_<TAG>), NEW_PACKS (SPEC:NAME:SEED:IMAGES, SPEC v or
-# legacy, written to data/NAME; pack seeds used so far: 1-3 and 5-14), TRAIN_PACKS (names under
+# legacy, written to data/NAME, kept when it exists; pack seeds used so far: 1-3 and 5-16),
+# NEXT_PACKS (the same form: rendered at the end, for the next session), TRAIN_PACKS (names under
 # data/), CYCLES (minutes), MODEL (jmlr_mnv2_128_cpu), LR (1.5e-4), FREEZE, FREEZE_BN (false:
 # true puts the frozen layers' BatchNorm on its running statistics, docs/training.md), HELDOUT
 # (data/synth_test: made with the seed-777 command of docs/accuracy.md when missing), OUT
@@ -34,6 +37,7 @@ cd "$(dirname "$0")/.."
 
 : "${TAG:?set TAG, e.g. TAG=u}"
 NEW_PACKS="${NEW_PACKS:-}"
+NEXT_PACKS="${NEXT_PACKS:-}"
 TRAIN_PACKS="${TRAIN_PACKS:?set TRAIN_PACKS, names under data/}"
 CYCLES="${CYCLES:-30,30,25,20}"
 MODEL="${MODEL:-jmlr_mnv2_128_cpu}"
@@ -62,12 +66,43 @@ below() { "$PY" -c "import sys; sys.exit(0 if float(sys.argv[1]) < float(sys.arg
 soup_weights() {
   "$PY" -c "import sys; w, n = float(sys.argv[1]), int(sys.argv[2]); print(' '.join([repr(w)] + [repr((1 - w) / n)] * n))" "$1" "$2"
 }
+render_packs() {
+  local item spec name seed images
+  for item in "$@"; do
+    IFS=: read -r spec name seed images <<< "$item"
+    [ -d "data/$name" ] && { say "data/$name exists: kept"; continue; }
+    say "pack data/$name ($spec, seed $seed, $images crops)"
+    case "$spec" in
+      v) run "$J" pack --out "data/$name" --images "$images" --size 160 --zoom 0.7 --seed "$seed" --batch 16 \
+           --workers 2 --no-progress ;;
+      legacy) run "$J" pack --out "data/$name" --images "$images" --zoom 0.7 --seed "$seed" --heads legacy \
+                --world legacy --workers 2 --no-progress ;;
+    esac
+  done
+}
+# Every SPEC:NAME:SEED:IMAGES well formed, and no seed twice: a seed fixes the people.
+check_specs() {
+  local item spec name seed images seen=" "
+  for item in "$@"; do
+    IFS=: read -r spec name seed images <<< "$item"
+    case "$spec" in
+      v|legacy) ;;
+      *) echo "cpu_session: unknown pack spec $spec (v or legacy)" >&2; exit 2 ;;
+    esac
+    [[ -n "$name" && "$seed" =~ ^[0-9]+$ && "$images" =~ ^[1-9][0-9]*$ ]] \
+      || { echo "cpu_session: a pack is SPEC:NAME:SEED:IMAGES, not $item" >&2; exit 2; }
+    [[ "$seen" != *" $seed "* ]] || { echo "cpu_session: pack seed $seed given twice" >&2; exit 2; }
+    seen+="$seed "
+  done
+}
 case "$SHIPPED_WEIGHT" in
   val) ;;
   *) below "$SHIPPED_WEIGHT" 1 && ! below "$SHIPPED_WEIGHT" 0 \
        || { echo "cpu_session: SHIPPED_WEIGHT must be in [0, 1) or val, not $SHIPPED_WEIGHT" >&2; exit 2; } ;;
 esac
 
+# shellcheck disable=SC2086  # lists of SPEC:NAME:SEED:IMAGES
+check_specs $NEW_PACKS $NEXT_PACKS
 export JMLR_FACEMODEL="${JMLR_FACEMODEL:-../shared/facemodel/ict_facekit.npz}"
 mkdir -p "$OUT"
 
@@ -82,19 +117,9 @@ if [ "$SHIPPED_WEIGHT" = val ] && [ ! -d "$VALIDATION" ]; then
     --per-subject 33 --seed 778 --renderer torch
 fi
 
-# 1. New packs.
-for item in $NEW_PACKS; do
-  IFS=: read -r spec name seed images <<< "$item"
-  [ -d "data/$name" ] && { say "data/$name exists: kept"; continue; }
-  say "pack data/$name ($spec, seed $seed, $images crops)"
-  case "$spec" in
-    v) run "$J" pack --out "data/$name" --images "$images" --size 160 --zoom 0.7 --seed "$seed" --batch 16 \
-         --workers 2 --no-progress ;;
-    legacy) run "$J" pack --out "data/$name" --images "$images" --zoom 0.7 --seed "$seed" --heads legacy \
-              --world legacy --workers 2 --no-progress ;;
-    *) echo "cpu_session: unknown pack spec $spec (v or legacy)" >&2; exit 2 ;;
-  esac
-done
+# 1. New packs. Those named in an earlier session's NEXT_PACKS are there already: kept.
+# shellcheck disable=SC2086
+render_packs $NEW_PACKS
 
 packs=()
 for name in $TRAIN_PACKS; do packs+=("data/$name"); done
@@ -153,6 +178,8 @@ if [ "${PRINT_ONLY:-0}" != 1 ]; then
   say "held-out score: shipped $before, candidate $after"
   if ! below "$after" "$before"; then
     say "the candidate does not beat the shipped model: nothing shipped"
+    # shellcheck disable=SC2086
+    render_packs $NEXT_PACKS
     exit 3
   fi
 fi
@@ -175,3 +202,7 @@ run "$PY" docs/make_pictures.py
 run "$PY" docs/make_accuracy.py --data "$HELDOUT" --store model_store
 run env JMLR_DEMO_SCREENSHOT=docs/demo_page.png "$PY" -m pytest -q tests/test_demo_page.py
 say "shipped; next: the rows of docs/training_log.csv, python docs/make_learning_curve.py, the numbers in README and docs/"
+# 6. The next session's packs, so that its training starts at once (docs/training.md).
+# shellcheck disable=SC2086
+render_packs $NEXT_PACKS
+[ -z "$NEXT_PACKS" ] || say "the next session's packs are rendered"
