@@ -23,6 +23,7 @@ COMMAND_MODULES: list[str] = [
     "jmlr.store.cli",       # export | average | import-insightface
     "jmlr.inference.cli",   # export-onnx
     "service.cli",          # serve
+    "service.offline",      # reconstruct
 ]
 
 

@@ -7,27 +7,9 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
+from jmlr.viz import draw_wireframe
+
 __all__ = ["face_tile", "draw_wireframe", "contact_sheet"]
-
-
-def draw_wireframe(image: np.ndarray, points: np.ndarray, triangles: np.ndarray,
-                   landmarks: np.ndarray | None = None, color=(80, 255, 120), thickness: int = 1) -> np.ndarray:
-    """A copy of ``image`` (H, W, 3) uint8 with mesh edges of ``points (N, 2)`` px and
-    ``triangles (F, 3)`` drawn anti-aliased, and optional landmark dots (68, 2)."""
-    out = image.copy()
-    shift = 4  # sub-pixel precision for cv2 drawing
-    pts = np.round(np.asarray(points, np.float64) * (1 << shift)).astype(np.int32)
-    tri = np.asarray(triangles)
-    # Each edge once: shared edges drawn twice would look twice as heavy.
-    edges = np.unique(np.sort(np.concatenate([tri[:, [0, 1]], tri[:, [1, 2]], tri[:, [2, 0]]]), axis=1), axis=0)
-    overlay = out.copy()
-    cv2.polylines(overlay, list(pts[edges]), False, color, thickness, cv2.LINE_AA, shift)
-    out = cv2.addWeighted(overlay, 0.4, out, 0.6, 0)
-    if landmarks is not None:
-        for x, y in np.asarray(landmarks, np.float64):
-            cv2.circle(out, (int(round(x * 16)), int(round(y * 16))), int(1.5 * 16), (255, 60, 60), -1,
-                       cv2.LINE_AA, shift)
-    return out
 
 
 def face_tile(image: np.ndarray, points: np.ndarray, tile: int = 256,

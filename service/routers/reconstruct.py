@@ -55,7 +55,9 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 _JSON_LIMITS = {"camera": (4096, 3), "faces": (65536, 4), "smoothing": (1024, 2)}
 
 
-def _parse_json(raw: str | None, model: type[BaseModel], code: str, field: str, wrap: str | None = None):
+def parse_form_json(raw: str | None, model: type[BaseModel], code: str, field: str, wrap: str | None = None):
+    """A JSON form field (``camera``, ``faces``, ``smoothing``) as ``model``, None when empty;
+    too long, too deep or invalid: `ApiError` 422 ``code`` naming the field."""
     if raw is None or raw.strip() == "":
         return None
     max_chars, max_depth = _JSON_LIMITS[field]
@@ -74,7 +76,8 @@ def _parse_json(raw: str | None, model: type[BaseModel], code: str, field: str, 
         raise ApiError(422, code, f"invalid `{field}`: {details}") from None
 
 
-def _parse_include(raw: str | None) -> set[str]:
+def parse_include(raw: str | None) -> set[str]:
+    """The ``include`` field's comma list as a set; an unknown name: `ApiError` 422."""
     if not raw:
         return set()
     items = {x.strip() for x in raw.split(",") if x.strip()}
@@ -209,8 +212,8 @@ async def reconstruct(
     # FastAPI has parsed the form already; Starlette keeps it on the request, so this reads no body.
     _check_fields([k for k, _ in (await request.form()).multi_items()], request.query_params.keys())
     check_content_type(image.content_type)
-    cam = _parse_json(camera, CameraIn, "invalid_camera", "camera")
-    face_list = _parse_json(faces, FacesIn, "invalid_faces", "faces", wrap="faces")
+    cam = parse_form_json(camera, CameraIn, "invalid_camera", "camera")
+    face_list = parse_form_json(faces, FacesIn, "invalid_faces", "faces", wrap="faces")
     req = ReconstructRequest(
         data=await _read_capped(image, settings.max_upload_bytes),
         camera=cam.to_intrinsics() if cam is not None else None,
@@ -219,7 +222,7 @@ async def reconstruct(
         max_faces=max_faces,
         flip_tta=flip_tta,
         texture=texture,
-        include=_parse_include(include),
+        include=parse_include(include),
         base_url=str(request.base_url),
     )
     # The gate set the deadline when the request arrived and cancels the work past it;
@@ -233,7 +236,7 @@ async def reconstruct(
         if not engine.ready:
             raise engine.not_ready_error()
         session = SessionRequest(session_id, timestamp,
-                                 _parse_json(smoothing, SmoothingIn, "invalid_smoothing", "smoothing"))
+                                 parse_form_json(smoothing, SmoothingIn, "invalid_smoothing", "smoothing"))
         result = await sessions.run_frame(scope, session, engine.model.topology,
                                           lambda frame: engine.reconstruct(req, storage, deadline, frame))
     request.state.encode_start = time.perf_counter()
