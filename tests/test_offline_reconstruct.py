@@ -134,3 +134,18 @@ def test_two_photos_of_one_name_are_refused(photo, tmp_path, capsys):
     other.write_bytes(photo.read_bytes())
     assert main(["reconstruct", str(photo), str(other), "--out", str(tmp_path / "o")]) == 2
     assert "the same name" in capsys.readouterr().err
+
+
+def test_an_iphone_photo_held_sideways_is_drawn_upright(tmp_path):
+    """HEIC with EXIF orientation 6 and a 35 mm focal length: the overlay is in the answer's
+    (upright) pixels, and the camera comes from the EXIF."""
+    heic = Path(__file__).parent / "data" / "astronaut_rot6.heic"
+    assert main(["reconstruct", str(heic), "--out", str(tmp_path), "--mesh"]) == 0
+    answer = json.loads((tmp_path / "astronaut_rot6.json").read_text())
+    assert answer["image"] == {"width": 512, "height": 400, "format": "HEIF"}
+    assert answer["camera"]["source"] == "exif"
+    [face] = answer["faces"]
+    overlay = cv2.imread(str(tmp_path / "astronaut_rot6_overlay.jpg"))
+    assert overlay.shape[:2] == (answer["image"]["height"], answer["image"]["width"]) == (400, 512)
+    lm = np.asarray(face["landmarks_68"])
+    assert lm[36:48, 1].mean() < lm[48:68, 1].mean()  # eyes above the mouth: upright
