@@ -34,31 +34,11 @@ from jmlr.geometry.crop import landmarks5_from_68
 from jmlr.geometry.metrics import challenge_score, pose_metrics, vertex_errors
 from jmlr.synth.layout import load_sample, read_intrinsics, read_list
 from jmlr.synth.render import Lighting, interpolate, project_to_screen, rasterize, render_mesh
+from jmlr.viz import draw_axes, draw_wireframe
 from service.app import create_app
 from service.settings import Settings
 
 GREEN, RED, WHITE = (60, 220, 60), (230, 40, 40), (255, 255, 255)
-
-
-def draw_mesh(img: np.ndarray, points: np.ndarray, triangles: np.ndarray, color, thickness=1,
-              alpha: float = 0.55) -> None:
-    """Wireframe of ``triangles`` over ``points`` (N, 2) px, blended in place (RGB uint8),
-    so the face under a dense mesh stays visible."""
-    layer = img.copy()
-    polys = np.round(points[triangles] * 4).astype(np.int32)
-    cv2.polylines(layer, list(polys), True, color, thickness, cv2.LINE_AA, shift=2)
-    cv2.addWeighted(layer, alpha, img, 1 - alpha, 0, dst=img)
-
-
-def draw_axes(img: np.ndarray, pose: dict, K: np.ndarray, length: float = 0.06) -> None:
-    """Head-frame axes (x red, y green, z blue) projected with the returned pose."""
-    R, t = np.asarray(pose["rotation"]), np.asarray(pose["translation"])
-    pts = np.array([[0, 0, 0], [length, 0, 0], [0, length, 0], [0, 0, length]], float)
-    cam = pts @ R.T + t
-    uv = (cam[:, :2] / cam[:, 2:]) * [K[0, 0], K[1, 1]] + [K[0, 2], K[1, 2]]
-    o = tuple(np.round(uv[0]).astype(int))
-    for k, c in zip(range(1, 4), [(255, 0, 0), (0, 255, 0), (0, 120, 255)]):
-        cv2.line(img, o, tuple(np.round(uv[k]).astype(int)), c, 3, cv2.LINE_AA)
 
 
 def caption(img: np.ndarray, lines: list[str]) -> None:
@@ -98,10 +78,10 @@ def astronaut(client: TestClient, out: Path) -> dict:
     size = int(round(2 * half * z))
     vis = cv2.warpAffine(img, A, (size, size), flags=cv2.INTER_CUBIC)
     pts = np.asarray(face["landmarks_2d"]) * z + A[:, 2]
-    draw_mesh(vis, pts, tris, GREEN)
+    vis = draw_wireframe(vis, pts, tris, color=GREEN, alpha=0.55)
     K = np.asarray(res["camera"]["K"]).copy()
     K[:2] = A @ K  # the same camera, seen through the zoom
-    draw_axes(vis, face["pose"], K)
+    vis = draw_axes(vis, np.asarray(face["pose"]["rotation"]), np.asarray(face["pose"]["translation"]), K)
     p = face["pose"]
     caption(vis, [f"{res['model']['name']}, camera: {res['camera']['source']} (60 deg)",
                   f"yaw {p['yaw']:.0f}  pitch {p['pitch']:.0f}  roll {p['roll']:.0f} deg,  "
@@ -124,8 +104,7 @@ def synthetic(client: TestClient, data_root: Path, out: Path, count: int = 8) ->
                    include="landmarks_2d,vertices")
         face = res["faces"][0]
         tris = triangles_of_glb(client, face)
-        vis = img.copy()
-        draw_mesh(vis, np.asarray(face["landmarks_2d"]), tris, GREEN)
+        vis = draw_wireframe(img, np.asarray(face["landmarks_2d"]), tris, color=GREEN, alpha=0.55)
         for x, y in np.asarray(s.landmarks68):
             cv2.circle(vis, (int(round(x)), int(round(y))), 3, RED, -1, cv2.LINE_AA)
         R_t_pred = opencv_to_rt(np.asarray(face["pose"]["rotation"]), np.asarray(face["pose"]["translation"]))
