@@ -22,7 +22,7 @@
 #
 # Knobs (environment): TAG (required: names the endpoints jmlr_mnv2_128_cpu_<TAG>_c<k>
 # and the folder runs/session_<TAG>), NEW_PACKS (SPEC:NAME:SEED:IMAGES, SPEC v or
-# legacy, written to data/NAME, kept when it exists; pack seeds used so far: 1-3 and 5-16),
+# legacy, written to data/NAME, kept when it exists; pack seeds used so far: 1-3 and 5-18),
 # NEXT_PACKS (the same form: rendered at the end, for the next session), TRAIN_PACKS (names under
 # data/), CYCLES (minutes), MODEL (jmlr_mnv2_128_cpu), LR (1.5e-4), FREEZE, FREEZE_BN (false:
 # true puts the frozen layers' BatchNorm on its running statistics, docs/training.md), HELDOUT
