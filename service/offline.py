@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import numpy as np
 
+    from .mesh_export import MeshSpace
     from .pipeline import Engine, ReconstructRequest
     from .settings import Settings
 
@@ -83,7 +84,7 @@ class PhotoOptions:
     flip_tta: bool | None = None
     texture: bool | None = None
     mesh_formats: tuple[str, ...] = ("glb",)
-    space: str = "world"
+    space: MeshSpace = "world"
     overlay: bool = True
 
     def request(self, data: bytes) -> ReconstructRequest:
@@ -131,7 +132,8 @@ def _options(args: argparse.Namespace) -> PhotoOptions:
         faces=faces.faces if faces is not None else None,
         include=frozenset(parse_include(args.include)),
         max_faces=args.max_faces, flip_tta=args.flip_tta, texture=args.texture,
-        mesh_formats=tuple(dict.fromkeys(args.mesh)), space=args.space, overlay=args.overlay,
+        mesh_formats=tuple(dict.fromkeys(args.mesh)), space=args.space,  # argparse's choices: a MeshSpace
+        overlay=args.overlay,
     )
 
 
@@ -192,6 +194,7 @@ async def reconstruct_photo(engine: Engine, path: Path, out: Path, options: Phot
         PhotoError: what the API would answer with an error (its code and message).
     """
     from .errors import ApiError, domain_errors
+    from .mesh_export import export_mesh
 
     try:
         data = path.read_bytes()
@@ -202,12 +205,15 @@ async def reconstruct_photo(engine: Engine, path: Path, out: Path, options: Phot
         response = await engine.reconstruct(options.request(data), meshes, time.monotonic() + _DEADLINE_S)
     except ApiError as exc:
         raise PhotoError(exc.code, exc.message) from None
-    except tuple(domain_errors()) as exc:
-        spec = domain_errors()[type(exc)]
+    except Exception as exc:
+        # The table the HTTP layer answers these with; what is not in it is a bug: raised.
+        spec = next((s for t, s in domain_errors().items() if isinstance(exc, t)), None)
+        if spec is None:
+            raise
         raise PhotoError(spec.code or str(getattr(exc, "code", "error")), spec.message(exc, engine.settings)) from None
     # The route's own serialisation: optional arrays appear only when asked for.
     answer = response.model_dump(mode="json", exclude_unset=True)
-    files = [f"{path.stem}.json"]
+    written = 0
     for k, face in enumerate(answer["faces"]):
         face.pop("mesh_urls", None)  # no server to download from: the files are here
         arrays = meshes.meshes.get(face.get("mesh_id") or "")
@@ -219,24 +225,17 @@ async def reconstruct_photo(engine: Engine, path: Path, out: Path, options: Phot
         face["mesh_files"] = {}
         for fmt in options.mesh_formats:
             name = f"{path.stem}_face{k}.{fmt}"
-            (out / name).write_bytes(_export(arrays, fmt, options.space))
+            (out / name).write_bytes(export_mesh(arrays, fmt, options.space))
             face["mesh_files"][fmt] = name
-            files.append(name)
-    (out / files[0]).write_text(json.dumps(answer, indent=1) + "\n")
+            written += 1
+    answer_path = out / f"{path.stem}.json"
+    answer_path.write_text(json.dumps(answer, indent=1) + "\n")
+    extra = [f"{written} mesh file{'s' if written != 1 else ''}"] if written else []
     if options.overlay:
         name = f"{path.stem}_overlay.jpg"
         _write_overlay(out / name, data, engine.settings, answer, meshes.meshes, engine.model.topology.triangles)
-        files.append(name)
-    meshes_written = sum(len(f.get("mesh_files", {})) for f in answer["faces"])
-    extra = [f"{meshes_written} mesh file{'s' if meshes_written != 1 else ''}"] if meshes_written else []
-    extra += files[-1:] if options.overlay else []
-    return f"{path}: {_faces_summary(answer)} -> {out / files[0]}" + (f" (+ {', '.join(extra)})" if extra else "")
-
-
-def _export(arrays: dict[str, np.ndarray], fmt: str, space: str) -> bytes:
-    from .mesh_export import export_mesh
-
-    return export_mesh(arrays, fmt, space)  # type: ignore[arg-type]  # space is checked by argparse
+        extra.append(name)
+    return f"{path}: {_faces_summary(answer)} -> {answer_path}" + (f" (+ {', '.join(extra)})" if extra else "")
 
 
 def _faces_summary(answer: dict) -> str:
