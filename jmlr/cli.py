@@ -24,6 +24,7 @@ COMMAND_MODULES: list[str] = [
     "jmlr.inference.cli",   # export-onnx
     "service.cli",          # serve
     "service.offline",      # reconstruct
+    "service.offline_video",  # track
 ]
 
 
