@@ -88,6 +88,26 @@ def test_targets_are_consistent_with_the_crop(world):
         assert np.abs(crop_transform(landmarks5_from_68(lm), 64) - s["M"]).max() < 1e-3
 
 
+def test_packs_of_different_stored_sizes_train_together(world, tmp_path):
+    """A 96 px pack and a 64 px pack read together: each sample is cropped from its own
+    pack's size, so every crop is the exact JMLR crop of its face at the training size."""
+    from jmlr.facemodel import Topology
+
+    topo = Topology.load(world["topology"])
+    small = tmp_path / "pack64"
+    args = world["args"][:]
+    args[args.index("--out") + 1], args[args.index("--size") + 1] = str(small), "64"
+    assert cli_main(args) == 0
+    both = PackedCrops([world["pack"], small], 48)
+    assert len(both) == 20
+    for i in range(len(both)):
+        s = both.sample(i)
+        uv = project_points(s["verts"].astype(np.float64), s["R_t"].astype(np.float64), s["K"].astype(np.float64))
+        assert np.abs(apply_affine(s["M"], uv) - s["points2d"]).max() < 0.05
+        lm = apply_affine(np.linalg.inv(np.vstack([s["M"], [0, 0, 1]]))[:2], s["points2d"][topo.landmarks68])
+        # With either pack's S0 taken for both, half of these would be off by 96/64.
+        assert np.abs(crop_transform(landmarks5_from_68(lm), 48) - s["M"]).max() < 1e-3, i
+
 def test_stored_reads_a_sample_across_chunks(world):
     crops = PackedCrops(world["pack"], 64)
     second = np.load(world["pack"] / "chunk_00001" / "expression.npy")

@@ -269,7 +269,7 @@ class PackedCrops:
     """Random-access view of one or more packs, and augmented training batches.
 
     Args:
-        roots: pack folders (their finished chunks are used; all must share S0 and N).
+        roots: pack folders (their finished chunks are used; all must share N; their S0 may differ).
         size: training crop side S.
         jitter: alignment jitter (scale, rotation, shift as a fraction of S) or None.
         flip: flip probability; needs ``flip_index``.
@@ -305,7 +305,6 @@ class PackedCrops:
         self.limit = limit
         self.chunks: list[dict[str, np.ndarray]] = []
         self._loaded: set[Path] = set()
-        self.stored_size: int = 0
         self.num_vertices: int = 0
         self.refresh()
         if not self.chunks:
@@ -323,12 +322,13 @@ class PackedCrops:
         while a run trains on it). Returns the number of samples now available."""
         for root in self.roots:
             info = read_pack_info(root)
-            shape = (int(info["size"]), int(info["num_vertices"]))
-            if not self.stored_size:
-                self.stored_size, self.num_vertices = shape
-            elif shape != (self.stored_size, self.num_vertices):
-                raise ValueError(f"{root}: crops of {shape[0]} px / {shape[1]} vertices, the first pack has "
-                                 f"{self.stored_size} px / {self.num_vertices} vertices")
+            # Packs of different stored sizes mix (each chunk's crops are warped from their own
+            # S0); their topologies must not.
+            n = int(info["num_vertices"])
+            if not self.num_vertices:
+                self.num_vertices = n
+            elif n != self.num_vertices:
+                raise ValueError(f"{root}: {n} vertices, the first pack has {self.num_vertices}")
             for c in info["complete"]:
                 folder = root / c
                 if folder not in self._loaded:
@@ -357,10 +357,11 @@ class PackedCrops:
         """A (2, 3): stored-crop px -> training-crop px (the exact JMLR alignment at S,
         then the jitter when ``rng`` is given)."""
         chunk, j = self._locate(i)
+        stored_size = chunk["images"].shape[1]  # S0 of this chunk's pack
         # stored px -> image px -> aligned crop at S0 -> the template scaled to S.
         A = compose_affine(np.asarray(chunk["M_align"][j], np.float64),
                            invert_affine(np.asarray(chunk["M"][j], np.float64)))
-        A = compose_affine(_similarity_about_origin(self.size / self.stored_size), A)
+        A = compose_affine(_similarity_about_origin(self.size / stored_size), A)
         if rng is not None and self.jitter is not None:
             A = compose_affine(self.jitter.sample(rng, self.size), A)
         return A
