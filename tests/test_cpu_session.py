@@ -123,3 +123,17 @@ def test_malformed_packs_and_a_seed_given_twice_are_refused_before_any_work(tmp_
     r = _print(tmp_path, TAG="zz", TRAIN_PACKS="pack_a", NEW_PACKS="v:pack_a:15:100",
                NEXT_PACKS="legacy:pack_b:15:100")
     assert r.returncode == 2 and "pack seed 15 given twice" in r.stderr
+
+
+def test_a_pack_may_name_its_stored_size(tmp_path):
+    r = _print(tmp_path, TAG="zz", NEW_PACKS="v:pack_sharp:11:100:184 legacy:pack_old:12:100",
+               TRAIN_PACKS="pack_sharp pack_old", CYCLES="10")
+    assert r.returncode == 0, r.stderr
+    packs = {c[c.index("--out") + 1]: c for c in _commands(r.stdout) if c[:2] == ["jmlr", "pack"]}
+    assert packs["data/pack_sharp"][packs["data/pack_sharp"].index("--size") + 1] == "184"
+    assert packs["data/pack_old"][packs["data/pack_old"].index("--size") + 1] == "160"  # the default
+    for packs, message in [("v:pack_a:5:100:96", "SIZE 96 is under the 128 px training crop"),
+                           ("v:pack_a:5:100:big", "a pack is SPEC:NAME:SEED:IMAGES[:SIZE]")]:
+        r = _print(tmp_path, TAG="zz", TRAIN_PACKS="pack_a", NEW_PACKS=packs)
+        assert r.returncode == 2 and message in r.stderr, (packs, r.stderr)
+        assert r.stdout == ""

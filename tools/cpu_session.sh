@@ -21,8 +21,10 @@
 #       bash tools/cpu_session.sh
 #
 # Knobs (environment): TAG (required: names the endpoints jmlr_mnv2_128_cpu_<TAG>_c<k>
-# and the folder runs/session_<TAG>), NEW_PACKS (SPEC:NAME:SEED:IMAGES, SPEC v or
-# legacy, written to data/NAME, kept when it exists; pack seeds used so far: 1-3 and 5-18),
+# and the folder runs/session_<TAG>), NEW_PACKS (SPEC:NAME:SEED:IMAGES[:SIZE], SPEC v or
+# legacy, SIZE the stored crop's side, 160 px by default (184: the 128 px training crop at
+# the rendered resolution); written to data/NAME, kept when it exists; pack seeds used so
+# far: 1-3 and 5-20),
 # NEXT_PACKS (the same form: rendered at the end, for the next session), TRAIN_PACKS (names under
 # data/), CYCLES (minutes), MODEL (jmlr_mnv2_128_cpu), LR (1.5e-4), FREEZE, FREEZE_BN (false:
 # true puts the frozen layers' BatchNorm on its running statistics, docs/training.md), HELDOUT
@@ -67,30 +69,33 @@ soup_weights() {
   "$PY" -c "import sys; w, n = float(sys.argv[1]), int(sys.argv[2]); print(' '.join([repr(w)] + [repr((1 - w) / n)] * n))" "$1" "$2"
 }
 render_packs() {
-  local item spec name seed images
+  local item spec name seed images size
   for item in "$@"; do
-    IFS=: read -r spec name seed images <<< "$item"
+    IFS=: read -r spec name seed images size <<< "$item"
+    size="${size:-160}"
     [ -d "data/$name" ] && { say "data/$name exists: kept"; continue; }
-    say "pack data/$name ($spec, seed $seed, $images crops)"
+    say "pack data/$name ($spec, seed $seed, $images crops of $size px)"
     case "$spec" in
-      v) run "$J" pack --out "data/$name" --images "$images" --size 160 --zoom 0.7 --seed "$seed" --batch 16 \
+      v) run "$J" pack --out "data/$name" --images "$images" --size "$size" --zoom 0.7 --seed "$seed" --batch 16 \
            --workers 2 --no-progress ;;
-      legacy) run "$J" pack --out "data/$name" --images "$images" --zoom 0.7 --seed "$seed" --heads legacy \
-                --world legacy --workers 2 --no-progress ;;
+      legacy) run "$J" pack --out "data/$name" --images "$images" --size "$size" --zoom 0.7 --seed "$seed" \
+                --heads legacy --world legacy --workers 2 --no-progress ;;
     esac
   done
 }
-# Every SPEC:NAME:SEED:IMAGES well formed, and no seed twice: a seed fixes the people.
+# Every SPEC:NAME:SEED:IMAGES[:SIZE] well formed, and no seed twice: a seed fixes the people.
 check_specs() {
-  local item spec name seed images seen=" "
+  local item spec name seed images size seen=" "
   for item in "$@"; do
-    IFS=: read -r spec name seed images <<< "$item"
+    IFS=: read -r spec name seed images size <<< "$item"
     case "$spec" in
       v|legacy) ;;
       *) echo "cpu_session: unknown pack spec $spec (v or legacy)" >&2; exit 2 ;;
     esac
-    [[ -n "$name" && "$seed" =~ ^[0-9]+$ && "$images" =~ ^[1-9][0-9]*$ ]] \
-      || { echo "cpu_session: a pack is SPEC:NAME:SEED:IMAGES, not $item" >&2; exit 2; }
+    [[ -n "$name" && "$seed" =~ ^[0-9]+$ && "$images" =~ ^[1-9][0-9]*$ && "${size:-160}" =~ ^[1-9][0-9]*$ ]] \
+      || { echo "cpu_session: a pack is SPEC:NAME:SEED:IMAGES[:SIZE], not $item" >&2; exit 2; }
+    # The 128 px training crop is warped from the stored one: a pack stored smaller cannot feed it.
+    (( ${size:-160} >= 128 )) || { echo "cpu_session: $name: SIZE $size is under the 128 px training crop" >&2; exit 2; }
     [[ "$seen" != *" $seed "* ]] || { echo "cpu_session: pack seed $seed given twice" >&2; exit 2; }
     seen+="$seed "
   done
