@@ -137,3 +137,29 @@ def test_a_pack_may_name_its_stored_size(tmp_path):
         r = _print(tmp_path, TAG="zz", TRAIN_PACKS="pack_a", NEW_PACKS=packs)
         assert r.returncode == 2 and message in r.stderr, (packs, r.stderr)
         assert r.stdout == ""
+
+
+def test_a_finished_pack_is_kept_and_an_unfinished_one_resumed(tmp_path):
+    import json
+    import shutil
+
+    names = {"pack_zz_done": 2, "pack_zz_half": 1}  # chunks finished, of two
+    folders = [REPO / "data" / n for n in names]
+    try:
+        for folder, done in zip(folders, names.values()):
+            folder.mkdir(parents=True)
+            (folder / "pack.json").write_text(json.dumps(
+                {"format": "jmlr-pack-v1", "chunks": ["chunk_00000", "chunk_00001"], "size": 184}))
+            for k in range(done):
+                (folder / f"chunk_0000{k}").mkdir()
+                (folder / f"chunk_0000{k}" / "chunk.json").write_text("{}")
+        r = _print(tmp_path, TAG="zz", NEW_PACKS="v:pack_zz_done:91:2000:184 v:pack_zz_half:92:2000:184",
+                   TRAIN_PACKS="pack_zz_done pack_zz_half", CYCLES="10")
+    finally:
+        for folder in folders:
+            shutil.rmtree(folder, ignore_errors=True)
+    assert r.returncode == 0, r.stderr
+    assert "data/pack_zz_done exists: kept" in r.stdout
+    assert "pack data/pack_zz_half (v, seed 92, 2000 crops of 184 px): resumed" in r.stdout
+    packs = [c[c.index("--out") + 1] for c in _commands(r.stdout) if c[:2] == ["jmlr", "pack"]]
+    assert packs == ["data/pack_zz_half"]

@@ -23,7 +23,8 @@
 # Knobs (environment): TAG (required: names the endpoints jmlr_mnv2_128_cpu_<TAG>_c<k>
 # and the folder runs/session_<TAG>), NEW_PACKS (SPEC:NAME:SEED:IMAGES[:SIZE], SPEC v or
 # legacy, SIZE the stored crop's side, 160 px by default (184: the 128 px training crop at
-# the rendered resolution); written to data/NAME, kept when it exists; pack seeds used so
+# the rendered resolution); written to data/NAME, kept when it is complete, resumed when it is
+# not (the same SPEC and SIZE, or jmlr pack refuses); pack seeds used so
 # far: 1-3 and 5-20),
 # NEXT_PACKS (the same form: rendered at the end, for the next session), TRAIN_PACKS (names under
 # data/), CYCLES (minutes), MODEL (jmlr_mnv2_128_cpu), LR (1.5e-4), FREEZE, FREEZE_BN (false:
@@ -68,13 +69,18 @@ below() { "$PY" -c "import sys; sys.exit(0 if float(sys.argv[1]) < float(sys.arg
 soup_weights() {
   "$PY" -c "import sys; w, n = float(sys.argv[1]), int(sys.argv[2]); print(' '.join([repr(w)] + [repr((1 - w) / n)] * n))" "$1" "$2"
 }
+pack_complete() {
+  "$PY" -c "import sys; from jmlr.data.packed import read_pack_info as r; i = r(sys.argv[1]); \
+sys.exit(0 if len(i['complete']) == len(i['chunks']) else 1)" "$1" 2>/dev/null
+}
 render_packs() {
   local item spec name seed images size
   for item in "$@"; do
     IFS=: read -r spec name seed images size <<< "$item"
     size="${size:-160}"
-    [ -d "data/$name" ] && { say "data/$name exists: kept"; continue; }
-    say "pack data/$name ($spec, seed $seed, $images crops of $size px)"
+    if [ -d "data/$name" ] && pack_complete "data/$name"; then say "data/$name exists: kept"; continue; fi
+    # An unfinished pack (a session that ended while it rendered) is resumed, never trained on.
+    say "pack data/$name ($spec, seed $seed, $images crops of $size px)$([ -d "data/$name" ] && echo ": resumed")"
     case "$spec" in
       v) run "$J" pack --out "data/$name" --images "$images" --size "$size" --zoom 0.7 --seed "$seed" --batch 16 \
            --workers 2 --no-progress ;;
@@ -122,7 +128,8 @@ if [ "$SHIPPED_WEIGHT" = val ] && [ ! -d "$VALIDATION" ]; then
     --per-subject 33 --seed 778 --renderer torch
 fi
 
-# 1. New packs. Those named in an earlier session's NEXT_PACKS are there already: kept.
+# 1. New packs. Those named in an earlier session's NEXT_PACKS are there already: kept (or
+#    finished, if that session ended while they rendered).
 # shellcheck disable=SC2086
 render_packs $NEW_PACKS
 
