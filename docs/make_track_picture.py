@@ -27,6 +27,7 @@ from bench.bench_sessions import HEIGHT, WIDTH, K, render_sequence
 from jmlr.cli import main as jmlr_main
 from jmlr.geometry.camera import opencv_to_rt
 from jmlr.geometry.rotation import geodesic_angle_deg, head_pose_euler
+from service.offline_video import VideoReader
 
 FPS = 30.0
 
@@ -36,16 +37,6 @@ def write_video(jpegs: list[bytes], path: Path) -> None:
     for jpeg in jpegs:
         writer.write(cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR))
     writer.release()
-
-
-def read_video(path: Path) -> list[np.ndarray]:
-    cap = cv2.VideoCapture(str(path))
-    frames = []
-    while True:
-        ok, bgr = cap.read()
-        if not ok:
-            return frames
-        frames.append(bgr)
 
 
 def caption(img: np.ndarray, lines: list[str]) -> None:
@@ -76,7 +67,9 @@ def main() -> int:
             return status
         summary = stdout.getvalue().strip().split(" -> ")[0].replace(str(video), video.name)
         answers = [json.loads(line) for line in (out / "turning.jsonl").read_text().splitlines()]
-        drawn = read_video(out / "turning_overlay.mp4")
+        reader = VideoReader(out / "turning_overlay.mp4")
+        drawn = [frame.rgb for frame in reader.frames()]
+        reader.close()
 
     errors = []
     for a in answers:
@@ -103,7 +96,7 @@ def main() -> int:
     sheet = np.concatenate(rows, 0)
     sheet = cv2.resize(sheet, None, fx=0.6, fy=0.6, interpolation=cv2.INTER_AREA)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    cv2.imwrite(str(args.out), sheet, [cv2.IMWRITE_JPEG_QUALITY, 85])
+    cv2.imwrite(str(args.out), cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 85])
     print(summary)
     print("the detector ran on frames", [a["video"]["frame"] for a in answers if a["session"]["detected"]])
     print(f"rotation error over all frames: mean {np.nanmean(errors):.2f} deg, max {np.nanmax(errors):.2f} deg")

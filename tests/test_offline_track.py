@@ -18,6 +18,7 @@ skimage_data = pytest.importorskip("skimage.data")
 
 from jmlr.cli import main  # noqa: E402
 from service.app import create_app  # noqa: E402
+from service.offline_video import VideoReader  # noqa: E402
 from service.settings import Settings  # noqa: E402
 
 FRAMES, FPS, SHIFT_PX = 8, 10.0, 3
@@ -38,13 +39,12 @@ def video(tmp_path_factory) -> Path:
 
 
 def _read_frames(path: Path) -> list[np.ndarray]:
-    cap = cv2.VideoCapture(str(path))
-    frames = []
-    while True:
-        ok, bgr = cap.read()
-        if not ok:
-            return frames
-        frames.append(bgr)
+    """RGB frames, read as the command reads them."""
+    reader = VideoReader(path)
+    try:
+        return [frame.rgb for frame in reader.frames()]
+    finally:
+        reader.close()
 
 
 @pytest.fixture(scope="module")
@@ -100,8 +100,8 @@ def test_the_answers_are_those_of_a_session_over_http(tracked, video, tmp_path):
     _, _, _, answers = tracked
     frames = _read_frames(video)
     with TestClient(create_app(Settings(data_dir=tmp_path, api_keys=["k"]))) as client:
-        for k, (bgr, offline) in enumerate(zip(frames, answers)):
-            ok, jpeg = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, 95])
+        for k, (rgb, offline) in enumerate(zip(frames, answers)):
+            ok, jpeg = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 95])
             assert ok
             r = client.post("/reconstruct", files={"image": ("f.jpg", jpeg.tobytes(), "image/jpeg")},
                             data={"include": "vertices", "session_id": "s", "timestamp": str(k / FPS)},
