@@ -220,8 +220,7 @@ async def track_video(engine: Engine, reader: VideoReader, out: Path, options: P
     settings = engine.settings
     sessions = Sessions(settings, MemorySessionStore(1))
     # The API's pattern for session ids (SESSION_ID_PATTERN): the file's name, made to fit.
-    session = SessionRequest(re.sub(r"[^A-Za-z0-9_.-]", "_", reader.path.stem)[:64] or "video", None,
-                             video.smoothing)
+    session_id = re.sub(r"[^A-Za-z0-9_.-]", "_", reader.path.stem)[:64] or "video"
     stem = reader.path.stem
     lines_path = out / f"{stem}.jsonl"
     overlay_path = out / f"{stem}_overlay.mp4"
@@ -242,7 +241,7 @@ async def track_video(engine: Engine, reader: VideoReader, out: Path, options: P
                                       meshes: MeshesInMemory = meshes) -> ReconstructResponse:
                     return await engine.reconstruct(req, meshes, time.monotonic() + _DEADLINE_S, sf)
 
-                this = SessionRequest(session.session_id, frame.time_s, session.smoothing)
+                this = SessionRequest(session_id, frame.time_s, video.smoothing)
                 with refused_as_photo_error(settings):
                     response = await sessions.run_frame("offline", this, engine.model.topology, reconstruct)
                 answer = response.model_dump(mode="json", exclude_unset=True)
