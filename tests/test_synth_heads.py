@@ -90,6 +90,34 @@ def test_hair_styles_draw_each_kind_within_its_ranges():
     np.testing.assert_array_equal(a.color, b.color)
 
 
+def test_hair_built_in_a_batch_is_the_hair_built_alone(procedural):
+    """`HairAssets.build_many` grows every subject's ribbons together; each subject's hair
+    must be what `build` gives it alone, whatever its neighbours (kinds, partings, curl)."""
+    gen = SyntheticFaceGenerator(*procedural, heads=HeadConfig(), renderer="torch")
+    hair = gen.head_assets.hair
+    rng = np.random.default_rng(11)
+    styles = [sample_hair_style(rng, k % 2 == 0, rng.uniform(0, 1, 3)) for k in range(12)]
+    styles[0] = dataclasses.replace(styles[0], kind="ponytail", parting="back")
+    styles[1] = dataclasses.replace(styles[1], parting="none", curl=0.0)
+    styles[2] = dataclasses.replace(styles[2], parting="none", curl=1.0)
+    styles[3] = dataclasses.replace(styles[3], parting="centre")
+    alone = [hair.build(s) for s in styles]
+    for order in (range(12), range(11, -1, -1)):
+        for k, built in zip(order, hair.build_many([styles[k] for k in order])):
+            for a, b in zip(built, alone[k]):
+                assert a.dtype == b.dtype
+                np.testing.assert_array_equal(a, b)
+    assert len({alone[k][0].tobytes() for k in range(12)}) == 12  # every subject its own hair
+    # The generator builds a batch's hair together and caches each subject as before.
+    params = gen.sample_params(np.random.default_rng(5), 6)
+    together = gen.subject_meshes(params.appearance)
+    fresh = SyntheticFaceGenerator(*procedural, heads=HeadConfig(), renderer="torch")
+    for a, mesh in zip(params.appearance, together):
+        assert gen.subject_mesh(a) is mesh
+        for name in ("albedo", "specular", "occlusion", "rest", "anchor"):
+            np.testing.assert_array_equal(getattr(fresh.subject_mesh(a), name), getattr(mesh, name))
+
+
 def test_procedural_head_renders_with_every_element(procedural):
     """A face model without the real model's regions still gets its elements (fresh clone)."""
     legacy = _batch(procedural, HeadConfig.legacy(), batch=2)

@@ -26,7 +26,7 @@ from . import clothing, face_detail, hair
 from .clothing import TorsoAssets
 from .elements import ElementProbabilities
 from .face_detail import DetailRegions, detail_specular
-from .hair import HairAssets
+from .hair import HairAssets, HairMesh
 
 __all__ = ["HeadConfig", "HeadStyle", "HEADS_ENV", "sample_head_style", "style_rng"]
 
@@ -214,15 +214,17 @@ class HeadAssets:
         self.faces = np.concatenate(faces) if faces else np.zeros((0, 3), np.int64)
 
     def subject_mesh(
-        self, style: HeadStyle, albedo: np.ndarray, specular: np.ndarray, occlusion: np.ndarray, skin: np.ndarray
+        self, style: HeadStyle, albedo: np.ndarray, specular: np.ndarray, occlusion: np.ndarray, skin: np.ndarray,
+        hair: HairMesh | None = None,
     ) -> SubjectMesh:
         """Extend a subject's head albedo (V, 3), specular and occlusion (V,) with its hair
-        and torso (collapsed where the subject has none)."""
+        and torso (collapsed where the subject has none). ``hair``: the style's hair if
+        already built (`HairAssets.build_many`), else it is built here."""
         spec = detail_specular(specular, self.detail, style)
         parts = [(albedo, spec, occlusion, np.zeros((0, 3), np.float32), np.zeros(0, np.int64))]
         if self.hair is not None:
             if style.hair is not None:
-                rest, anchor, a, s, o = self.hair.build(style.hair)
+                rest, anchor, a, s, o = hair if hair is not None else self.hair.build(style.hair)
             else:
                 n = self.hair.num_vertices
                 rest, anchor = np.zeros((n, 3), np.float32), np.zeros(n, np.int64)
