@@ -90,3 +90,20 @@ def test_the_new_element_leaves_the_older_streams_alone():
     # before it keeps its generator (renders of the old elements do not change).
     assert WORLD_ELEMENTS[-1] == "auto_exposure"
     assert WORLD_ELEMENTS.index("layout") == len(WORLD_ELEMENTS) - 2
+
+
+def test_element_generators_are_made_when_asked_for_and_draw_their_own_streams():
+    rng = np.random.default_rng(9)
+    state = rng.bit_generator.state
+    first, second = element_rngs(rng, 2)
+    assert rng.bit_generator.state == state  # drawn without advancing rng
+    assert list(first) == list(WORLD_ELEMENTS) and len(second) == len(WORLD_ELEMENTS)
+    # Each name's stream is the one its seed gives, whenever it is first asked for, and
+    # asking again continues that stream (one generator per name, not one per lookup).
+    again = element_rngs(rng, 2)[0]
+    a = first["jpeg"].random(3)
+    np.testing.assert_array_equal(first["jpeg"].random(2), again["jpeg"].random(5)[3:])
+    np.testing.assert_array_equal(a, element_rngs(rng, 1)[0]["jpeg"].random(3))
+    assert not np.allclose(a, first["noise"].random(3)) and not np.allclose(a, second["jpeg"].random(3))
+    with pytest.raises(KeyError):
+        first["wings"]

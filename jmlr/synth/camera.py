@@ -16,6 +16,7 @@ probability is 0.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import cv2
@@ -196,7 +197,7 @@ def _tone_lut(gains: np.ndarray, contrast: float) -> np.ndarray:
     return np.round(np.clip(s, 0, 1) * 255).astype(np.uint8).reshape(256, 1, 3)
 
 
-def apply_phone_effects(image: np.ndarray, rngs: dict[str, np.random.Generator], config: WorldConfig,
+def apply_phone_effects(image: np.ndarray, rngs: Mapping[str, np.random.Generator], config: WorldConfig,
                         scale: float = 1.0, jpeg: bool = True, frame_from_image: np.ndarray | None = None,
                         frame_size: tuple[int, int] = (800, 800), principal_point=None,
                         face_points: np.ndarray | None = None) -> np.ndarray:

@@ -20,6 +20,7 @@ by its probability in `jmlr.synth.world.WorldConfig`.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import cv2
@@ -53,7 +54,8 @@ def _hue(rng: np.random.Generator, saturation: float) -> np.ndarray:
     return c / max(c.mean(), 1e-6)
 
 
-def colour_lighting(lighting: Lighting, rngs: list[dict], probability: float) -> Lighting:
+def colour_lighting(lighting: Lighting, rngs: Sequence[Mapping[str, np.random.Generator]],
+                    probability: float) -> Lighting:
     """Lighting with coloured sources: a key of a colour temperature (2000-9000 K), a
     fill of another temperature or (now and then) a saturated colour, and a tinted
     ambient; strengths are kept. ``rngs``: one element-generator dict per image."""
@@ -137,7 +139,7 @@ def _spill(fg: np.ndarray, mask: np.ndarray, bg: np.ndarray, rng: np.random.Gene
     return out * (1 - wrap[..., None]) + glow * wrap[..., None]
 
 
-def finish_capture(image: np.ndarray, mask: np.ndarray, depth: np.ndarray, rngs: dict[str, np.random.Generator],
+def finish_capture(image: np.ndarray, mask: np.ndarray, depth: np.ndarray, rngs: Mapping[str, np.random.Generator],
                    config: WorldConfig, ctx: CaptureContext, photos=None, jpeg: bool = True) -> np.ndarray:
     """One rendered head -> the final uint8 (H, W, 3) RGB picture (see the module docstring).
 

@@ -15,7 +15,7 @@ key light on the part's normal. Ground truth never changes: occluders only cover
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import cv2
@@ -341,7 +341,7 @@ OCCLUDER_BUILDERS: dict[str, Callable[[Anchors, np.random.Generator, dict], list
 }
 
 
-def build_occluders(a: Anchors, rngs: dict[str, np.random.Generator], probabilities: dict[str, float],
+def build_occluders(a: Anchors, rngs: Mapping[str, np.random.Generator], probabilities: dict[str, float],
                     colours: dict) -> list[Primitive]:
     """The primitives of every occluder switched on for this capture (each decides with its
     own generator; the decision is drawn whether or not the element is on)."""
