@@ -116,6 +116,12 @@ def test_hair_built_in_a_batch_is_the_hair_built_alone(procedural):
         assert gen.subject_mesh(a) is mesh
         for name in ("albedo", "specular", "occlusion", "rest", "anchor"):
             np.testing.assert_array_equal(getattr(fresh.subject_mesh(a), name), getattr(mesh, name))
+    # A full cache is emptied before new subjects go in; the cached ones of the same call
+    # still come back.
+    gen._albedo_cache.update({-k: (None, None) for k in range(1, 256)})
+    more = gen.sample_params(np.random.default_rng(6), 2).appearance
+    again = gen.subject_meshes([params.appearance[0], *more])
+    assert again[0] is together[0] and len(gen._albedo_cache) == 2
 
 
 def test_procedural_head_renders_with_every_element(procedural):

@@ -371,8 +371,14 @@ class SyntheticFaceGenerator:
         """`subject_mesh` of each appearance; the hair of the subjects not cached yet is
         built in one batch (`HairAssets.build_many`: the same hair, at about half the cost)."""
         cache = self._albedo_cache
-        hits = [cache.get(id(a)) for a in appearances]
-        todo = {id(a): a for a, hit in zip(appearances, hits) if hit is None or hit[0] is not a}
+        meshes: dict[int, SubjectMesh] = {}
+        todo: dict[int, SubjectAppearance] = {}
+        for a in appearances:
+            hit = cache.get(id(a))
+            if hit is not None and hit[0] is a:  # the entry holds the object: its id is not reused
+                meshes[id(a)] = hit[1]
+            else:
+                todo[id(a)] = a
         if todo:
             if len(cache) + len(todo) > 256:
                 cache.clear()
@@ -390,7 +396,8 @@ class SyntheticFaceGenerator:
                 else:
                     mesh = ha.subject_mesh(a.style, albedo, spec, occ, a.skin, hair=hair.get(key))
                 cache[key] = (a, mesh)
-        return [cache[id(a)][1] for a in appearances]
+                meshes[key] = mesh
+        return [meshes[id(a)] for a in appearances]
 
     def dressed_vertices(self, verts: torch.Tensor, meshes: list[SubjectMesh]) -> torch.Tensor:
         """Head vertices (B, V, 3) followed by each subject's extra vertices (B, V + X, 3):
