@@ -216,9 +216,9 @@ class HairAssets:
     def build_many(self, styles: Sequence[HairStyle]) -> list[HairMesh]:
         """`build` for several subjects at once, each result the same as built alone.
 
-        The ribbons grow one segment at a time, a dozen small array operations a step;
-        growing every subject's ribbons together pays that per-call cost once per batch
-        instead of once per subject (most of a subject's hair time at 360 ribbons).
+        The ribbons grow one segment at a time, some thirty small array operations a step;
+        growing every subject's ribbons together pays their per-call cost once per batch
+        instead of once per subject (about half of a subject's hair time at 360 ribbons).
         Every subject draws its random numbers from its own generator, in the order of a
         single build, so a seed gives the same hair whatever the batch.
         """
