@@ -58,7 +58,7 @@ def colour_lighting(lighting: Lighting, rngs: Sequence[Mapping[str, np.random.Ge
                     probability: float) -> Lighting:
     """Lighting with coloured sources: a key of a colour temperature (2000-9000 K), a
     fill of another temperature or (now and then) a saturated colour, and a tinted
-    ambient; strengths are kept. ``rngs``: one element-generator dict per image."""
+    ambient; strengths are kept. ``rngs``: one mapping of element generators per image."""
     amb = lighting.ambient.clone()
     cols = lighting.colors.clone()
     for b, r in enumerate(rngs):

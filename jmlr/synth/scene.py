@@ -530,7 +530,7 @@ def _skin_triangles(facemodel) -> np.ndarray:
 
 
 def _world_rngs(rng, batch: int) -> list[ElementRngs]:
-    """One dict of element generators per image (`jmlr.synth.world.element_rngs`), derived
+    """One mapping of element generators per image (`jmlr.synth.world.element_rngs`), derived
     from the image's generator, or from a shared one, without advancing it."""
     if isinstance(rng, (list, tuple)):
         return [element_rngs(r, 1)[0] for r in _per_image(rng, batch)]

@@ -119,8 +119,8 @@ def derived_rng(rng: np.random.Generator) -> np.random.Generator:
 
 class ElementRngs(Mapping[str, np.random.Generator]):
     """One generator per `WORLD_ELEMENTS` name, each made from its seed when first asked
-    for: a step reads a few of the names, and making a generator costs tens of
-    microseconds (a millisecond a crop when all were made for every image)."""
+    for: a step reads a few of the 23 names, and making a generator costs tens of
+    microseconds."""
 
     def __init__(self, seeds: Sequence[int]) -> None:
         self._seeds = dict(zip(WORLD_ELEMENTS, (int(s) for s in seeds), strict=True))
