@@ -9,25 +9,17 @@ threshold keeps every large block on ``mmap``. No-op where ``mallopt`` is not gl
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import logging
 
-log = logging.getLogger("service.memory")
+from jmlr.malloc import set_malloc_thresholds
 
-_M_MMAP_THRESHOLD = -3  # glibc's malloc.h
+log = logging.getLogger("service.memory")
 
 
 def return_large_blocks_to_os(threshold_bytes: int = 1 << 20) -> bool:
     """Fix glibc's mmap threshold at ``threshold_bytes``; True if it was set."""
-    name = ctypes.util.find_library("c")
-    if not name:
-        return False
-    try:
-        libc = ctypes.CDLL(name)
-        ok = bool(libc.mallopt(_M_MMAP_THRESHOLD, int(threshold_bytes)))
-    except (OSError, AttributeError):  # not glibc (musl, macOS): nothing to tune
-        return False
+    ok = set_malloc_thresholds(mmap_bytes=threshold_bytes)
     if not ok:
-        log.warning("mallopt(M_MMAP_THRESHOLD) refused; freed image memory may stay in the process")
+        log.warning("mallopt(M_MMAP_THRESHOLD) not applied (refused, or not glibc); "
+                    "freed image memory may stay in the process")
     return ok

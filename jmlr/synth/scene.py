@@ -11,8 +11,6 @@ fixes every byte of the output.
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import logging
 import os
 from collections.abc import Sequence
@@ -28,6 +26,7 @@ from jmlr.geometry.camera import (
     intrinsics_from_projection,
     transform_points,
 )
+from jmlr.malloc import keep_freed_memory
 
 from . import render_gl  # by module: `gl_renderer` is looked up per call (tests replace it)
 from .appearance import (
@@ -96,12 +95,7 @@ def set_worker_threads(threads: int = 1) -> None:
     torch.set_num_threads(threads)
     cv2.setNumThreads(threads)
     os.environ["LP_NUM_THREADS"] = "0" if threads <= 1 else str(threads)
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        libc.mallopt(-1, 512 << 20)  # M_TRIM_THRESHOLD
-        libc.mallopt(-3, 32 << 20)  # M_MMAP_THRESHOLD (glibc's largest on 64-bit)
-    except (OSError, AttributeError):  # not glibc: nothing to tune
-        pass
+    keep_freed_memory()
     if render_gl.has_context():
         log.warning("set_worker_threads: this process already has a GL context; LP_NUM_THREADS applies to new ones")
 
