@@ -27,11 +27,9 @@ def set_malloc_thresholds(mmap_bytes: int | None = None, trim_bytes: int | None 
     the C library is not glibc. Fixing a threshold also stops glibc from moving it on its
     own (it raises the mmap threshold after the first large free).
     """
-    name = ctypes.util.find_library("c")
-    if not name:
-        return False
     try:
-        libc = ctypes.CDLL(name)
+        # find_library needs ldconfig or a compiler, which slim images may lack.
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
         ok = True
         if trim_bytes is not None:
             ok = bool(libc.mallopt(M_TRIM_THRESHOLD, int(trim_bytes))) and ok

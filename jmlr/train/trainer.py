@@ -562,9 +562,9 @@ def _start_run(cfg: dict) -> _Run:
     device = pick_device(cfg["device"], local_rank)
     if cfg.get("threads"):
         torch.set_num_threads(int(cfg["threads"]))
-    # A CPU step frees and reallocates the same activation buffers of a few MB; by default
-    # glibc unmaps or trims them, and faulting them back in took about 2 of every 40 CPU
-    # seconds in the kernel (2026-12-07, docs/training.md: 7 % faster steps when kept).
+    # A step frees and reallocates the same activation buffers of a few MB; by default glibc
+    # unmaps or trims them, and faulting them back in kept the kernel busy for 4-5 of every
+    # 45 CPU seconds on 2 cores. Kept: half that, and 7 % shorter steps (docs/training.md).
     keep_freed_memory()
     seed_everything(int(cfg["seed"]) + rank)
     topo_path = Path(cfg["topology"]) if cfg.get("topology") else default_topology_path()
