@@ -100,6 +100,18 @@ def test_a_weight_chosen_on_the_validation_set_never_on_the_held_out_one(tmp_pat
     assert float(candidate[candidate.index("--weights") + 1]) == 0.6  # PRINT_ONLY cannot score: the grid's first
 
 
+def test_the_validation_sets_seed_and_size_are_knobs(tmp_path):
+    val = str(tmp_path / "val_l")
+    r = _print(tmp_path, TAG="zz", TRAIN_PACKS="pack_a", CYCLES="10", SHIPPED_WEIGHT="val", VALIDATION=val,
+               VALIDATION_SEED="779", VALIDATION_SUBJECTS="120")
+    assert r.returncode == 0, r.stderr
+    synth = next(c for c in _commands(r.stdout) if "synth" in c and val in c)
+    assert synth[synth.index("--seed") + 1] == "779"
+    assert synth[synth.index("--subjects") + 1] == "120"
+    heldout = next(c for c in _commands(r.stdout) if "synth" in c and str(tmp_path / "heldout") in c)
+    assert heldout[heldout.index("--seed") + 1] == "777"  # the held-out set never moves
+
+
 def test_the_next_sessions_packs_are_rendered_after_the_ship(tmp_path):
     r = _print(tmp_path, TAG="zz", NEW_PACKS="v:pack_new:11:40000", TRAIN_PACKS="pack_new",
                CYCLES="10", NEXT_PACKS="v:pack_next:13:40000 legacy:pack_next_old:14:30000")

@@ -32,7 +32,8 @@
 # (data/synth_test: made with the seed-777 command of docs/accuracy.md when missing), OUT
 # (runs/session_<TAG>), BS_CACHE (runs/bs_cache.npz: the blendshape benchmark's renders),
 # SHIPPED_WEIGHT (0.5, or val), SOUP_GRID ("0.5 0.6 0.7 0.8": the weights val tries),
-# VALIDATION (data/synth_val: the held-out command with seed 778, made when val needs it).
+# VALIDATION (data/synth_val: the held-out command with seed 778, made when val needs it),
+# VALIDATION_SEED (778), VALIDATION_SUBJECTS (40, 33 renders each: more resolve a flatter grid).
 # Exit status: 0 shipped, 3 trained but not better (nothing shipped), other: an error.
 # PRINT_ONLY=1 prints the commands instead of running them (tests/test_cpu_session.py).
 set -euo pipefail
@@ -51,6 +52,8 @@ HELDOUT="${HELDOUT:-data/synth_test}"
 SHIPPED_WEIGHT="${SHIPPED_WEIGHT:-0.5}"
 SOUP_GRID="${SOUP_GRID:-0.5 0.6 0.7 0.8}"
 VALIDATION="${VALIDATION:-data/synth_val}"
+VALIDATION_SEED="${VALIDATION_SEED:-778}"
+VALIDATION_SUBJECTS="${VALIDATION_SUBJECTS:-40}"
 PY="${PY:-.venv/bin/python}"
 J="${J:-.venv/bin/jmlr}"
 OUT="${OUT:-runs/session_$TAG}"
@@ -123,9 +126,9 @@ if [ ! -d "$HELDOUT" ]; then
     --per-subject 33 --seed 777 --renderer torch
 fi
 if [ "$SHIPPED_WEIGHT" = val ] && [ ! -d "$VALIDATION" ]; then
-  say "validation set $VALIDATION (the held-out set's command, seed 778)"
-  run env JMLR_SYNTH_HEADS=legacy JMLR_SYNTH_WORLD=legacy "$J" synth --out "$VALIDATION" --subjects 40 \
-    --per-subject 33 --seed 778 --renderer torch
+  say "validation set $VALIDATION (the held-out set's command, seed $VALIDATION_SEED, $VALIDATION_SUBJECTS people)"
+  run env JMLR_SYNTH_HEADS=legacy JMLR_SYNTH_WORLD=legacy "$J" synth --out "$VALIDATION" \
+    --subjects "$VALIDATION_SUBJECTS" --per-subject 33 --seed "$VALIDATION_SEED" --renderer torch
 fi
 
 # 1. New packs. Those named in an earlier session's NEXT_PACKS are there already: kept (or
