@@ -112,6 +112,29 @@ def test_the_validation_sets_seed_and_size_are_knobs(tmp_path):
     assert heldout[heldout.index("--seed") + 1] == "777"  # the held-out set never moves
 
 
+def test_a_validation_set_on_the_held_out_seed_is_refused_before_any_work(tmp_path):
+    for seed, subjects in [("777", "40"), ("x", "40"), ("779", "0")]:
+        r = _print(tmp_path, TAG="zz", TRAIN_PACKS="pack_a", SHIPPED_WEIGHT="val", VALIDATION_SEED=seed,
+                   VALIDATION_SUBJECTS=subjects)
+        assert r.returncode == 2 and "VALIDATION_SEED must be a seed other than" in r.stderr, (seed, r.stderr)
+        assert r.stdout == ""
+
+
+def test_a_whole_scored_set_is_kept_and_a_cut_off_one_rendered_again(tmp_path):
+    whole, cut = tmp_path / "heldout", tmp_path / "val"
+    (whole / "list").mkdir(parents=True)
+    (whole / "list" / "all.csv").write_text("subject,action,img_id\n")
+    (cut / "image").mkdir(parents=True)  # images, and no list: the session ended while it rendered
+    r = _print(tmp_path, TAG="zz", TRAIN_PACKS="pack_a", CYCLES="10", SHIPPED_WEIGHT="val", VALIDATION=str(cut))
+    assert r.returncode == 0, r.stderr
+    cmds = _commands(r.stdout)
+    assert not any("synth" in c and str(whole) in c for c in cmds)
+    assert "validation set" in r.stdout and "unfinished, rendered again" in r.stdout
+    remove = cmds.index(["rm", "-rf", str(cut)])
+    synth = next(i for i, c in enumerate(cmds) if "synth" in c and str(cut) in c)
+    assert remove < synth
+
+
 def test_the_next_sessions_packs_are_rendered_after_the_ship(tmp_path):
     r = _print(tmp_path, TAG="zz", NEW_PACKS="v:pack_new:11:40000", TRAIN_PACKS="pack_new",
                CYCLES="10", NEXT_PACKS="v:pack_next:13:40000 legacy:pack_next_old:14:30000")

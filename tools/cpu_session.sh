@@ -29,7 +29,7 @@
 # NEXT_PACKS (the same form: rendered at the end, for the next session), TRAIN_PACKS (names under
 # data/), CYCLES (minutes), MODEL (jmlr_mnv2_128_cpu), LR (1.5e-4), FREEZE, FREEZE_BN (false:
 # true puts the frozen layers' BatchNorm on its running statistics, docs/training.md), HELDOUT
-# (data/synth_test: made with the seed-777 command of docs/accuracy.md when missing), OUT
+# (data/synth_test: made with the seed-777 command of docs/accuracy.md when missing or cut off), OUT
 # (runs/session_<TAG>), BS_CACHE (runs/bs_cache.npz: the blendshape benchmark's renders),
 # SHIPPED_WEIGHT (0.5, or val), SOUP_GRID ("0.5 0.6 0.7 0.8": the weights val tries),
 # VALIDATION (data/synth_val: the held-out command with seed 778, made when val needs it),
@@ -92,6 +92,17 @@ render_packs() {
     esac
   done
 }
+# A scored set: the held-out command of docs/accuracy.md with its own seed and people. jmlr synth
+# writes list/all.csv last, so a set without it was cut off (a session that ended while it
+# rendered): rendered again, since evaluating it would fail after the training.
+render_set() {
+  local dir="$1" what="$2" seed="$3" subjects="$4"
+  [ -f "$dir/list/all.csv" ] && return
+  say "$what set $dir (seed $seed, $subjects people, legacy heads and world)$([ -d "$dir" ] && echo ": unfinished, rendered again")"
+  [ ! -d "$dir" ] || run rm -rf "$dir"
+  run env JMLR_SYNTH_HEADS=legacy JMLR_SYNTH_WORLD=legacy "$J" synth --out "$dir" --subjects "$subjects" \
+    --per-subject 33 --seed "$seed" --renderer torch
+}
 # Every SPEC:NAME:SEED:IMAGES[:SIZE] well formed, and no seed twice: a seed fixes the people.
 check_specs() {
   local item spec name seed images size seen=" "
@@ -115,21 +126,17 @@ case "$SHIPPED_WEIGHT" in
        || { echo "cpu_session: SHIPPED_WEIGHT must be in [0, 1) or val, not $SHIPPED_WEIGHT" >&2; exit 2; } ;;
 esac
 
+# The weight is chosen on other people than those it is scored on.
+[[ "$VALIDATION_SEED" =~ ^[0-9]+$ && "$VALIDATION_SEED" != 777 && "$VALIDATION_SUBJECTS" =~ ^[1-9][0-9]*$ ]] \
+  || { echo "cpu_session: VALIDATION_SEED must be a seed other than the held-out set's 777, and" \
+         "VALIDATION_SUBJECTS a count, not $VALIDATION_SEED and $VALIDATION_SUBJECTS" >&2; exit 2; }
 # shellcheck disable=SC2086  # lists of SPEC:NAME:SEED:IMAGES
 check_specs $NEW_PACKS $NEXT_PACKS
 export JMLR_FACEMODEL="${JMLR_FACEMODEL:-../shared/facemodel/ict_facekit.npz}"
 mkdir -p "$OUT"
 
-if [ ! -d "$HELDOUT" ]; then
-  say "held-out set $HELDOUT (seed 777, legacy heads and world)"
-  run env JMLR_SYNTH_HEADS=legacy JMLR_SYNTH_WORLD=legacy "$J" synth --out "$HELDOUT" --subjects 40 \
-    --per-subject 33 --seed 777 --renderer torch
-fi
-if [ "$SHIPPED_WEIGHT" = val ] && [ ! -d "$VALIDATION" ]; then
-  say "validation set $VALIDATION (the held-out set's command, seed $VALIDATION_SEED, $VALIDATION_SUBJECTS people)"
-  run env JMLR_SYNTH_HEADS=legacy JMLR_SYNTH_WORLD=legacy "$J" synth --out "$VALIDATION" \
-    --subjects "$VALIDATION_SUBJECTS" --per-subject 33 --seed "$VALIDATION_SEED" --renderer torch
-fi
+render_set "$HELDOUT" held-out 777 40
+[ "$SHIPPED_WEIGHT" != val ] || render_set "$VALIDATION" validation "$VALIDATION_SEED" "$VALIDATION_SUBJECTS"
 
 # 1. New packs. Those named in an earlier session's NEXT_PACKS are there already: kept (or
 #    finished, if that session ended while they rendered).
