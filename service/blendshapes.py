@@ -45,8 +45,8 @@ L1 = 1e-6
 # (bench/bench_blendshapes.py case (d)). They belong to the weights, so they travel in the
 # model's manifest (`jmlr.store.head_thresholds`, written by the bench's --write-thresholds).
 # These are for a head model stored without its own: the values chosen for the shipped
-# jmlr_mnv2_128_cpu of 2026-12-07 (twenty-third session). One threshold for all left the brows
-# at 0.11 inactive error: phantom brow raises.
+# jmlr_mnv2_128_cpu of the twenty-fourth session (the same as the twenty-third's). One
+# threshold for all left the brows at 0.11 inactive error: phantom brow raises.
 DEFAULT_HEAD_THRESHOLDS = {"brows": 0.35, "eyes": 0.0, "jaw": 0.075, "mouth": 0.0, "cheeks/nose": 0.1}
 
 
